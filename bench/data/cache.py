@@ -1,0 +1,187 @@
+"""The image cache: every image decoded and resized once per (dataset, size).
+
+Images are stored as one uint8 array (N, S, S) in a ``.npy`` file opened memory-mapped and
+read-only by every trial on a node, next to a JSON manifest holding the cache key, the image
+ids in row order and the images that could not be read. The key hashes the dataset's
+fingerprint, its image paths and the size, so two datasets or two sizes never share a cache.
+
+Building is guarded by a file lock (one builder per node; other trials wait and reuse it), writes
+to temporary names and renames them into place last, so an interrupted build is never mistaken
+for a finished one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from bench.data.images import ImageReadError, load_gray
+from bench.data.labels import Records
+from bench.errors import BenchError
+
+log = logging.getLogger(__name__)
+CACHE_VERSION = 1
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("BENCH_CACHE_DIR") or Path.home() / ".cache" / "cxr-bench")
+
+
+def cache_key(records: Records, size: int) -> str:
+    h = hashlib.sha256()
+    h.update(f"v{CACHE_VERSION}|{size}|{records.kind}|".encode())
+    h.update(records.fingerprint().encode())
+    h.update("\n".join(map(str, records.paths)).encode())
+    return h.hexdigest()[:20]
+
+
+def resize_gray(img: np.ndarray, size: int) -> np.ndarray:
+    """Resize (H, W) uint8 to (size, size) with Pillow's antialiased bilinear filter."""
+    from PIL import Image
+
+    if img.shape == (size, size):
+        return img
+    return np.asarray(Image.fromarray(img).resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0))
+
+
+@dataclass
+class ImageCache:
+    """An opened cache. ``images`` is (N, S, S) uint8, memory-mapped read-only."""
+
+    path: Path
+    key: str
+    size: int
+    image_ids: list[str]
+    bad: dict[str, str]
+    seconds: float = 0.0
+
+    @property
+    def array_file(self) -> Path:
+        return self.path / f"{self.key}.npy"
+
+    def open(self) -> np.ndarray:
+        return np.load(self.array_file, mmap_mode="r")
+
+    def rows_for(self, image_ids) -> np.ndarray:
+        """Cache rows of ``image_ids``; raises if one is absent or was unreadable (never zeros)."""
+        pos = {k: i for i, k in enumerate(self.image_ids)}
+        out = np.empty(len(image_ids), dtype=np.int64)
+        for j, k in enumerate(image_ids):
+            if k in self.bad:
+                raise RuntimeError(f"image {k!r} is unreadable in the cache ({self.bad[k]}) and must not be used")
+            try:
+                out[j] = pos[k]
+            except KeyError:
+                raise RuntimeError(f"image {k!r} is not in cache {self.key}: the cache belongs to another "
+                                   "dataset") from None
+        return out
+
+
+def _manifest_file(cache_dir: Path, key: str) -> Path:
+    return cache_dir / f"{key}.json"
+
+
+def open_cache(records: Records, size: int, cache_dir: Path | None = None) -> ImageCache | None:
+    """The finished cache for these records and size, or None. Verifies key and image ids."""
+    cache_dir = Path(cache_dir or default_cache_dir())
+    key = cache_key(records, size)
+    mf = _manifest_file(cache_dir, key)
+    if not mf.is_file() or not (cache_dir / f"{key}.npy").is_file():
+        return None
+    meta = json.loads(mf.read_text())
+    if meta.get("key") != key or meta.get("size") != size or meta.get("n") != len(records):
+        raise RuntimeError(f"cache manifest {mf} does not match its dataset (key/size/count); delete it")
+    ids_hash = hashlib.sha256("\n".join(map(str, records.image_ids)).encode()).hexdigest()
+    if meta.get("image_ids_sha256") != ids_hash:
+        raise RuntimeError(f"cache {mf} holds other images than this dataset; delete it")
+    return ImageCache(cache_dir, key, size, list(map(str, records.image_ids)), dict(meta.get("bad", {})),
+                      float(meta.get("seconds", 0.0)))
+
+
+def build_cache(records: Records, size: int, cache_dir: Path | None = None, *,
+                progress: Callable[[int, int], None] | None = None, threads: int | None = None) -> ImageCache:
+    """Open the cache for (records, size), building it first if needed.
+
+    Unreadable images are recorded in ``cache.bad`` (path -> reason) and their rows left zero;
+    callers must exclude or refuse them (:meth:`ImageCache.rows_for` refuses them).
+    """
+    from filelock import FileLock
+
+    cache_dir = Path(cache_dir or default_cache_dir())
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    key = cache_key(records, size)
+    with FileLock(str(cache_dir / f"{key}.lock")):
+        found = open_cache(records, size, cache_dir)
+        if found is not None:
+            return found
+        return _build(records, size, cache_dir, key, progress=progress, threads=threads)
+
+
+def _build(records: Records, size: int, cache_dir: Path, key: str, *, progress, threads) -> ImageCache:
+    n = len(records)
+    t0 = time.perf_counter()
+    tmp_npy = cache_dir / f"{key}.npy.tmp{os.getpid()}"
+    arr = np.lib.format.open_memmap(tmp_npy, mode="w+", dtype=np.uint8, shape=(n, size, size))
+    bad: dict[str, str] = {}
+
+    def work(i: int):
+        path = records.paths[i]
+        try:
+            return i, resize_gray(load_gray(path), size), None
+        except FileNotFoundError:
+            return i, None, "file missing"
+        except ImageReadError as exc:
+            return i, None, str(exc).split(": ", 1)[-1]
+
+    try:
+        workers = threads or min(8, os.cpu_count() or 1)
+        done = 0
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for i, img, err in pool.map(work, range(n), chunksize=64):
+                if err is None:
+                    arr[i] = img
+                else:
+                    bad[str(records.image_ids[i])] = f"{records.paths[i]}: {err}"
+                done += 1
+                if progress and (done % 256 == 0 or done == n):
+                    progress(done, n)
+        arr.flush()
+        del arr
+        seconds = time.perf_counter() - t0
+        meta = {"key": key, "version": CACHE_VERSION, "size": size, "n": n, "kind": records.kind,
+                "root": records.root, "fingerprint": records.fingerprint(),
+                "image_ids_sha256": hashlib.sha256("\n".join(map(str, records.image_ids)).encode()).hexdigest(),
+                "bad": bad, "seconds": round(seconds, 3), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        os.replace(tmp_npy, cache_dir / f"{key}.npy")
+        tmp_json = cache_dir / f"{key}.json.tmp{os.getpid()}"
+        tmp_json.write_text(json.dumps(meta, indent=1))
+        os.replace(tmp_json, _manifest_file(cache_dir, key))  # the manifest last: it marks completion
+    except BaseException:
+        tmp_npy.unlink(missing_ok=True)
+        raise
+    log.info("built image cache %s: %d images at %d px in %.1fs (%d unreadable)", key, n, size, seconds, len(bad))
+    return ImageCache(cache_dir, key, size, list(map(str, records.image_ids)), bad, seconds)
+
+
+def exclude_bad(records: Records, cache: ImageCache, *, policy: str) -> Records:
+    """Drop the rows whose image was unreadable (policy ``exclude``) or refuse them (``fail``)."""
+    if not cache.bad:
+        return records
+    listing = "; ".join(list(cache.bad.values())[:5]) + (" ..." if len(cache.bad) > 5 else "")
+    if policy == "fail":
+        raise BenchError(f"{len(cache.bad)} unreadable image(s): {listing} "
+                         "(set dataset.on_bad_image: exclude to leave them out)")
+    log.warning("excluding %d unreadable image(s): %s", len(cache.bad), listing)
+    keep = np.array([str(i) not in cache.bad for i in records.image_ids])
+    out = records.subset(keep)
+    out.dropped = {**records.dropped, "unreadable image": int((~keep).sum())}
+    return out

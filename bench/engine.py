@@ -1,0 +1,181 @@
+"""Plain PyTorch training and prediction: no Ray here, so it can be tested and timed alone.
+
+Images come from the uint8 cache as (N, S, S) arrays; batches are gathered, converted and
+normalised on the fly (on the GPU when there is one), optionally through a DataLoader with
+worker processes and pinned memory.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+# Grayscale normalisation: the mean of ImageNet's channel statistics (timm sums pretrained RGB
+# filters into one channel, so these match pretrained weights as well as any).
+MEAN, STD = 0.449, 0.226
+
+
+@dataclass
+class Device:
+    device: torch.device
+    autocast_dtype: torch.dtype | None
+    channels_last: bool
+
+    @classmethod
+    def resolve(cls, *, gpu: float, precision: str = "auto", channels_last: str | bool = "auto") -> "Device":
+        use_cuda = gpu > 0 and torch.cuda.is_available()
+        dev = torch.device("cuda" if use_cuda else "cpu")
+        if precision == "bf16" or (precision == "auto" and use_cuda and torch.cuda.is_bf16_supported()):
+            dtype = torch.bfloat16
+        else:
+            dtype = None
+        cl = str(channels_last).lower()
+        return cls(dev, dtype, use_cuda if cl == "auto" else cl == "true")
+
+
+class BatchSource(torch.utils.data.Dataset):
+    """Batches of (uint8 images, float labels) gathered from a memory-mapped array.
+
+    One item is one batch (rows given by a list of index arrays), so a DataLoader with
+    ``batch_size=None`` moves whole batches and its workers do the gathering.
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, batches: list[np.ndarray]):
+        self.images, self.labels, self.batches = images, labels, batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int):
+        rows = self.batches[i]
+        order = np.argsort(rows, kind="stable")  # sorted reads are kinder to a memory map
+        x = np.empty((len(rows),) + self.images.shape[1:], dtype=np.uint8)
+        x[order] = self.images[rows[order]]
+        return torch.from_numpy(x), torch.from_numpy(self.labels[rows].astype(np.float32))
+
+
+def iterate(images: np.ndarray, labels: np.ndarray, rows: np.ndarray, batch_size: int, *,
+            num_workers: int = 0, pin_memory: bool = False, drop_last: bool = False) -> Iterator:
+    """Yield (uint8 (B, S, S), float (B, L)) batches of ``rows`` in the given order."""
+    n = len(rows)
+    stop = (n // batch_size) * batch_size if drop_last and n >= batch_size else n
+    batches = [rows[i:i + batch_size] for i in range(0, stop, batch_size)]
+    source = BatchSource(images, labels, batches)
+    if num_workers <= 0:
+        for i in range(len(source)):
+            yield source[i]
+        return
+    loader = torch.utils.data.DataLoader(source, batch_size=None, shuffle=False, num_workers=num_workers,
+                                         pin_memory=pin_memory, persistent_workers=False, prefetch_factor=4)
+    yield from loader
+
+
+def to_input(x: torch.Tensor, dev: Device) -> torch.Tensor:
+    """uint8 (B, S, S) -> normalised float (B, 1, S, S) on the device."""
+    x = x.to(dev.device, non_blocking=True).unsqueeze(1).float().div_(255.0).sub_(MEAN).div_(STD)
+    if dev.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def augment(x: torch.Tensor, gen: torch.Generator, *, shift: float = 0.06, contrast: float = 0.15) -> torch.Tensor:
+    """Light, label-preserving augmentation on a normalised batch: random shifts (no flips: the heart
+    is on the left) and contrast / brightness jitter. Deterministic given ``gen``."""
+    b = x.shape[0]
+    r = torch.rand((b, 4), generator=gen).to(x.device)
+    theta = torch.zeros((b, 2, 3), device=x.device, dtype=x.dtype)
+    theta[:, 0, 0] = 1
+    theta[:, 1, 1] = 1
+    theta[:, 0, 2] = (r[:, 0] * 2 - 1) * shift * 2
+    theta[:, 1, 2] = (r[:, 1] * 2 - 1) * shift * 2
+    grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
+    x = torch.nn.functional.grid_sample(x, grid, padding_mode="border", align_corners=False)
+    scale = 1 + (r[:, 2] * 2 - 1) * contrast
+    offset = (r[:, 3] * 2 - 1) * contrast
+    return x * scale.view(b, 1, 1, 1) + offset.view(b, 1, 1, 1)
+
+
+def train_epoch(model, images: np.ndarray, labels: np.ndarray, rows: np.ndarray, *, loss_fn: Callable,
+                optimizer, lr_factor: Callable[[float], float] | None = None, batch_size: int, dev: Device,
+                aug_gen: torch.Generator | None = None, num_workers: int = 0) -> dict:
+    """One pass over ``rows`` (already in training order). Returns loss, images and seconds.
+
+    ``lr_factor(f)`` scales each parameter group's ``initial_lr`` at fraction ``f`` of the epoch.
+    """
+    model.train()
+    total, seen, t0 = 0.0, 0, time.perf_counter()
+    n_batches = max(1, len(rows) // batch_size if len(rows) > batch_size else 1)
+    for g in optimizer.param_groups:
+        g.setdefault("initial_lr", g["lr"])
+    for i, (x, y) in enumerate(iterate(images, labels, rows, batch_size, num_workers=num_workers,
+                                       pin_memory=dev.device.type == "cuda", drop_last=len(rows) > batch_size)):
+        if len(x) < 2:
+            continue  # batch norm needs two samples
+        if lr_factor is not None:
+            f = lr_factor(i / n_batches)
+            for g in optimizer.param_groups:
+                g["lr"] = g["initial_lr"] * f
+        inp = to_input(x, dev)
+        if aug_gen is not None:
+            inp = augment(inp, aug_gen)
+        target = y.to(dev.device, non_blocking=True)
+        with torch.autocast(dev.device.type, dtype=dev.autocast_dtype, enabled=dev.autocast_dtype is not None):
+            logits = model(inp)
+        loss = loss_fn(logits.float(), target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise FloatingPointError(f"training loss became {value} (learning rate too high?)")
+        total += value * len(x)
+        seen += len(x)
+    seconds = time.perf_counter() - t0
+    return {"loss": total / max(seen, 1), "images": seen, "seconds": seconds,
+            "images_per_s": seen / seconds if seconds > 0 else float("nan")}
+
+
+@torch.no_grad()
+def predict_logits(model, images: np.ndarray, rows: np.ndarray, *, batch_size: int, dev: Device,
+                   num_workers: int = 0) -> np.ndarray:
+    """Logits (len(rows), L) in the order of ``rows``; restores the model's train/eval mode."""
+    was_training = model.training
+    model.eval()
+    out = []
+    dummy = np.zeros((len(images), 1), dtype=np.float32)
+    try:
+        for x, _ in iterate(images, dummy, rows, batch_size, num_workers=num_workers,
+                            pin_memory=dev.device.type == "cuda"):
+            with torch.autocast(dev.device.type, dtype=dev.autocast_dtype, enabled=dev.autocast_dtype is not None):
+                out.append(model(to_input(x, dev)).float().cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))
+
+
+def make_optimizer(model, *, name: str, lr: float, weight_decay: float):
+    if name == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay, nesterov=True)
+    return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+
+
+def cosine_factor(epoch: int, epochs: int, *, warmup: float = 0.1) -> Callable[[float], float]:
+    """Learning-rate factor within ``epoch``: linear warm-up over the first ``warmup`` of training,
+    then cosine decay to 1% -- a function of progress only, so a resumed trial continues exactly."""
+
+    def factor(frac: float) -> float:
+        t = (epoch + frac) / max(epochs, 1)
+        if t < warmup:
+            return 0.1 + 0.9 * t / warmup
+        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * (t - warmup) / (1 - warmup)))
+
+    return factor

@@ -1,0 +1,258 @@
+"""``bench run``: from a grid file to a run folder with every trial's outputs and the reports.
+
+The driver validates everything (grid, dataset, labels, split) before it writes anything, so a bad
+input leaves no half-made run folder. Re-running the same command on the same ``--out`` resumes:
+Ray Tune restores the experiment and only unfinished or errored trials run again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from bench.config import GridConfig, resolve_paths
+from bench.errors import BenchError, GridIncomplete
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunOutcome:
+    run_dir: Path
+    completed: list[str] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def expand(cfg: GridConfig) -> list[dict]:
+    """Every (backbone, strategy, fold, seed) of the grid as a trial spec, in a stable order."""
+    from bench.trial import trial_id
+
+    out = []
+    for backbone in cfg.backbones:
+        for strategy in cfg.strategy_specs():
+            for seed in cfg.seeds:
+                for fold in range(cfg.splits.folds):
+                    out.append({"id": trial_id(backbone, strategy["name"], fold, seed), "backbone": backbone,
+                                "strategy": strategy, "fold": fold, "seed": seed})
+    return out
+
+
+def package_versions() -> dict:
+    from importlib import metadata
+
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for pkg in ("cxr-imbalance-bench", "torch", "torchvision", "timm", "ray", "numpy", "scikit-learn", "pandas",
+                "scipy", "grad-cam", "optuna", "iterative-stratification", "plotly"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def git_commit() -> dict:
+    here = Path(__file__).resolve().parents[1]
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return {"commit": None, "dirty": None}
+    if sha.returncode != 0:
+        return {"commit": None, "dirty": None}
+    return {"commit": sha.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+
+
+def check_run_dir(run_dir: Path, cfg: GridConfig) -> bool:
+    """True when ``run_dir`` holds an earlier run of the same grid (resume); raises for another grid."""
+    if not run_dir.exists():
+        return False
+    if not run_dir.is_dir():
+        raise BenchError(f"--out {str(run_dir)!r} exists and is not a folder")
+    grid_file = run_dir / "grid.json"
+    if not grid_file.is_file():
+        if any(run_dir.iterdir()):
+            raise BenchError(f"--out {str(run_dir)!r} is not empty and is not a run folder; choose another --out")
+        return False
+    old = json.loads(grid_file.read_text())
+    if old.get("digest") != cfg.digest():
+        raise BenchError(f"run folder {str(run_dir)!r} was made by a different grid ({old.get('source') or old.get('name')},"
+                         f" digest {old.get('digest')} != {cfg.digest()}); use another --out or the same grid")
+    return True
+
+
+def write_json(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+def prepare_data(cfg: GridConfig, *, say: Callable[[str], None], bar=None):
+    """Read, cache and split the dataset; returns (records, cache, manifest). Writes only the cache."""
+    from bench.data.cache import build_cache, default_cache_dir, exclude_bad
+    from bench.data.load import check_spreadable, load_records
+    from bench.data.splits import SplitManifest, make_split
+
+    ds = cfg.dataset
+    rec = load_records(ds, progress=bar("synthesising images") if bar and ds.kind == "synthetic" else None)
+    dropped = ", ".join(f"{v:,} {k}" for k, v in rec.dropped.items())
+    say(f"dataset: {len(rec):,} images, {rec.n_patients or 'no'} patients, {len(rec.label_names)} labels, "
+        f"{len(rec.boxes)} boxes" + (f" (dropped: {dropped})" if dropped else ""))
+    cache_dir = Path(ds.cache_dir) if ds.cache_dir else default_cache_dir()
+    cache = build_cache(rec, ds.image_size, cache_dir, progress=bar(f"caching {ds.image_size}px images") if bar else None)
+    rec = exclude_bad(rec, cache, policy=ds.on_bad_image)
+    check_spreadable(rec, cfg.splits.folds)
+    if cfg.splits.file:
+        manifest = SplitManifest.from_json(cfg.splits.file)
+        manifest.verify(rec)
+        if manifest.n_folds != cfg.splits.folds:
+            raise BenchError(f"splits.file {cfg.splits.file!r} has {manifest.n_folds} folds but splits.folds is "
+                             f"{cfg.splits.folds}")
+    else:
+        manifest = make_split(rec, n_folds=cfg.splits.folds, val_fraction=cfg.splits.val_fraction,
+                              seed=cfg.splits.seed)
+    q = manifest.quality
+    say(f"split: {cfg.splits.folds} folds, sizes {q.get('fold_sizes')}, max label deviation "
+        f"{q.get('max_label_deviation', float('nan')):.1%}, shared patients {q.get('shared_patients')}, "
+        f"hash {manifest.hash[:12]}")
+    return rec, cache, manifest
+
+
+def run_grid(grid_path: str | Path, *, out: str | Path | None = None, address: str | None = None,
+             storage: str | None = None, resume: bool = False, say: Callable[[str], None] = lambda s: None,
+             bar=None, cfg: GridConfig | None = None) -> RunOutcome:
+    """Run (or resume) a grid; returns the outcome. Raises GridIncomplete when trials errored."""
+    from bench.config import load_grid
+
+    t0 = time.time()
+    cfg = resolve_paths(cfg or load_grid(grid_path))
+    run_dir = Path(out or Path("runs") / cfg.name).resolve()
+    existing = check_run_dir(run_dir, cfg)
+    if resume and not existing:
+        raise BenchError(f"--resume: {str(run_dir)!r} holds no earlier run of this grid to resume")
+    if existing:
+        say(f"resuming the run in {run_dir}")
+
+    rec, cache, manifest = prepare_data(cfg, say=say, bar=bar)
+    trials = expand(cfg)
+    storage_path, name, filesystem = _storage(run_dir, storage, cfg)
+
+    # ---- nothing above wrote into the run folder; from here on it exists ----
+    (run_dir / "trials").mkdir(parents=True, exist_ok=True)
+    if not existing and grid_path and Path(grid_path).is_file():
+        shutil.copyfile(grid_path, run_dir / "grid.yaml")
+    write_json(run_dir / "grid.json", {**cfg.to_dict(), "digest": cfg.digest()})
+    manifest.to_json(run_dir / "split.json")
+    from bench.data.describe import describe
+
+    write_json(run_dir / "dataset.json", {**describe(rec), "kind": rec.kind, "root": rec.root,
+                                          "image_size": cfg.dataset.image_size, "label_names": list(rec.label_names)})
+    meta = {"versions": package_versions(), "git": git_commit(), "split_hash": manifest.hash,
+            "cache_key": cache.key, "storage": storage_path, "experiment": name,
+            "command": " ".join(sys.argv), "host": platform.node()}
+    run_json = run_dir / "run.json"
+    previous = json.loads(run_json.read_text()) if run_json.is_file() else {}
+    write_json(run_json, {**previous, **meta, "started": previous.get("started") or time.strftime("%Y-%m-%dT%H:%M:%S"),
+                          "status": "running", "trials": len(trials)})
+
+    from bench import tuner
+    from bench.trial import TrialData
+
+    done_ids = {p.parent.name for p in (run_dir / "trials").glob("*/metrics.json")}
+    todo = [t for t in trials if t["id"] not in done_ids]
+    say(f"{len(trials)} trials ({len(cfg.backbones)} backbones x {len(cfg.strategies)} strategies x "
+        f"{cfg.splits.folds} folds x {len(cfg.seeds)} seeds); {len(done_ids & {t['id'] for t in trials})} already done")
+    outcome = RunOutcome(run_dir)
+    if todo:
+        tuner.init_ray(address)
+        data = TrialData(records=rec, manifest=manifest, cache_key=cache.key, cache_dir=str(cache.path),
+                         image_size=cfg.dataset.image_size, grid=cfg.to_dict(),
+                         run_meta={"versions": meta["versions"], "git": meta["git"]})
+        progress = tuner.Progress(total=len(trials), done=set(done_ids))
+
+        def on_done(tid: str, checkpoint) -> None:
+            collect_trial(run_dir, tid, checkpoint)
+
+        callback = tuner.make_callback(progress, say, on_done, epochs=cfg.train.epochs)
+        restore = existing and tuner.can_restore(storage_path, name, filesystem)
+        if restore:
+            say("restoring the Ray Tune experiment (finished trials are kept, unfinished and errored ones resume)")
+            t = tuner.build_tuner(data, todo, cfg=cfg, storage_path=storage_path, name=name, filesystem=filesystem,
+                                  restore=True)
+            t._local_tuner._run_config.callbacks = [callback]  # restored tuners keep no callbacks
+        else:
+            if existing:  # a fresh experiment over the missing trials only
+                name = f"{name}-{time.strftime('%Y%m%d%H%M%S')}"
+                write_json(run_json, {**json.loads(run_json.read_text()), "experiment": name})
+            t = tuner.build_tuner(data, todo, cfg=cfg, storage_path=storage_path, name=name, filesystem=filesystem,
+                                  callbacks=[callback])
+        results = t.fit()
+        for result in results:
+            tid = result.config["trial"]["id"]
+            if result.error is not None:
+                outcome.errors[tid] = _error_line(result.error)
+                continue
+            if not (run_dir / "trials" / tid / "metrics.json").is_file():
+                collect_trial(run_dir, tid, result.checkpoint)
+    outcome.completed = sorted(p.parent.name for p in (run_dir / "trials").glob("*/metrics.json"))
+    missing = [t["id"] for t in trials if t["id"] not in outcome.completed and t["id"] not in outcome.errors]
+    for tid in missing:
+        outcome.errors[tid] = "no outputs were produced"
+    outcome.seconds = time.time() - t0
+    status = "complete" if not outcome.errors else "incomplete"
+    write_json(run_json, {**json.loads(run_json.read_text()), "status": status,
+                          "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": round(outcome.seconds, 1),
+                          "errors": outcome.errors})
+    if outcome.errors:
+        write_json(run_dir / "errors.json", outcome.errors)
+    elif (run_dir / "errors.json").exists():
+        (run_dir / "errors.json").unlink()
+    return outcome
+
+
+def collect_trial(run_dir: Path, tid: str, checkpoint) -> None:
+    """Copy a finished trial's outputs from its last checkpoint into ``run_dir/trials/<id>``."""
+    from bench.trial import OUTPUTS, copy_outputs
+
+    if checkpoint is None:
+        raise RuntimeError(f"trial {tid} finished without a checkpoint")
+    with checkpoint.as_directory() as folder:
+        src = Path(folder) / OUTPUTS
+        if not (src / "metrics.json").is_file():
+            raise RuntimeError(f"trial {tid}'s last checkpoint holds no outputs")
+        copy_outputs(src, run_dir / "trials" / tid)
+
+
+def _error_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    for line in reversed(text):
+        line = line.strip()
+        if line and not line.startswith(("File ", "^", "Traceback", "~")):
+            return line[:400]
+    return type(error).__name__
+
+
+def _storage(run_dir: Path, storage: str | None, cfg: GridConfig) -> tuple[str, str, object]:
+    """(storage_path, experiment name, pyarrow filesystem or None) for the Tune experiment."""
+    from bench import tuner
+
+    if not storage:
+        return str(run_dir), tuner.EXPERIMENT, None
+    if "://" not in storage:
+        path = Path(storage).expanduser().resolve()
+        return str(path), f"{run_dir.name}-{cfg.digest()[:8]}", None
+    fs = tuner.storage_filesystem(storage)
+    if fs is not None:  # pyarrow wants bucket/key without the scheme when given a filesystem
+        return storage.split("://", 1)[1], f"{run_dir.name}-{cfg.digest()[:8]}", fs
+    return storage, f"{run_dir.name}-{cfg.digest()[:8]}", None

@@ -1,0 +1,305 @@
+"""One trial: train a backbone with a strategy on one fold and seed, evaluate, write its outputs.
+
+:func:`run_trial` is plain Python around :mod:`bench.engine`; :mod:`bench.tuner` hands it to Ray
+Tune, which calls it with a ``report`` hook (``tune.report``) and the last checkpoint to resume
+from. Every epoch ends with a checkpoint (model, optimizer, epoch, history), so a trial whose
+worker died continues from its last finished epoch and, because every random draw is derived from
+(seed, fold, epoch), finishes with exactly the numbers an uninterrupted run gives.
+
+The outputs of a finished trial (``metrics.json``, ``predictions.npz``, ``config.json``,
+``localisation.csv``, ``gallery/*.png``) travel in its last checkpoint, so they reach the run
+folder from any node and any storage (local, NFS, s3://).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from bench.data.labels import Records
+
+log = logging.getLogger(__name__)
+STATE_FILE = "state.pt"
+OUTPUTS = "outputs"
+
+
+@dataclass
+class TrialData:
+    """What every trial of a run shares (shipped once through Ray's object store)."""
+
+    records: Records
+    manifest: Any            # bench.data.splits.SplitManifest
+    cache_key: str
+    cache_dir: str
+    image_size: int
+    grid: dict               # the resolved grid (GridConfig.to_dict())
+    run_meta: dict           # versions, git commit, split hash
+
+
+def trial_id(backbone: str, strategy: str, fold: int, seed: int) -> str:
+    """Short readable id, e.g. ``resnet18-focal-f0-s0``."""
+    safe = "".join(c if c.isalnum() or c in "_.+" else "_" for c in f"{backbone}-{strategy}")
+    return f"{safe.replace('-', '-', 1)}-f{fold}-s{seed}"
+
+
+class OutOfMemory(RuntimeError):
+    """A trial ran out of (GPU or host) memory; the message says what to reduce."""
+
+
+def run_trial(spec: dict, data: TrialData, *, report: Callable[[dict, str | None], None],
+              checkpoint_dir: str | None = None) -> dict:
+    """Run one trial. ``report(metrics, checkpoint_folder)`` is called after every epoch.
+
+    Args:
+        spec: {"backbone", "strategy" (resolved spec mapping), "fold", "seed", "id"}.
+        data: the shared :class:`TrialData`.
+        report: receives each epoch's metrics and a folder to persist as the checkpoint.
+        checkpoint_dir: the folder of the checkpoint to resume from, if any.
+    """
+    try:
+        return _run(spec, data, report=report, checkpoint_dir=checkpoint_dir)
+    except MemoryError as exc:
+        raise OutOfMemory(f"trial {spec['id']} ran out of host memory ({exc}); lower train.batch_size "
+                          "or run fewer trials at once (resources.max_concurrent)") from None
+    except RuntimeError as exc:
+        if "out of memory" in str(exc).lower() and not isinstance(exc, OutOfMemory):
+            raise OutOfMemory(f"trial {spec['id']} ran out of GPU memory with {spec['backbone']} at batch size "
+                              f"{data.grid['train']['batch_size']}: lower train.batch_size or give it a whole GPU "
+                              "(resources.gpu)") from None
+        raise
+
+
+def _run(spec: dict, data: TrialData, *, report, checkpoint_dir) -> dict:
+    import torch
+
+    from backbones import create_model
+    from bench import engine, seeding
+    from bench.data.cache import ImageCache, open_cache
+    from bench.data.splits import assert_patient_disjoint
+    from strategies import create_strategy
+
+    grid, tr, res = data.grid, data.grid["train"], data.grid["resources"]
+    seed, fold, rec = int(spec["seed"]), int(spec["fold"]), data.records
+    threads = max(1, int(res["cpu"]))
+    torch.set_num_threads(threads)
+    dev = engine.Device.resolve(gpu=float(res["gpu"]), precision=tr["precision"], channels_last=tr["channels_last"])
+
+    # ---- data: the node's cache (built here if this node has none yet) and the verified split ----
+    data.manifest.verify(rec)
+    cache = open_cache(rec, data.image_size, Path(data.cache_dir))
+    if cache is None:
+        from bench.data.cache import build_cache
+
+        log.warning("no image cache on node %s; building it", platform.node())
+        cache = build_cache(rec, data.image_size, Path(data.cache_dir))
+    if cache.key != data.cache_key:
+        raise RuntimeError(f"image cache {cache.key} is not the run's cache {data.cache_key}")
+    images = cache.open()
+    crow = cache.rows_for(rec.image_ids)  # cache rows in record order; refuses unreadable images
+    if not np.array_equal(crow, np.arange(len(rec))):
+        images = images[crow]  # reorder once (only if the run excluded rows)
+    train, val, test = data.manifest.rows(fold)
+    if rec.patients is not None:
+        assert_patient_disjoint(rec.patients, train, test, what="training and held-out rows")
+        assert_patient_disjoint(rec.patients, val, test, what="validation and held-out rows")
+        assert_patient_disjoint(rec.patients, train, val, what="training and validation rows")
+    y = rec.labels
+
+    # ---- strategy, model, optimizer (restored from the checkpoint when resuming) ----
+    strategy = create_strategy(spec["strategy"])
+    features = None
+    if getattr(strategy.sampler, "needs_features", False):
+        features = thumbnail_features(images, train, seed=seed)
+        strategy.loss.fit(y[train])
+        strategy.sampler.fit(y[train], features=features)
+    else:
+        strategy.fit(y[train])
+    seeding.seed_torch(seed, spec["backbone"], fold, "init")
+    model = create_model(spec["backbone"], len(rec.label_names), pretrained=tr["pretrained"])
+    model.to(dev.device)
+    if dev.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = engine.make_optimizer(model, name=tr["optimizer"], lr=float(tr["lr"]),
+                                      weight_decay=float(tr["weight_decay"]))
+    start, history = 0, []
+    if checkpoint_dir:
+        state_file = Path(checkpoint_dir) / STATE_FILE
+        done = Path(checkpoint_dir) / OUTPUTS / "metrics.json"
+        if done.is_file():  # finished before the worker died: hand the same outputs back
+            final = json.loads(done.read_text())["summary"]
+            report({**final, "epoch": tr["epochs"], "done": True}, checkpoint_dir)
+            return final
+        state = torch.load(state_file, map_location=dev.device, weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start = int(state["epoch"]) + 1
+        history = json.loads(state["history"])
+        log.info("trial %s resumes after epoch %d", spec["id"], start)
+    net = torch.compile(model) if tr["compile"] and dev.device.type == "cuda" else model
+
+    epochs = int(tr["epochs"])
+    for epoch in range(start, epochs):
+        seeding.seed_torch(seed, fold, "epoch", epoch)  # dropout etc.: same draws after a resume
+        order = strategy.sampler.epoch_indices(seeding.numpy_rng(seed, fold, "order", epoch))
+        rows = train[order]
+        aug = seeding.torch_generator(seed, fold, "augment", epoch) if tr["augment"] else None
+        stats = engine.train_epoch(net, images, y, rows, loss_fn=strategy.loss, optimizer=optimizer,
+                                   lr_factor=engine.cosine_factor(epoch, epochs), batch_size=int(tr["batch_size"]),
+                                   dev=dev, aug_gen=aug, num_workers=int(tr["num_workers"]))
+        val_logits = engine.predict_logits(net, images, val, batch_size=int(tr["eval_batch_size"]), dev=dev)
+        val_prob = engine.sigmoid(_adjust(strategy, val_logits))
+        val_auc = _macro_auc(y[val], val_prob)
+        entry = {"epoch": epoch + 1, "train_loss": stats["loss"], "train_images": stats["images"],
+                 "train_seconds": round(stats["seconds"], 3), "train_images_per_s": stats["images_per_s"],
+                 "val_macro_auc": val_auc}
+        history.append(entry)
+        last = epoch == epochs - 1
+        with tempfile.TemporaryDirectory(prefix="bench-ckpt-") as ckpt:
+            if not last or tr["keep_weights"]:
+                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+                            "history": json.dumps(history)}, Path(ckpt) / STATE_FILE)
+            metrics = {**entry, "done": False}
+            if last:
+                summary = evaluate(spec, data, model=net, strategy=strategy, images=images, rows=(train, val, test),
+                                   history=history, dev=dev, out=Path(ckpt) / OUTPUTS, val_prob=val_prob)
+                metrics = {**entry, **summary, "done": True}
+            report(metrics, ckpt)
+    return metrics
+
+
+def _adjust(strategy, logits: np.ndarray) -> np.ndarray:
+    """Apply the loss's post-hoc logit correction (identity for most losses)."""
+    import torch
+
+    return strategy.loss.adjust_logits(torch.from_numpy(np.ascontiguousarray(logits))).numpy()
+
+
+def _macro_auc(y: np.ndarray, p: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    aucs = []
+    for j in range(y.shape[1]):
+        known = ~np.isnan(y[:, j])
+        yj = y[known, j]
+        if 0 < yj.sum() < len(yj):
+            aucs.append(roc_auc_score(yj, p[known, j]))
+    return float(np.mean(aucs)) if aucs else float("nan")
+
+
+def thumbnail_features(images: np.ndarray, rows: np.ndarray, *, seed: int, dims: int = 32) -> np.ndarray:
+    """Per-image embeddings for feature-aware samplers: 16x16 thumbnails reduced by PCA (fit on
+    the training rows only)."""
+    import torch
+    from sklearn.decomposition import PCA
+
+    x = torch.from_numpy(np.asarray(images[rows], dtype=np.float32)).unsqueeze(1)
+    small = torch.nn.functional.adaptive_avg_pool2d(x, 16).flatten(1).numpy() / 255.0
+    k = int(min(dims, small.shape[0] - 1, small.shape[1]))
+    return PCA(n_components=max(k, 1), random_state=seed).fit_transform(small).astype(np.float32)
+
+
+def fit_thresholds(rule, y_val: np.ndarray, p_val: np.ndarray, *, val_ids, test_ids) -> np.ndarray:
+    """Fit the decision rule on the validation part; refuses if any validation image is held out."""
+    overlap = set(map(str, val_ids)) & set(map(str, test_ids))
+    if overlap:
+        raise RuntimeError(f"refusing to fit thresholds: {len(overlap)} validation image(s) are in the held-out "
+                           f"fold (e.g. {sorted(overlap)[0]!r})")
+    return np.asarray(rule.fit(y_val, p_val).thresholds_, dtype=np.float64)
+
+
+def evaluate(spec: dict, data: TrialData, *, model, strategy, images, rows, history, dev, out: Path,
+             val_prob: np.ndarray) -> dict:
+    """Thresholds on validation, predictions and metrics on the held-out fold, CAM scores; writes ``out``."""
+    from bench import engine
+    from reports.metrics import label_metrics, summary_metrics
+
+    rec, tr = data.records, data.grid["train"]
+    train, val, test = rows
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    thresholds = fit_thresholds(strategy.threshold, rec.labels[val], val_prob,
+                                val_ids=rec.image_ids[val], test_ids=rec.image_ids[test])
+    logits = engine.predict_logits(model, images, test, batch_size=int(tr["eval_batch_size"]), dev=dev)
+    prob = engine.sigmoid(_adjust(strategy, logits))
+    y_test = rec.labels[test]
+    names = list(rec.label_names)
+    summary = summary_metrics(y_test, prob, thresholds=thresholds, label_names=names)
+    per_label = label_metrics(y_test, prob, thresholds=thresholds, label_names=names)
+    eval_seconds = time.perf_counter() - t0
+
+    from bench.data.labels import positives
+
+    n_train = len(train)
+    train_prev = (positives(rec.labels[train]) / max(n_train, 1)).tolist()
+    loc_rows, loc_seconds = [], 0.0
+    if data.grid["localisation"]["enabled"] and len(rec.boxes):
+        from bench.localise import localise_trial
+
+        t1 = time.perf_counter()
+        loc_rows = localise_trial(spec, data, model=model, images=images, val=val, test=test, dev=dev,
+                                  out=out, prob=prob)
+        loc_seconds = time.perf_counter() - t1
+
+    np.savez_compressed(
+        out / "predictions.npz", image_ids=np.asarray(rec.image_ids[test], dtype=str),
+        patients=np.asarray(rec.patients[test] if rec.patients is not None else rec.image_ids[test], dtype=str),
+        labels=y_test.astype(np.float32), probs=prob.astype(np.float32), logits=logits.astype(np.float32),
+        thresholds=thresholds, label_names=np.asarray(names, dtype=str),
+        val_image_ids=np.asarray(rec.image_ids[val], dtype=str), val_labels=rec.labels[val].astype(np.float32),
+        val_probs=val_prob.astype(np.float32))
+    clean = {k: _jsonable(v) for k, v in summary.items()}
+    doc = {
+        "id": spec["id"], "backbone": spec["backbone"], "strategy": spec["strategy"]["name"],
+        "fold": int(spec["fold"]), "seed": int(spec["seed"]), "summary": clean,
+        "per_label": json.loads(per_label.to_json(orient="records")),
+        "train_prevalence": dict(zip(names, train_prev)),
+        "thresholds": dict(zip(names, thresholds.tolist())),
+        "sizes": {"train": int(len(train)), "val": int(len(val)), "test": int(len(test))},
+        "history": history, "timing": {"eval_seconds": round(eval_seconds, 3),
+                                       "localisation_seconds": round(loc_seconds, 3)},
+        "node": platform.node(), "device": str(dev.device),
+    }
+    _write_json(out / "metrics.json", doc)
+    _write_json(out / "config.json", {"trial": spec, "grid": data.grid, "split_hash": data.manifest.hash,
+                                      "cache_key": data.cache_key, **data.run_meta})
+    return {k: v for k, v in clean.items() if isinstance(v, (int, float)) and v is not None}
+
+
+def _jsonable(v):
+    if isinstance(v, (np.floating, float)):
+        return None if not np.isfinite(v) else float(v)
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    return v
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=_jsonable))
+    os.replace(tmp, path)
+
+
+def copy_outputs(src: Path, dest: Path) -> None:
+    """Copy a finished trial's outputs into ``dest`` atomically (temp folder, then rename)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f".{dest.name}.tmp{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    shutil.copytree(src, tmp)
+    if dest.exists():
+        shutil.rmtree(dest)
+    os.replace(tmp, dest)

@@ -1,0 +1,170 @@
+"""Ray Tune drives the trials: one Tune trial per (backbone, strategy, fold, seed).
+
+Nothing here trains: :func:`bench.trial.run_trial` does, wrapped in a function trainable that
+reports each epoch with ``tune.report(metrics, checkpoint=tune.Checkpoint...)`` and resumes from
+``tune.get_checkpoint()``. Failed workers are retried from their last checkpoint
+(``FailureConfig(max_failures)``); an interrupted driver is resumed with ``Tuner.restore``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+log = logging.getLogger(__name__)
+EXPERIMENT = "tune"
+
+
+def ray_env() -> None:
+    """Environment defaults: no usage statistics leave the machine; quiet logs."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "60")
+
+
+def init_ray(address: str | None = None, *, num_cpus: int | None = None, num_gpus: int | None = None) -> None:
+    """Connect to ``address`` (``auto``, ``ray://host:port``, ``host:port``) or start a local Ray."""
+    ray_env()
+    import ray
+
+    if ray.is_initialized():
+        return
+    kwargs: dict = {"include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": True}
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(num_cpus=num_cpus, num_gpus=num_gpus, **kwargs)
+
+
+def storage_filesystem(storage: str):
+    """A pyarrow filesystem for ``s3://`` storage served at a custom endpoint (``AWS_ENDPOINT_URL``,
+    e.g. MinIO or a local test server), else None (Ray resolves the URI itself)."""
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if not storage.startswith("s3://") or not endpoint:
+        return None
+    import pyarrow.fs as pafs
+
+    scheme, _, host = endpoint.partition("://")
+    return pafs.S3FileSystem(endpoint_override=host or scheme, scheme=scheme if host else "https",
+                             region=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
+
+
+def _trainable(config: dict, data=None):
+    from ray import tune
+
+    from bench.trial import run_trial
+
+    spec = config["trial"]
+
+    def report(metrics: dict, folder: str | None) -> None:
+        ckpt = tune.Checkpoint.from_directory(folder) if folder else None
+        tune.report(metrics, checkpoint=ckpt)
+
+    ckpt = tune.get_checkpoint()
+    if ckpt is None:
+        run_trial(spec, data, report=report)
+        return
+    with ckpt.as_directory() as folder:
+        # Copy: the folder may be a temporary download that disappears with the context.
+        with tempfile.TemporaryDirectory(prefix="bench-restore-") as local:
+            import shutil
+
+            shutil.copytree(folder, local, dirs_exist_ok=True)
+            run_trial(spec, data, report=report, checkpoint_dir=local)
+
+
+@dataclass
+class Progress:
+    """Counts shown while a grid runs."""
+
+    total: int
+    done: set = field(default_factory=set)
+    failed: set = field(default_factory=set)
+    started: float = field(default_factory=time.time)
+
+
+def make_callback(progress: Progress, say: Callable[[str], None], on_done: Callable[[str, object], None], *,
+                  epochs: int):
+    from ray import tune
+
+    class Reporter(tune.Callback):
+        """Prints one line per finished epoch and trial; copies finished trials' outputs at once."""
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            tid = trial.config["trial"]["id"]
+            if result.get("done") is True:
+                return
+            auc, ips = result.get("val_macro_auc", float("nan")), result.get("train_images_per_s", float("nan"))
+            say(f"  {tid}: epoch {result.get('epoch')}/{epochs}  train loss {result.get('train_loss', float('nan')):.4f}"
+                f"  val AUC {auc:.3f}  {ips:.0f} img/s")
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            tid = trial.config["trial"]["id"]
+            progress.done.add(tid)
+            last = trial.last_result or {}
+            try:
+                on_done(tid, trial.checkpoint)
+            except Exception as exc:  # noqa: BLE001 - reported, collected again at the end
+                log.warning("could not copy the outputs of %s yet: %s", tid, exc)
+            elapsed = time.time() - progress.started
+            say(f"[{len(progress.done) + len(progress.failed)}/{progress.total}] {tid} done: "
+                f"macro AUC {last.get('macro_auc', float('nan')):.3f}, macro F1 {last.get('macro_f1', float('nan')):.3f}"
+                f"  ({elapsed:.0f}s elapsed)")
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            tid = trial.config["trial"]["id"]
+            progress.failed.add(tid)
+            say(f"[{len(progress.done) + len(progress.failed)}/{progress.total}] {tid} FAILED "
+                f"(after {trial.num_failures} attempt(s)); see {trial.error_file or 'its error file'}")
+
+        def on_trial_recover(self, iteration, trials, trial, **info):
+            say(f"  {trial.config['trial']['id']}: worker lost; retrying from its last checkpoint")
+
+    return Reporter()
+
+
+def build_tuner(trainable_data, trials: list[dict], *, cfg, storage_path: str, name: str, filesystem=None,
+                callbacks=(), restore: bool = False):
+    """A new ``tune.Tuner`` over ``trials``, or the restored one when ``restore``."""
+    from ray import tune
+
+    res = cfg.resources
+    resources = {"cpu": float(res.cpu), "gpu": float(res.gpu)}
+    trainable = tune.with_resources(tune.with_parameters(_trainable, data=trainable_data), resources)
+    path = storage_path.rstrip("/") + "/" + name
+    if restore:
+        return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True,
+                                  storage_filesystem=filesystem)
+    run_config = tune.RunConfig(
+        name=name,
+        storage_path=storage_path,
+        storage_filesystem=filesystem,
+        failure_config=tune.FailureConfig(max_failures=int(res.max_failures)),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        verbose=0,
+        callbacks=list(callbacks),
+    )
+    tune_config = tune.TuneConfig(
+        max_concurrent_trials=int(res.max_concurrent) or None,
+        trial_name_creator=lambda t: t.config["trial"]["id"],
+        trial_dirname_creator=lambda t: t.config["trial"]["id"],
+        reuse_actors=False,
+    )
+    return tune.Tuner(trainable, param_space={"trial": tune.grid_search(trials)},
+                      tune_config=tune_config, run_config=run_config)
+
+
+def can_restore(storage_path: str, name: str, filesystem=None) -> bool:
+    from ray import tune
+
+    try:
+        return bool(tune.Tuner.can_restore(storage_path.rstrip("/") + "/" + name, storage_filesystem=filesystem))
+    except Exception:  # noqa: BLE001 - unreachable storage means nothing to restore
+        return False

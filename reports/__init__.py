@@ -1,0 +1,1 @@
+"""Reports rebuilt from files on disk alone: metrics, statistics, leaderboards, localisation, HTML."""

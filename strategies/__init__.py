@@ -1,0 +1,173 @@
+"""The imbalance-strategy catalogue: registries of losses, samplers and decision rules, and the
+named presets that combine them.
+
+>>> from strategies import create_strategy, list_strategies
+>>> [e.name for e in list_strategies("focal*")]  # doctest: +SKIP
+['focal', 'focal_ros']
+>>> s = create_strategy({"loss": "focal", "sampler": "ml_ros", "threshold": "f1"})  # doctest: +SKIP
+
+Importing this package does not import torch: entries are resolved on first use.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from strategies._registry import Registry, UnknownNameError
+from strategies.catalogue import LOSSES, SAMPLERS, STRATEGIES, THRESHOLDS
+
+__all__ = [
+    "LOSSES", "SAMPLERS", "THRESHOLDS", "STRATEGIES", "Registry", "UnknownNameError",
+    "create_loss", "create_sampler", "create_threshold", "create_strategy", "list_strategies",
+    "resolve_spec", "preset_space", "apply_params",
+]
+
+
+def _create(registry: Registry, spec: Any):
+    name, params = _split(spec, registry.kind)
+    entry = registry.get(name)
+    cls = entry.load()
+    _check_params(cls, params, f"{registry.kind} {name!r}")
+    obj = registry.create(name, **params)
+    check = getattr(obj, "check_params", None)
+    if check is not None:
+        check()
+    return obj
+
+
+def _split(spec: Any, kind: str) -> tuple[str, dict]:
+    if isinstance(spec, str):
+        return spec, {}
+    if isinstance(spec, Mapping) and "name" in spec:
+        params = {k: v for k, v in spec.items() if k != "name"}
+        return str(spec["name"]), params
+    raise ValueError(f"a {kind} must be a name or a mapping with 'name', got {spec!r}")
+
+
+def _check_params(cls, params: dict, what: str) -> None:
+    import difflib
+
+    from strategies.base import param_names
+
+    allowed = param_names(cls)
+    for key in params:
+        if key not in allowed:
+            close = difflib.get_close_matches(key, allowed, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            valid = ", ".join(allowed) or "none"
+            raise ValueError(f"unknown parameter {key!r} for {what}{hint} (valid: {valid})")
+
+
+def create_loss(spec: Any):
+    """A fresh loss from a name or ``{name: ..., **params}``."""
+    return _create(LOSSES, spec)
+
+
+def create_sampler(spec: Any):
+    """A fresh sampler from a name or ``{name: ..., **params}``."""
+    return _create(SAMPLERS, spec)
+
+
+def create_threshold(spec: Any):
+    """A fresh decision rule from a name or ``{name: ..., **params}``."""
+    return _create(THRESHOLDS, spec)
+
+
+def resolve_spec(spec: Any) -> dict:
+    """Normalise a strategy given as a preset name or a mapping into a full spec.
+
+    Returns ``{"name", "loss", "sampler", "threshold", "description"}`` where each part is a
+    mapping ``{"name": ..., **params}``. A mapping may name a ``preset`` and override parts of it.
+    """
+    if isinstance(spec, str):
+        entry = STRATEGIES.get(spec)
+        out = {"name": spec, "description": entry.description}
+        for part in ("loss", "sampler", "threshold"):
+            out[part] = _as_mapping(entry.meta[part])
+        return out
+    if not isinstance(spec, Mapping):
+        raise ValueError(f"a strategy must be a preset name or a mapping, got {spec!r}")
+    allowed = {"name", "preset", "loss", "sampler", "threshold", "description"}
+    for key in spec:
+        if key not in allowed:
+            import difflib
+
+            close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"unknown strategy key {key!r}{hint} (valid: {', '.join(sorted(allowed))})")
+    base = resolve_spec(spec["preset"]) if "preset" in spec else {
+        "loss": {"name": "bce"}, "sampler": {"name": "none"}, "threshold": {"name": "f1"}, "description": ""}
+    out = dict(base)
+    for part in ("loss", "sampler", "threshold"):
+        if part in spec:
+            out[part] = _as_mapping(spec[part])
+    name = spec.get("name") or "+".join(
+        [out["loss"]["name"]] + ([out["sampler"]["name"]] if out["sampler"]["name"] != "none" else []))
+    out["name"] = str(name)
+    out["description"] = str(spec.get("description") or base.get("description") or _describe(out))
+    return out
+
+
+def _as_mapping(part: Any) -> dict:
+    if isinstance(part, str):
+        return {"name": part}
+    if isinstance(part, Mapping):
+        return dict(part)
+    raise ValueError(f"expected a name or a mapping, got {part!r}")
+
+
+def _describe(spec: dict) -> str:
+    def fmt(p):
+        params = ", ".join(f"{k}={v}" for k, v in p.items() if k != "name")
+        return p["name"] + (f"({params})" if params else "")
+
+    return f"loss {fmt(spec['loss'])}, sampler {fmt(spec['sampler'])}, threshold {fmt(spec['threshold'])}"
+
+
+def create_strategy(spec: Any):
+    """Build a :class:`strategies.base.Strategy` from a preset name or a spec mapping."""
+    from strategies.base import Strategy
+
+    full = resolve_spec(spec)
+    return Strategy(
+        full["name"],
+        loss=create_loss(full["loss"]),
+        sampler=create_sampler(full["sampler"]),
+        threshold=create_threshold(full["threshold"]),
+        description=full["description"],
+        spec=full,
+    )
+
+
+def preset_space(spec: Any) -> dict:
+    """The tunable ``space`` of a preset name, or of a mapping's ``preset`` ({} for a bare mapping).
+
+    >>> preset_space("focal")  # doctest: +SKIP
+    {'loss.gamma': {'uniform': [1.0, 4.0]}}
+    """
+    if isinstance(spec, str):
+        return dict(STRATEGIES.get(spec).meta.get("space", {}))
+    if isinstance(spec, Mapping) and "preset" in spec:
+        return preset_space(spec["preset"])
+    return {}
+
+
+def apply_params(spec: Any, params: Mapping[str, Any]) -> dict:
+    """A resolved spec with dotted overrides such as ``{"loss.gamma": 3.0}`` applied.
+
+    >>> apply_params("focal", {"loss.gamma": 3.0})["loss"]  # doctest: +SKIP
+    {'name': 'focal', 'gamma': 3.0}
+    """
+    full = resolve_spec(spec)
+    for key, value in params.items():
+        part, _, param = str(key).partition(".")
+        if part not in ("loss", "sampler", "threshold") or not param:
+            raise ValueError(f"bad parameter key {key!r}: expected 'loss.<name>', 'sampler.<name>' or "
+                             f"'threshold.<name>'")
+        full[part] = {**full[part], param: value}
+    return full
+
+
+def list_strategies(pattern: str | None = None):
+    """Registered presets matching a shell-style pattern, naturally sorted."""
+    return STRATEGIES.list(pattern)

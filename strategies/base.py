@@ -1,0 +1,205 @@
+"""The three parts of a strategy: a loss, a sampler and a decision rule.
+
+Following scikit-learn's convention, constructors only store their parameters; what is learned
+from the training labels (positive weights, priors, sampling weights, thresholds) is learned in
+``fit`` and stored in attributes ending in ``_``.
+
+Each base class has one hook that variants override:
+
+- :class:`Loss` -> ``elementwise(logits, targets)``: the (B, L) loss; the base masks NaN
+  (unknown) targets and averages over the known entries.
+- :class:`Sampler` -> ``epoch_indices(rng)``: the training rows of one epoch.
+- :class:`ThresholdRule` -> ``fit_label(y, p)``: one label's threshold.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import numpy as np
+
+
+def param_names(cls) -> list[str]:
+    """Named parameters of ``cls.__init__`` (no ``self``, no ``*args``/``**kwargs``)."""
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    sig = inspect.signature(cls.__init__)
+    return [p.name for p in sig.parameters.values() if p.name != "self" and p.kind in kinds]
+
+
+class Component:
+    """Parameter storage shared by losses, samplers and threshold rules."""
+
+    kind = "component"
+    name = ""
+
+    @classmethod
+    def param_names(cls) -> list[str]:
+        """The constructor's parameter names (what a grid may set)."""
+        return param_names(cls)
+
+    def get_params(self) -> dict[str, Any]:
+        return {p: getattr(self, p) for p in self.param_names() if hasattr(self, p)}
+
+    def check_params(self) -> None:
+        """Validate parameter values (called when a component is created from a spec); raise ValueError."""
+
+    def _check_choice(self, key: str, choices: tuple) -> None:
+        value = getattr(self, key)
+        if value not in choices:
+            raise ValueError(f"{type(self).__name__}: {key}={value!r} is not one of {', '.join(map(repr, choices))}")
+
+    def _check_range(self, key: str, lo: float | None = None, hi: float | None = None) -> None:
+        value = getattr(self, key)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or \
+                (lo is not None and value < lo) or (hi is not None and value > hi):
+            bounds = f"[{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
+            raise ValueError(f"{type(self).__name__}: {key}={value!r} must be a number in {bounds}")
+
+    def _require_fit(self, attr: str) -> None:
+        if not hasattr(self, attr):
+            raise RuntimeError(f"{type(self).__name__} is not fitted: call fit(y_train) first")
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+
+def known_mask(y: np.ndarray) -> np.ndarray:
+    """True where a label is known (not NaN)."""
+    return ~np.isnan(np.asarray(y, dtype=np.float64))
+
+
+def prevalence(y: np.ndarray, *, eps: float = 1e-6) -> np.ndarray:
+    """Per-label positive rate over the known entries, clipped to [eps, 1 - eps]."""
+    y = np.asarray(y, dtype=np.float64)
+    known = known_mask(y)
+    n_known = known.sum(axis=0)
+    pos = np.where(known, y, 0).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = np.where(n_known > 0, pos / np.maximum(n_known, 1), 0.0)
+    return np.clip(p, eps, 1 - eps)
+
+
+class Loss(Component):
+    """A multi-label loss on logits. Override :meth:`elementwise`; optionally :meth:`fit`."""
+
+    kind = "loss"
+
+    def fit(self, y_train: np.ndarray) -> "Loss":
+        """Learn label statistics from the training labels (N, L) of 1 / 0 / NaN."""
+        self.n_labels_ = int(np.asarray(y_train).shape[1])
+        return self
+
+    def elementwise(self, logits, targets):  # pragma: no cover - abstract
+        """Per-entry loss (B, L) for targets in {0, 1} (unknown entries already zero-filled)."""
+        raise NotImplementedError
+
+    def __call__(self, logits, targets):
+        """Mean loss over the known (non-NaN) entries of ``targets``."""
+        import torch
+
+        if logits.shape != targets.shape:
+            raise ValueError(f"logits {tuple(logits.shape)} and targets {tuple(targets.shape)} differ in shape")
+        known = ~torch.isnan(targets)
+        filled = torch.where(known, targets, torch.zeros_like(targets))
+        per = self.elementwise(logits, filled)
+        per = torch.where(known, per, torch.zeros_like(per))
+        return per.sum() / known.sum().clamp(min=1)
+
+    def adjust_logits(self, logits):
+        """Post-hoc logit correction applied before the sigmoid at prediction time (identity)."""
+        return logits
+
+
+class Sampler(Component):
+    """Chooses the training rows of each epoch. Override :meth:`epoch_indices`.
+
+    A sampler that needs per-image feature vectors (e.g. to find neighbours) sets
+    ``needs_features = True`` and requires ``fit(y_train, features=...)``; see
+    :meth:`Strategy.fit`.
+    """
+
+    kind = "sampler"
+    # Which way the sampler is meant to move the imbalance ratio (IRLbl) of what the model sees:
+    # "down" (towards balance), "none" (leaves it unchanged).
+    irlbl_direction = "down"
+    needs_features = False
+
+    def fit(self, y_train: np.ndarray, features: np.ndarray | None = None) -> "Sampler":
+        """Learn from the training labels (N, L) of 1 / 0 / NaN; ``features`` is ignored here."""
+        self.y_ = np.asarray(y_train, dtype=np.float64)
+        if self.y_.ndim != 2:
+            raise ValueError(f"training labels must be an (N, L) matrix, got shape {self.y_.shape}")
+        self.n_ = len(self.y_)
+        return self
+
+    def epoch_indices(self, rng: np.random.Generator) -> np.ndarray:  # pragma: no cover - abstract
+        """Row positions (into the fitted labels) for one epoch, in training order."""
+        raise NotImplementedError
+
+
+class ThresholdRule(Component):
+    """Turns probabilities into decisions, one threshold per label. Override :meth:`fit_label`."""
+
+    kind = "threshold"
+
+    def fit(self, y_val: np.ndarray, p_val: np.ndarray) -> "ThresholdRule":
+        """Fit one threshold per label on VALIDATION labels and probabilities (never held-out ones)."""
+        y_val = np.asarray(y_val, dtype=np.float64)
+        p_val = np.asarray(p_val, dtype=np.float64)
+        if y_val.shape != p_val.shape:
+            raise ValueError(f"labels {y_val.shape} and probabilities {p_val.shape} differ in shape")
+        out = np.empty(y_val.shape[1])
+        for j in range(y_val.shape[1]):
+            known = known_mask(y_val[:, j])
+            out[j] = self.fit_label(y_val[known, j], p_val[known, j])
+        self.thresholds_ = out
+        return self
+
+    def fit_label(self, y: np.ndarray, p: np.ndarray) -> float:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def predict(self, p: np.ndarray) -> np.ndarray:
+        """Binary decisions (N, L) as int8."""
+        return (np.asarray(p) >= self.thresholds_[None, :]).astype(np.int8)
+
+
+class Strategy:
+    """A named combination of a loss, a sampler and a threshold rule.
+
+    >>> s = Strategy("bce", loss=..., sampler=..., threshold=...)  # doctest: +SKIP
+    >>> s.fit(y_train); loss = s.loss(logits, targets); rows = s.sampler.epoch_indices(rng)
+    >>> probs = torch.sigmoid(s.loss.adjust_logits(logits))                    # at prediction time
+    >>> decisions = s.threshold.fit(y_val, p_val).predict(probs)
+    """
+
+    def __init__(self, name: str, *, loss: Loss, sampler: Sampler, threshold: ThresholdRule,
+                 description: str = "", spec: dict | None = None):
+        self.name = name
+        self.loss = loss
+        self.sampler = sampler
+        self.threshold = threshold
+        self.description = description
+        self.spec = spec or {}
+
+    @property
+    def needs_features(self) -> bool:
+        """True when :meth:`fit` needs per-image ``features`` (a local-imbalance sampler)."""
+        return bool(getattr(self.sampler, "needs_features", False))
+
+    def fit(self, y_train: np.ndarray, *, features: np.ndarray | None = None) -> "Strategy":
+        """Fit the loss and the sampler on the training labels (N, L) of 1 / 0 / NaN.
+
+        ``features`` is an (N, D) float array, one row per training image in the order of
+        ``y_train`` (e.g. PCA of downsampled pixels, :func:`strategies.features.pixel_pca`, or a
+        model's penultimate activations). Only samplers with ``needs_features`` use it, and they
+        raise a ``ValueError`` without it. To refresh the features later (say every few epochs
+        with the current model's embeddings), call ``strategy.sampler.fit(y_train, features=new)``.
+        """
+        self.loss.fit(y_train)
+        self.sampler.fit(y_train, features=features)
+        return self
+
+    def __repr__(self) -> str:
+        return f"Strategy({self.name!r}, loss={self.loss!r}, sampler={self.sampler!r}, threshold={self.threshold!r})"

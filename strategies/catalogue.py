@@ -1,0 +1,112 @@
+"""Every registered loss, sampler, decision rule and named strategy preset.
+
+Targets are ``"module:attr"`` strings so that listing them imports neither torch nor sklearn.
+"""
+
+from __future__ import annotations
+
+from strategies._registry import Registry
+
+LOSSES = Registry("loss")
+SAMPLERS = Registry("sampler")
+THRESHOLDS = Registry("threshold rule")
+STRATEGIES = Registry("strategy")
+
+# ---- losses ------------------------------------------------------------------------------------
+LOSSES.register("bce", "strategies.losses:BCE", description="binary cross-entropy")
+LOSSES.register("weighted_bce", "strategies.losses:WeightedBCE",
+                description="BCE with positive weights (1-p)/p from training prevalence, clipped to [1, max_weight]")
+LOSSES.register("focal", "strategies.losses:Focal",
+                description="sigmoid focal loss (Lin et al. 2017), torchvision")
+LOSSES.register("asl", "strategies.losses:Asymmetric",
+                description="asymmetric loss (Ridnik et al. 2021), timm")
+LOSSES.register("cb", "strategies.losses:ClassBalanced",
+                description="class-balanced weights 1/effective number (Cui et al. 2019) on BCE or focal")
+LOSSES.register("db", "strategies.db_loss:DistributionBalanced",
+                description="distribution-balanced loss (Wu et al. 2020): re-balanced weights + negative-tolerant reg.")
+LOSSES.register("la", "strategies.losses:LogitAdjusted",
+                description="logit-adjusted BCE (Menon et al. 2021): + tau*log(pi/(1-pi)) during training")
+LOSSES.register("la_posthoc", "strategies.losses:LogitAdjustedPostHoc",
+                description="BCE training, - tau*log(pi/(1-pi)) on the logits at prediction (Menon et al. 2021)")
+
+# ---- samplers ----------------------------------------------------------------------------------
+SAMPLERS.register("none", "strategies.samplers:Uniform", description="each training image once per epoch")
+SAMPLERS.register("ml_ros", "strategies.samplers:MLROS",
+                  description="ML-ROS: clone images with minority labels (Charte et al. 2015)")
+SAMPLERS.register("ml_rus", "strategies.samplers:MLRUS",
+                  description="ML-RUS: delete images carrying only majority labels (Charte et al. 2015)")
+SAMPLERS.register("class_aware", "strategies.class_sampling:ClassAware",
+                  description="class-aware sampling: a class uniformly, then one of its images (Shen et al. 2016)")
+SAMPLERS.register("sqrt", "strategies.class_sampling:SquareRoot",
+                  description="square-root sampling: a class with probability ~ sqrt(n_c), then one of its images")
+SAMPLERS.register("mlsol", "strategies.local_imbalance:LocalImbalance",
+                  description="MLSOL-style: oversample minority images in locally imbalanced kNN neighbourhoods "
+                              "(needs features)")
+
+# ---- decision rules ----------------------------------------------------------------------------
+THRESHOLDS.register("fixed", "strategies.thresholds:Fixed", description="the same threshold (0.5) for every label")
+THRESHOLDS.register("f1", "strategies.thresholds:MaxF1",
+                    description="per-label threshold maximising F1 on the validation part")
+THRESHOLDS.register("youden", "strategies.thresholds:Youden",
+                    description="per-label threshold maximising Youden's J = TPR - FPR on the validation ROC")
+THRESHOLDS.register("precision", "strategies.thresholds:PrecisionTarget",
+                    description="per-label smallest threshold reaching a target validation precision (0.8)")
+
+
+# ---- named strategies --------------------------------------------------------------------------
+def preset(name: str, description: str, *, loss="bce", sampler="none", threshold="f1", space=None) -> None:
+    """Register a named strategy; ``space`` declares its tunable parameters for ``bench tune``.
+
+    ``space`` maps ``"part.param"`` (part: loss, sampler or threshold) to one of
+    ``{"uniform": [lo, hi]}``, ``{"loguniform": [lo, hi]}`` or ``{"choice": [v1, v2, ...]}``.
+    """
+    STRATEGIES.register(name, "strategies.base:Strategy", description=description,
+                        loss=loss, sampler=sampler, threshold=threshold, space=space or {})
+
+
+FOCAL_GAMMA = {"uniform": [1.0, 4.0]}  # gamma < 1 can give NaN gradients on saturated logits
+ASL_SPACE = {"loss.gamma_neg": {"uniform": [1.0, 6.0]}, "loss.gamma_pos": {"choice": [0.0, 1.0, 2.0]},
+             "loss.clip": {"uniform": [0.0, 0.2]}}
+ROS_SPACE = {"sampler.percentage": {"uniform": [0.1, 1.0]}}
+CB_BETA = {"choice": [0.9, 0.99, 0.999, 0.9999]}
+LA_TAU = {"uniform": [0.25, 2.0]}
+
+preset("bce", "baseline: binary cross-entropy, uniform sampling, F1-tuned thresholds")
+preset("weighted_bce", "BCE with positive weights (1-p)/p from training prevalence, clipped at 50",
+       loss="weighted_bce", space={"loss.max_weight": {"loguniform": [2.0, 100.0]}})
+preset("cb", "class-balanced BCE: label weights 1/effective number, beta 0.999 (Cui et al. 2019)",
+       loss={"name": "cb", "beta": 0.999}, space={"loss.beta": CB_BETA})
+preset("cb_focal", "class-balanced focal loss, beta 0.999, gamma 2 (Cui et al. 2019)",
+       loss={"name": "cb", "beta": 0.999, "base": "focal", "gamma": 2.0},
+       space={"loss.beta": CB_BETA, "loss.gamma": FOCAL_GAMMA})
+preset("focal", "sigmoid focal loss, gamma 2", loss={"name": "focal", "gamma": 2.0},
+       space={"loss.gamma": FOCAL_GAMMA})
+preset("asl", "asymmetric loss, gamma- 4, gamma+ 1, clip 0.05", loss="asl", space=ASL_SPACE)
+preset("dbloss", "distribution-balanced loss with class-aware sampling, as Wu et al. 2020 train it",
+       loss="db", sampler="class_aware",
+       space={"loss.neg_scale": {"uniform": [1.0, 5.0]}, "loss.init_bias": {"uniform": [0.0, 0.2]},
+              "loss.map_gamma": {"uniform": [0.05, 0.5]}})
+preset("dbloss_uniform", "distribution-balanced loss on uniform sampling (NTR + re-balanced weights only)",
+       loss="db", space={"loss.neg_scale": {"uniform": [1.0, 5.0]}, "loss.init_bias": {"uniform": [0.0, 0.2]}})
+preset("la_loss", "logit-adjusted BCE: tau*log(pi/(1-pi)) added to the logits in training, tau 1",
+       loss="la", space={"loss.tau": LA_TAU})
+preset("la_posthoc", "BCE training, logits minus tau*log(pi/(1-pi)) at prediction, tau 1",
+       loss="la_posthoc", space={"loss.tau": LA_TAU})
+preset("ml_ros", "BCE on ML-ROS resampled epochs (+25% clones of minority-label images)", sampler="ml_ros",
+       space=ROS_SPACE)
+preset("ml_rus", "BCE on ML-RUS resampled epochs (-25%: images carrying only majority labels)",
+       sampler="ml_rus", space={"sampler.percentage": {"uniform": [0.05, 0.5]}})
+preset("class_aware", "BCE with class-aware sampling (a class uniformly, then an image; normals as a class)",
+       sampler="class_aware", space={"sampler.no_finding": {"choice": ["class", "skip"]}})
+preset("sqrt_sampling", "BCE with square-root class sampling (class probability ~ sqrt(n_c))",
+       sampler="sqrt", space={"sampler.power": {"uniform": [0.0, 1.0]}})
+preset("focal_ros", "focal loss (gamma 2) on ML-ROS resampled epochs", loss={"name": "focal", "gamma": 2.0},
+       sampler="ml_ros", space={"loss.gamma": FOCAL_GAMMA, **ROS_SPACE})
+preset("asl_ros", "asymmetric loss on ML-ROS resampled epochs", loss="asl", sampler="ml_ros",
+       space={**ASL_SPACE, **ROS_SPACE})
+preset("mlsol", "BCE + MLSOL-style local-imbalance oversampling (+25% real copies; needs features)",
+       sampler="mlsol", space={"sampler.percentage": {"uniform": [0.1, 1.0]}, "sampler.k": {"choice": [3, 5, 10]}})
+preset("bce_youden", "baseline BCE with per-label Youden-J thresholds instead of max-F1", threshold="youden")
+preset("bce_precision", "baseline BCE with per-label thresholds reaching 0.8 validation precision",
+       threshold={"name": "precision", "target": 0.8})
+preset("bce_fixed", "baseline BCE with the fixed 0.5 threshold", threshold="fixed")
