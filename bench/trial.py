@@ -48,8 +48,10 @@ class TrialData:
 
 def trial_id(backbone: str, strategy: str, fold: int, seed: int) -> str:
     """Short readable id, e.g. ``resnet18-focal-f0-s0``."""
-    safe = "".join(c if c.isalnum() or c in "_.+" else "_" for c in f"{backbone}-{strategy}")
-    return f"{safe.replace('-', '-', 1)}-f{fold}-s{seed}"
+    def safe(text: str) -> str:
+        return "".join(c if c.isalnum() or c in "_.+" else "_" for c in str(text))
+
+    return f"{safe(backbone)}-{safe(strategy)}-f{int(fold)}-s{int(seed)}"
 
 
 class OutOfMemory(RuntimeError):
@@ -164,6 +166,10 @@ def _run(spec: dict, data: TrialData, *, report, checkpoint_dir) -> dict:
                  "val_macro_auc": val_auc}
         history.append(entry)
         last = epoch == epochs - 1
+        if spec.get("search"):  # hyper-parameter search: validation only, the held-out fold is never touched
+            metrics = {**entry, "done": last}
+            report(metrics, None)
+            continue
         with tempfile.TemporaryDirectory(prefix="bench-ckpt-") as ckpt:
             if not last or tr["keep_weights"]:
                 torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,

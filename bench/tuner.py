@@ -24,7 +24,6 @@ def ray_env() -> None:
     """Environment defaults: no usage statistics leave the machine; quiet logs."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "60")
 
@@ -36,11 +35,14 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, num_gpu
 
     if ray.is_initialized():
         return
-    kwargs: dict = {"include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": True}
+    # Trial tracebacks are collected from their error files and summarised by the driver.
+    logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
+    kwargs: dict = {"include_dashboard": False, "logging_level": logging.WARNING,
+                    "log_to_driver": bool(os.environ.get("BENCH_DEBUG"))}
     if address:
         ray.init(address=address, **kwargs)
-    else:
-        ray.init(num_cpus=num_cpus, num_gpus=num_gpus, **kwargs)
+    else:  # a private local instance, reachable from this machine only
+        ray.init(num_cpus=num_cpus, num_gpus=num_gpus, _node_ip_address="127.0.0.1", **kwargs)
 
 
 def storage_filesystem(storage: str):

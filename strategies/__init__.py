@@ -80,6 +80,8 @@ def resolve_spec(spec: Any) -> dict:
     mapping ``{"name": ..., **params}``. A mapping may name a ``preset`` and override parts of it.
     """
     if isinstance(spec, str):
+        if spec not in STRATEGIES:
+            load_user_presets()
         entry = STRATEGIES.get(spec)
         out = {"name": spec, "description": entry.description}
         for part in ("loss", "sampler", "threshold"):
@@ -169,5 +171,13 @@ def apply_params(spec: Any, params: Mapping[str, Any]) -> dict:
 
 
 def list_strategies(pattern: str | None = None):
-    """Registered presets matching a shell-style pattern, naturally sorted."""
+    """Registered presets (built-in and user preset files) matching a shell-style pattern."""
+    load_user_presets()
     return STRATEGIES.list(pattern)
+
+
+def load_user_presets(dirs=None) -> list[str]:
+    """Register the YAML presets of ``./presets`` and ``$BENCH_PRESETS`` (see strategies.user_presets)."""
+    from strategies.user_presets import load_user_presets as _load
+
+    return _load(dirs)

@@ -192,7 +192,7 @@ class Strategy:
         """Fit the loss and the sampler on the training labels (N, L) of 1 / 0 / NaN.
 
         ``features`` is an (N, D) float array, one row per training image in the order of
-        ``y_train`` (e.g. PCA of downsampled pixels, :func:`strategies.features.pixel_pca`, or a
+        ``y_train`` (e.g. PCA of downsampled training images, as ``bench.trial`` does, or a
         model's penultimate activations). Only samplers with ``needs_features`` use it, and they
         raise a ``ValueError`` without it. To refresh the features later (say every few epochs
         with the current model's embeddings), call ``strategy.sampler.fit(y_train, features=new)``.

@@ -92,9 +92,9 @@ preset("la_loss", "logit-adjusted BCE: tau*log(pi/(1-pi)) added to the logits in
        loss="la", space={"loss.tau": LA_TAU})
 preset("la_posthoc", "BCE training, logits minus tau*log(pi/(1-pi)) at prediction, tau 1",
        loss="la_posthoc", space={"loss.tau": LA_TAU})
-preset("ml_ros", "BCE on ML-ROS resampled epochs (+25% clones of minority-label images)", sampler="ml_ros",
+preset("ml_ros", "BCE on ML-ROS resampled epochs (up to +25% clones of minority-label images)", sampler="ml_ros",
        space=ROS_SPACE)
-preset("ml_rus", "BCE on ML-RUS resampled epochs (-25%: images carrying only majority labels)",
+preset("ml_rus", "BCE on ML-RUS resampled epochs (up to -25%: images carrying only majority labels)",
        sampler="ml_rus", space={"sampler.percentage": {"uniform": [0.05, 0.5]}})
 preset("class_aware", "BCE with class-aware sampling (a class uniformly, then an image; normals as a class)",
        sampler="class_aware", space={"sampler.no_finding": {"choice": ["class", "skip"]}})

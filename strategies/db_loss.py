@@ -74,6 +74,7 @@ class DistributionBalanced(Loss):
         """Smoothed re-balancing weights (B, L) for zero-filled targets (no gradient)."""
         if not self.reweight:
             return torch.ones_like(targets)
+        targets = targets.to(torch.promote_types(targets.dtype, torch.float32))  # fp16 would underflow
         freq_inv = as_like(self.freq_inv_, targets)
         repeat = (targets * freq_inv).sum(dim=1, keepdim=True)
         # No positive label: r = +inf in the reference; a huge finite r keeps map_beta = 0 well defined.
@@ -88,6 +89,7 @@ class DistributionBalanced(Loss):
         z = torch.where(positive, z, z * self.neg_scale)
         w = torch.where(positive, w, w / self.neg_scale)
         bce = F.binary_cross_entropy_with_logits(z, targets, reduction="none")
+        w = w.to(bce.dtype)
         if not self.focal:
             return w * bce
         pt = torch.exp(-bce)

@@ -68,7 +68,7 @@ class LocalImbalance(Sampler):
         if features is None:
             raise ValueError(
                 "sampler 'mlsol' needs per-image features: call fit(y_train, features=X) with X of shape "
-                f"(N={self.n_}, D), e.g. strategies.features.pixel_pca(images) or penultimate activations")
+                f"(N={self.n_}, D), e.g. PCA of downsampled training images or penultimate activations")
         x = np.asarray(features, dtype=np.float64)
         if x.ndim != 2 or len(x) != self.n_:
             raise ValueError(f"sampler 'mlsol': features must have shape (N={self.n_}, D), got {x.shape}")

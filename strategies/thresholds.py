@@ -15,6 +15,9 @@ class Fixed(ThresholdRule):
     def __init__(self, value: float = 0.5):
         self.value = value
 
+    def check_params(self):
+        self._check_range("value", 0.0, 1.0)
+
     def fit_label(self, y, p):
         return float(self.value)
 
@@ -71,7 +74,8 @@ class Youden(ThresholdRule):
 class PrecisionTarget(ThresholdRule):
     """Per label, the smallest threshold whose validation precision reaches ``target``.
 
-    The smallest such threshold keeps the most recall. When no threshold reaches the target,
+    The threshold is the smallest validation score t with precision(p >= t) >= ``target`` (via
+    ``sklearn.metrics.precision_recall_curve``), which keeps the most recall. When no threshold reaches the target,
     ``fallback="f1"`` uses the max-F1 threshold and ``fallback="default"`` uses ``default`` (0.5);
     a label without validation positives always gets ``default``.
     """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -213,10 +214,11 @@ DEMSAR_RANKS = pd.DataFrame(
 
 def test_friedman_nemenyi_demsar_example():
     r = friedman_nemenyi(DEMSAR_RANKS, higher_is_better=False)  # ranks as scores: lower is better
-    assert r["avg_ranks"].round(3).to_dict() == {"C4.5+m+cf": 1.964, "C4.5+m": 2.0, "C4.5+cf": 2.893,
+    assert {m: round(v, 3) for m, v in r["average_ranks"].items()} == {"C4.5+m+cf": 1.964, "C4.5+m": 2.0, "C4.5+cf": 2.893,
                                                  "C4.5": 3.143}
     n, k = 14, 4
-    rk = r["avg_ranks"].to_numpy()
+    assert list(r["average_ranks"]) == ["C4.5+m+cf", "C4.5+m", "C4.5+cf", "C4.5"]  # best first
+    rk = np.array(list(r["average_ranks"].values()))
     chi2_demsar = 12 * n / (k * (k + 1)) * (np.sum(rk**2) - k * (k + 1) ** 2 / 4)
     assert chi2_demsar == pytest.approx(9.28, abs=0.005)  # the paper's value (no tie correction)
     # scipy divides by the tie correction 1 - sum(t^3 - t) / (N k (k^2 - 1)) = 1 - 78 / 840
@@ -227,9 +229,10 @@ def test_friedman_nemenyi_demsar_example():
     assert r10["cd"] == pytest.approx(1.12, abs=0.005)
     # at alpha .10 C4.5 differs from C4.5+m+cf (1.179) and from C4.5+m (1.143), as in the paper
     assert r10["cliques"] == [["C4.5+m+cf", "C4.5+m", "C4.5+cf"], ["C4.5+cf", "C4.5"]]
-    pv = r10["pvalues"]
-    assert pv.loc["C4.5", "C4.5+m+cf"] < 0.10 < pv.loc["C4.5", "C4.5+cf"]
-    assert pv.loc["C4.5", "C4.5+m+cf"] > 0.05
+    pv = r10["pairwise_p"]
+    assert pv["C4.5"]["C4.5+m+cf"] < 0.10 < pv["C4.5"]["C4.5+cf"]
+    assert pv["C4.5"]["C4.5+m+cf"] > 0.05 and pv["C4.5"]["C4.5"] == 1.0
+    json.dumps(r10)  # plain values only: the report writes it to friedman.json
 
 
 def test_friedman_small_hand_case_and_direction():
@@ -237,18 +240,18 @@ def test_friedman_small_hand_case_and_direction():
     # (1.25^2 + 2^2 + 2.75^2 - 3 * 4^2 / 4) = 4.5, p = exp(-4.5 / 2); F = 3 * 4.5 / (8 - 4.5)
     scores = pd.DataFrame({"a": [0.9, 0.8, 0.7, 0.6], "b": [0.8, 0.6, 0.6, 0.7], "c": [0.7, 0.7, 0.5, 0.5]})
     r = friedman_nemenyi(scores)
-    assert r["avg_ranks"].to_dict() == {"a": 1.25, "b": 2.0, "c": 2.75}
-    assert r["statistic"] == pytest.approx(4.5) and r["pvalue"] == pytest.approx(np.exp(-2.25))
+    assert r["average_ranks"] == {"a": 1.25, "b": 2.0, "c": 2.75}
+    assert r["statistic"] == pytest.approx(4.5) and r["p"] == pytest.approx(np.exp(-2.25))
     assert r["iman_davenport"] == pytest.approx(13.5 / 3.5)
     assert r["cd"] == pytest.approx(nemenyi_q(3) * np.sqrt(3 * 4 / (6 * 4)))
     losses = friedman_nemenyi(1 - scores, higher_is_better=False)
-    assert losses["avg_ranks"].to_dict() == r["avg_ranks"].to_dict()
+    assert losses["average_ranks"] == r["average_ranks"]
 
 
 def test_friedman_needs_three_methods_and_drops_incomplete_blocks():
     r = friedman_nemenyi(pd.DataFrame({"a": [0.9, 0.8], "b": [0.7, 0.85]}))
-    assert np.isnan(r["pvalue"]) and "3 methods" in r["reason"]
-    assert r["avg_ranks"].to_dict() == {"a": 1.5, "b": 1.5}
+    assert np.isnan(r["p"]) and "3 methods" in r["reason"]
+    assert r["average_ranks"] == {"a": 1.5, "b": 1.5}
     scores = pd.DataFrame({"a": [0.9, 0.8, np.nan], "b": [0.7, 0.6, 0.5], "c": [0.6, 0.5, 0.4]})
     r = friedman_nemenyi(scores)
     assert r["n_blocks"] == 2 and r["n_blocks_dropped"] == 1

@@ -572,6 +572,28 @@ def test_bad_parameter_values_fail_at_creation(spec):
         create_loss(spec)
 
 
+# ---- component conventions -------------------------------------------------------------------------
+COMPONENTS = [(create_loss, LOSSES, n) for n in LOSSES.names()] + \
+    [(create_sampler, SAMPLERS, n) for n in SAMPLERS.names()] + \
+    [(create_threshold, THRESHOLDS, n) for n in THRESHOLDS.names()]
+
+
+@pytest.mark.parametrize("make, registry, name", COMPONENTS, ids=[f"{r.kind}-{n}" for _, r, n in COMPONENTS])
+def test_constructor_stores_and_fit_learns_underscored(make, registry, name):
+    obj = make(name)
+    cls = registry.get(name).load()
+    assert set(vars(obj)) == set(param_names(cls)), "a constructor must only store its parameters"
+    assert set(obj.get_params()) == set(param_names(cls)) and type(obj).__name__ in repr(obj)
+    params = dict(vars(obj))
+    if registry is THRESHOLDS:
+        obj.fit(*validation())
+    else:
+        obj.fit(Y, features=X) if registry is SAMPLERS else obj.fit(Y)
+    learned = set(vars(obj)) - set(params)
+    assert learned and all(a.endswith("_") for a in learned), learned
+    assert {k: vars(obj)[k] for k in params} == params, "fit must not change parameters"
+
+
 # ---- import hygiene --------------------------------------------------------------------------------
 def test_import_is_light_and_never_reaches_bench():
     code = ("import sys, strategies\n"

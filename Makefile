@@ -1,0 +1,28 @@
+# The two commands of the README's Quick start. Each creates and fills .venv when it is missing.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: demo test perf clean-runs
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+## make demo: the demo grid on the built-in synthetic dataset -> runs/demo/leaderboard.html
+demo: $(STAMP)
+	$(BIN)/bench run --grid grids/demo.yaml --out runs/demo
+
+## make test: the whole test suite (CI runs exactly this through .ci/run)
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+## make perf: every measurement of BENCHMARKS.md, regenerated
+perf: $(STAMP)
+	$(BIN)/bench perf --out BENCHMARKS.md
+
+clean-runs:
+	rm -rf runs

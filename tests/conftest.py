@@ -1,0 +1,62 @@
+"""Shared test fixtures: one Ray instance per session, a small synthetic dataset, the real NIH subset."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+NIH = REPO.parent / "shared" / "data" / "nih-cxr14"
+
+# Nothing leaves the machine; Ray talks to 127.0.0.1 only.
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cache_dir(tmp_path_factory):
+    """Image caches go to a session folder, never to the user's ~/.cache."""
+    d = tmp_path_factory.mktemp("bench-cache")
+    old = os.environ.get("BENCH_CACHE_DIR")
+    os.environ["BENCH_CACHE_DIR"] = str(d)
+    yield d
+    if old is None:
+        os.environ.pop("BENCH_CACHE_DIR", None)
+    else:
+        os.environ["BENCH_CACHE_DIR"] = old
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray instance for the whole session (2 CPUs, no dashboard)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", _node_ip_address="127.0.0.1")
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory) -> Path:
+    """A small synthetic dataset in the NIH layout (200 images, 64 px), generated once per session."""
+    from bench.data.synthetic import write_synthetic
+
+    root = tmp_path_factory.mktemp("synth") / "data"
+    write_synthetic(root, n=200, size=64, seed=0)
+    return root
+
+
+@pytest.fixture(scope="session")
+def nih_root() -> Path:
+    if not (NIH / "Data_Entry_2017_v2020.csv").is_file():
+        pytest.skip(f"real NIH subset not found at {NIH} (it ships beside the repository in CI only)")
+    return NIH
+
+
+def write_grid(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
