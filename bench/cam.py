@@ -59,10 +59,11 @@ from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, ScoreCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 import backbones
+from bench.cam_methods import CAM_METHODS
 
 __all__ = ["METHODS", "compute_cams", "compute_cams_per_image"]
 
-METHODS = ("gradcam", "gradcam++", "scorecam")
+METHODS = CAM_METHODS  # ("gradcam", "gradcam++", "scorecam"), named where config can read them without torch
 
 
 class _QuietScoreCAM(ScoreCAM):

@@ -25,6 +25,8 @@ def ray_env() -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    # Tune's own loggers: JSON and CSV are added explicitly (see build_tuner); no TensorBoard files.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "60")
 
 
@@ -136,6 +138,7 @@ def build_tuner(trainable_data, trials: list[dict], *, cfg, storage_path: str, n
                 callbacks=(), restore: bool = False):
     """A new ``tune.Tuner`` over ``trials``, or the restored one when ``restore``."""
     from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     res = cfg.resources
     resources = {"cpu": float(res.cpu), "gpu": float(res.gpu)}
@@ -151,13 +154,14 @@ def build_tuner(trainable_data, trials: list[dict], *, cfg, storage_path: str, n
         failure_config=tune.FailureConfig(max_failures=int(res.max_failures)),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         verbose=0,
-        callbacks=list(callbacks),
+        callbacks=[*callbacks, JsonLoggerCallback(), CSVLoggerCallback()],
     )
     tune_config = tune.TuneConfig(
         max_concurrent_trials=int(res.max_concurrent) or None,
         trial_name_creator=lambda t: t.config["trial"]["id"],
         trial_dirname_creator=lambda t: t.config["trial"]["id"],
-        reuse_actors=False,
+        # Keep worker processes between trials: torch / timm are imported once per worker.
+        reuse_actors=True,
     )
     return tune.Tuner(trainable, param_space={"trial": tune.grid_search(trials)},
                       tune_config=tune_config, run_config=run_config)

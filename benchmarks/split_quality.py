@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: NIH label file not found at {args.csv}; pass --csv", file=sys.stderr)
         return 2
     labels, groups = read_nih_labels(args.csv)
-    print(f"{len(labels)} images, {len(pd.unique(groups))} patients, {labels.shape[1]} labels, K={args.folds}")
+    n_patients = len(pd.unique(groups))
+    print(f"{len(labels)} images, {n_patients} patients, {labels.shape[1]} labels, K={args.folds}")
     results = []
     for name in args.only:
         for seed in args.seeds:

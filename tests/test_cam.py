@@ -10,7 +10,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("pytorch_grad_cam")
 
 import backbones  # noqa: E402
-from bench.cam import METHODS, compute_cams, compute_cams_per_image  # noqa: E402
+from bench import seeding  # noqa: E402
+from bench.cam import _CLASSES, METHODS, compute_cams, compute_cams_per_image  # noqa: E402
 
 ALL = [e.name for e in backbones.list_backbones()]
 TINY = [e.name for e in backbones.list_backbones() if e.meta["tiny"]]
@@ -31,7 +32,7 @@ def _two_threads():
 
 
 def _model(name: str, num_classes: int = 3, seed: int = 0) -> torch.nn.Module:
-    torch.manual_seed(seed)  # test-only: timm initialises weights from the global generator
+    seeding.seed_torch("test_cam", name, seed)  # timm initialises weights from the global generator
     return backbones.create_model(name, num_classes=num_classes)
 
 
@@ -48,6 +49,10 @@ def _assert_no_hooks(model: torch.nn.Module) -> None:
     for m in model.modules():
         for attr in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"):
             assert not getattr(m, attr), f"{type(m).__name__}.{attr} left behind"
+
+
+def test_every_method_has_an_implementation():
+    assert set(METHODS) == set(_CLASSES) and {"gradcam", "gradcam++", "scorecam"} <= set(METHODS)
 
 
 @pytest.mark.parametrize("name", ALL)

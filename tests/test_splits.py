@@ -274,7 +274,8 @@ def test_carve_validation_brute_force_small():
     ours[np.unique(gidx[val])] = 1
     every = np.array(list(itertools.product(range(2), repeat=len(uniques))))
     fr = np.array([0.7, 0.3])
-    assert reference_objective(counts, ours[None], fr)[0] <= reference_objective(counts, every, fr).min() + 1e-12
+    best = reference_objective(counts, every, fr).min()
+    assert reference_objective(counts, ours[None], fr)[0] <= best + 1e-12
 
 
 # --------------------------------------------------------------------------------------------------

@@ -458,6 +458,7 @@ def split_quality(labels: np.ndarray, groups: np.ndarray | None, folds: np.ndarr
     0.0
     """
     labels = _check_labels(labels)
+    _check_folds(n_folds)
     folds = np.asarray(folds, dtype=np.int64)
     if folds.shape != (len(labels),):
         raise BenchError(f"folds must have one fold id per row ({len(labels)}), got shape {folds.shape}")
@@ -552,7 +553,7 @@ class SplitManifest:
             self.hash = self.content_hash()
 
     def content_hash(self) -> str:
-        """sha256 hex of the canonical JSON of fingerprint, image_ids, folds, val, n_folds, seed, val_fraction."""
+        """sha256 hex of the canonical JSON of everything but ``quality`` and ``hash``."""
         content = {
             "fingerprint": self.fingerprint,
             "image_ids": [str(i) for i in self.image_ids],

@@ -420,9 +420,9 @@ def _anatomy(seed: int, image: _Image, rng: _Draw) -> _Anatomy:
         lungs=base["lungs"], heart=(hx, hy, hw, hh), clavicle_b=base["clavicle_b"] - (0.05 if ap else 0.0),
         rib_period=base["rib_period"], rib_phase=rng.uniform(0, 1), body_w=base["body_w"], gastric=gastric,
         scale=rng.uniform(0.9, 1.03), shift=(rng.uniform(-0.05, 0.05), rng.uniform(-0.05, 0.05)),
-        angle=math.radians(rng.uniform(-4, 4)), gamma=math.exp(rng.normal(0, 0.15)),
+        angle=math.radians(rng.uniform(-4, 4)), gamma=math.exp(rng.normal(0, 0.12)),
         window=(lo, rng.uniform(0.85, 1.0)), gradient=(rng.normal(0, 0.04), rng.normal(0, 0.04)),
-        noise=rng.uniform(0.008, 0.025),
+        noise=rng.uniform(0.006, 0.02),
     )
 
 
@@ -536,7 +536,7 @@ class _Scene:
         ribs = 0.5 + 0.5 * np.cos(2 * np.pi * phase)
         ribs = ribs * ribs * ribs * _smoothstep(0.5, -0.2, b)
         thorax = _sigmoid((anat.body_w - 0.06 - x) / 0.02) * _sigmoid((max(l.base for l in anat.lungs) - b) / 0.03)
-        dens += 0.05 * ribs * thorax * (0.4 + 0.6 * self.aerated)
+        dens += 0.04 * ribs * thorax * (0.4 + 0.6 * self.aerated)
         cb = anat.clavicle_b
         line = b - (cb + 0.05 - 0.22 * (x - 0.1))
         dens += 0.12 * np.exp(-(line / 0.03) ** 2) * _smoothstep(0.05, 0.12, x) * _smoothstep(0.72, 0.55, x)
@@ -560,7 +560,7 @@ class _Scene:
 # --------------------------------------------------------------------------------------------------
 
 def _strength(rng: _Draw) -> float:
-    return rng.uniform(0.35, 0.65) if rng.random() < 0.25 else rng.uniform(0.7, 1.15)
+    return rng.uniform(0.45, 0.75) if rng.random() < 0.15 else rng.uniform(0.8, 1.2)
 
 
 def _lesion(label: str, sc: _Scene, p: _Draw, amp: float) -> np.ndarray:
@@ -572,15 +572,15 @@ def _lesion(label: str, sc: _Scene, p: _Draw, amp: float) -> np.ndarray:
 
     if label == "Nodule":  # small, well-defined round opacity
         ca, cb = sc.site(lung, p.uniform(0.25, 0.9), p.uniform(0.1, 0.75))
-        d = np.hypot(a - ca, b - cb) / p.uniform(0.045, 0.075)
-        return 0.3 * amp * _smoothstep(1.0, 0.65, d)
+        d = np.hypot(a - ca, b - cb) / p.uniform(0.07, 0.1)
+        return 0.5 * amp * _smoothstep(1.0, 0.65, d)
     if label == "Mass":  # larger lobulated opacity
         ca, cb = sc.site(lung, p.uniform(0.2, 0.8), p.uniform(0.2, 0.75))
-        r = p.uniform(0.11, 0.18)
+        r = p.uniform(0.13, 0.21)
         phi = np.arctan2(b - cb, a - ca)
         lob = 1 + 0.12 * np.sin(3 * phi + p.uniform(0, 6.3)) + 0.07 * np.sin(5 * phi + p.uniform(0, 6.3))
         d = np.hypot(a - ca, b - cb) / (r * lob)
-        return 0.3 * amp * _smoothstep(1.0, 0.75, d) * (0.9 + 0.07 * tex["coarse1"])
+        return 0.4 * amp * _smoothstep(1.0, 0.75, d) * (0.9 + 0.07 * tex["coarse1"])
     if label == "Effusion":  # basal homogeneous opacity; meniscus rising to the lateral wall
         depth, men = p.uniform(0.14, 0.4), p.uniform(0.08, 0.2)
         x = lung.side * a
@@ -593,30 +593,30 @@ def _lesion(label: str, sc: _Scene, p: _Draw, amp: float) -> np.ndarray:
         upper = _sigmoid((lung.top + reach * (lung.base - lung.top) - b) / 0.03)
         rim = in_lung * _sigmoid((gap - wall) / 0.008) * upper
         line = np.exp(-((wall - gap) / max(sc.edge, 0.012)) ** 2) * in_lung * upper
-        return -rim * (0.14 * amp + sc.markings) + 0.12 * amp * line
+        return -rim * (0.24 * amp + sc.markings) + 0.15 * amp * line
     if label == "Cardiomegaly":  # enlarged heart, mostly to the left and down
         sx, sy = p.uniform(1.3, 1.5), p.uniform(1.08, 1.18)
         big = sc.heart_mask(sx, sy, dx=0.15 * (sx - 1.0))
         return (0.6 + 0.4 * min(amp, 1.0)) * (sc.heart_term(big) - sc.heart_term(sc.heart))
     if label == "Emphysema":  # hyperlucent, hyperexpanded lungs with few markings and bullae
-        dens = -(0.1 * amp) * sc.aerated - 0.6 * sc.markings * sc.aerated
-        for _ in range(int(p.integers(2, 5))):
-            lg = anat.lungs[int(p.integers(2))]
-            ca, cb = lg.point(p.uniform(0.3, 0.95), p.uniform(0.05, 0.5))
-            d = np.hypot(a - ca, b - cb) / p.uniform(0.05, 0.09)
-            dens += amp * (-0.1 * _smoothstep(1.0, 0.8, d) + 0.06 * np.exp(-((d - 1.0) / 0.15) ** 2))
+        dens = -(0.15 * amp) * sc.aerated - 0.6 * sc.markings * sc.aerated
+        for _ in range(p.integers(3, 7)):
+            lg = anat.lungs[p.integers(2)]
+            ca, cb = lg.point(p.uniform(0.3, 0.95), p.uniform(0.05, 0.55))
+            d = np.hypot(a - ca, b - cb) / p.uniform(0.06, 0.1)
+            dens += amp * (-0.14 * _smoothstep(1.0, 0.8, d) + 0.1 * np.exp(-((d - 1.0) / 0.15) ** 2))
         return dens * (sc.lungs > 0.02)
     if label == "Edema":  # bilateral perihilar (bat-wing) haze
         env = np.zeros_like(a)
         for lg in anat.lungs:
             ca, cb = lg.side * (lg.medial + 0.17), -0.02 + p.uniform(-0.03, 0.06)
             env += _bump(np.hypot((a - ca) / 0.26, (b - cb) / 0.34))
-        return 0.17 * amp * np.clip(env, 0, 1) * (0.8 + 0.2 * tex["fine1"]) * sc.aerated
+        return 0.22 * amp * np.clip(env, 0, 1) * (0.8 + 0.2 * tex["fine1"]) * sc.aerated
     if label == "Fibrosis":  # reticular net, peripheral and basal
         ca, cb = sc.site(lung, p.uniform(0.5, 0.9), p.uniform(0.45, 0.9))
-        env = _bump(np.hypot(a - ca, b - cb) / p.uniform(0.15, 0.23))
+        env = _bump(np.hypot(a - ca, b - cb) / p.uniform(0.17, 0.25))
         net = np.exp(-(tex["fine1"] / 0.4) ** 2)
-        return amp * env * (0.2 * net + 0.03) * in_lung
+        return amp * env * (0.28 * net + 0.06) * in_lung
     if label == "Consolidation":  # dense patch with dark air bronchograms
         ca, cb = sc.site(lung, p.uniform(0.25, 0.8), p.uniform(0.35, 0.9))
         r, aspect = p.uniform(0.14, 0.23), p.uniform(0.75, 1.3)
@@ -627,8 +627,8 @@ def _lesion(label: str, sc: _Scene, p: _Draw, amp: float) -> np.ndarray:
         ca, cb = sc.site(lung, p.uniform(0.3, 0.8), p.uniform(0.5, 0.9))
         if p.random() < 0.65:
             t = math.radians(p.uniform(-25, 15)) * lung.side
-            along = (math.cos(t) * (a - ca) + math.sin(t) * (b - cb)) / p.uniform(0.13, 0.2)
-            across = (-math.sin(t) * (a - ca) + math.cos(t) * (b - cb)) / p.uniform(0.022, 0.038)
+            along = (math.cos(t) * (a - ca) + math.sin(t) * (b - cb)) / p.uniform(0.15, 0.23)
+            across = (-math.sin(t) * (a - ca) + math.cos(t) * (b - cb)) / p.uniform(0.035, 0.055)
             shape = _smoothstep(1.0, 0.6, np.hypot(along, across))
         else:
             ha, hb = lung.side * 0.2, -0.03
@@ -638,19 +638,19 @@ def _lesion(label: str, sc: _Scene, p: _Draw, amp: float) -> np.ndarray:
             r0 = math.hypot(ca - ha, cb - hb)
             shape = _smoothstep(0.22, 0.16, np.abs(ang)) * _smoothstep(0.12, 0.2, r) * _smoothstep(
                 r0 + 0.12, r0 + 0.06, r)
-        return 0.27 * amp * shape * in_lung
+        return 0.36 * amp * shape * in_lung
     if label == "Infiltration":  # ill-defined patchy haze
         ca, cb = sc.site(lung, p.uniform(0.2, 0.85), p.uniform(0.2, 0.85))
-        ra, rb = p.uniform(0.14, 0.26), p.uniform(0.14, 0.26)
+        ra, rb = p.uniform(0.15, 0.27), p.uniform(0.15, 0.27)
         env = _bump(np.hypot((a - ca) / ra, (b - cb) / rb))
         patch = np.clip(0.55 + 0.45 * tex["coarse1"] + 0.15 * tex["medium0"], 0.0, 1.2)
-        return 0.16 * amp * env * patch * in_lung
-    if label == "Pleural_Thickening":  # smooth bright rim along the chest wall (or an apical cap)
-        thick = p.uniform(0.035, 0.065)
+        return 0.3 * amp * env * patch * in_lung
+    if label == "Pleural_Thickening":  # lumpy rim along the chest wall (or an apical cap), denser than the wall
+        thick = p.uniform(0.045, 0.075) * (1.0 + 0.35 * tex["medium1"])
         wall = sc.lung_wall[side]
         mid = lung.top + p.uniform(0.05, 0.7) * (lung.base - lung.top)
-        window = _bump(np.abs(b - mid) / p.uniform(0.15, 0.3))
-        return 0.34 * amp * in_lung * _sigmoid((thick - wall) / 0.006) * window
+        window = _bump(np.abs(b - mid) / p.uniform(0.18, 0.3))
+        return 0.5 * amp * in_lung * _sigmoid((thick - wall) / 0.006) * window
     if label == "Pneumonia":  # lobar, patchy, sharp at the fissure
         x = lung.side * a
         if p.random() < 0.6:  # lower lobe, below an oblique fissure
@@ -660,7 +660,7 @@ def _lesion(label: str, sc: _Scene, p: _Draw, amp: float) -> np.ndarray:
             fissure = lung.top + p.uniform(0.38, 0.5) * (lung.base - lung.top)
             lobe = _sigmoid((fissure - b) / 0.012)
         patch = np.clip(0.6 + 0.35 * tex["coarse0"] + 0.2 * tex["medium1"], 0.0, 1.2)
-        return 0.2 * amp * lobe * patch * in_lung
+        return 0.25 * amp * lobe * patch * in_lung
     if label == "Hernia":  # round retrocardiac gas bubble with an air-fluid level
         hx, hy, hw, hh = anat.heart
         ca, cb, r = hx - 0.1 + p.uniform(-0.05, 0.05), hy + p.uniform(0.0, 0.08), p.uniform(0.08, 0.12)

@@ -1,0 +1,390 @@
+"""Scoring class-activation maps against ground-truth boxes (numpy and scipy only).
+
+A map is an (H, W) array; a box is ``(x, y, w, h)`` in the pixel space of that map, x along the
+columns and y along the rows. The caller scales the boxes (:func:`scale_boxes`; NIH boxes are given
+in the 1024-px space of the released images, :func:`nih_box_to_pixels`). Each (image, finding) pair
+is scored against the boxes of that finding only.
+
+Pixel convention: pixel column ``j`` covers ``[j, j + 1)``. A box covers the pixels its area touches,
+columns ``floor(x) .. ceil(x + w) - 1`` and rows ``floor(y) .. ceil(y + h) - 1`` (so an integer box
+covers exactly ``w`` columns), clipped to the map; a 1e-6 tolerance absorbs rounding from scaling.
+IoU and IoBB compare boxes as continuous rectangles, as Wang et al. (ChestX-ray8, CVPR 2017) do;
+``mask_iou`` compares pixel sets (binarised map against the rasterised boxes).
+
+>>> cam = np.zeros((8, 8)); cam[2:4, 5:7] = 1.0
+>>> s = score_map(cam, [(4, 1, 3, 3)], threshold=0.5)
+>>> s["hit"], s["iobb"], round(s["iou"], 3)
+(True, 1.0, 0.444)
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+
+__all__ = ["IOBB_THRESHOLDS", "IOU_THRESHOLDS", "DEFAULT_GRID", "NIH_BOX_SPACE", "scale_boxes",
+           "nih_box_to_pixels", "box_mask", "pointing_game", "energy_pointing", "binarise", "predicted_box",
+           "iou", "iobb", "score_map", "score_findings", "tune_threshold", "random_map", "centre_prior_map",
+           "accuracy_at", "summarise"]
+
+IOBB_THRESHOLDS = (0.1, 0.25, 0.5, 0.75, 0.9)
+IOU_THRESHOLDS = (0.1, 0.3, 0.5)
+DEFAULT_GRID = tuple(float(t) for t in np.round(np.linspace(0.1, 0.9, 17), 10))
+NIH_BOX_SPACE = 1024  # NIH BBox_List_2017.csv is in the pixels of the released 1024 x 1024 images
+_EPS = 1e-6
+_OBJECTIVES = ("iou", "iobb", "mask_iou")
+
+
+# ---- boxes ---------------------------------------------------------------------------------------
+def _boxes(boxes) -> np.ndarray:
+    b = np.asarray(boxes, dtype=float)
+    b = b.reshape(1, 4) if b.shape == (4,) else b
+    if b.ndim != 2 or b.shape[1] != 4:
+        raise ValueError(f"boxes must be (x, y, w, h) or a (K, 4) array, got shape {b.shape}")
+    if not np.isfinite(b).all() or (b[:, 2:] < 0).any():
+        raise ValueError(f"boxes must be finite with w, h >= 0, got {b.tolist()}")
+    return b
+
+
+def _map(cam) -> np.ndarray:
+    c = np.asarray(cam, dtype=float)
+    if c.ndim != 2 or c.size == 0:
+        raise ValueError(f"a map must be a non-empty (H, W) array, got shape {c.shape}")
+    if not np.isfinite(c).all():
+        raise ValueError("the map has NaN or infinite values")
+    return c
+
+
+def scale_boxes(boxes_xywh, from_size: tuple[float, float], to_size: tuple[float, float]) -> np.ndarray:
+    """Boxes from an image of ``from_size`` = (W0, H0) pixels to one of ``to_size`` = (W, H).
+
+    >>> scale_boxes([512, 256, 128, 64], from_size=(1024, 1024), to_size=(512, 512)).tolist()
+    [256.0, 128.0, 64.0, 32.0]
+    """
+    b = np.asarray(boxes_xywh, dtype=float)
+    (w0, h0), (w1, h1) = from_size, to_size
+    if min(w0, h0, w1, h1) <= 0:
+        raise ValueError(f"sizes must be positive, got from_size={from_size}, to_size={to_size}")
+    factor = np.array([w1, h1, w1, h1], dtype=float)
+    return b * factor / np.array([w0, h0, w0, h0], dtype=float)  # multiply first: exact for integers
+
+
+def nih_box_to_pixels(box, image_width: float) -> np.ndarray:
+    """An NIH box (1024-px space) in the pixels of the square image resized to ``image_width``.
+
+    >>> nih_box_to_pixels([512, 256, 128, 64], 64).tolist()
+    [32.0, 16.0, 8.0, 4.0]
+    """
+    return scale_boxes(box, (NIH_BOX_SPACE, NIH_BOX_SPACE), (image_width, image_width))
+
+
+def _span(start: float, length: float, size: int) -> tuple[int, int]:
+    """Half-open index range of the pixels the interval [start, start + length] covers."""
+    lo = max(int(np.floor(start + _EPS)), 0)
+    hi = min(int(np.ceil(start + length - _EPS)), size)
+    return lo, max(hi, lo)
+
+
+def box_mask(boxes, shape: tuple[int, int]) -> np.ndarray:
+    """Boolean (H, W) mask of the union of the boxes, under the module's pixel convention.
+
+    >>> box_mask([(1.5, 0, 1, 2)], (3, 4)).astype(int).tolist()
+    [[0, 1, 1, 0], [0, 1, 1, 0], [0, 0, 0, 0]]
+    """
+    mask = np.zeros(shape, dtype=bool)
+    for x, y, w, h in _boxes(boxes):
+        c0, c1 = _span(x, w, shape[1])
+        r0, r1 = _span(y, h, shape[0])
+        mask[r0:r1, c0:c1] = True
+    return mask
+
+
+# ---- map against boxes ---------------------------------------------------------------------------
+def pointing_game(cam, boxes) -> bool:
+    """True when the map's maximum falls inside a box of the finding.
+
+    Ties: the hit counts when any pixel that attains the maximum is inside a box. A flat map (all
+    values equal) points nowhere and is always a miss.
+
+    >>> cam = np.zeros((4, 4)); cam[1, 2] = 1.0
+    >>> pointing_game(cam, [(2, 1, 1, 1)]), pointing_game(cam, [(0, 0, 2, 2)])
+    (True, False)
+    """
+    c = _map(cam)
+    top = c.max()
+    if top == c.min():
+        return False
+    return bool(np.any(box_mask(boxes, c.shape) & (c == top)))
+
+
+def energy_pointing(cam, boxes) -> float:
+    """Share of the map's non-negative mass inside the union of the boxes (negative values count as 0).
+
+    A map without positive mass (all zero) is treated as flat: the share is the boxes' area share.
+
+    >>> energy_pointing(np.array([[3.0, 1.0], [0.0, 0.0]]), [(0, 0, 1, 1)])
+    0.75
+    """
+    c = np.clip(_map(cam), 0.0, None)
+    inside = box_mask(boxes, c.shape)
+    total = c.sum()
+    if total <= 0:
+        return float(inside.mean())
+    return float(c[inside].sum() / total)
+
+
+def binarise(cam, threshold: float) -> np.ndarray:
+    """Pixels with value >= ``threshold`` x the map's maximum; all False when the maximum is <= 0.
+
+    >>> binarise(np.array([[0.2, 0.6], [1.0, 0.0]]), 0.5).tolist()
+    [[False, True], [True, False]]
+    """
+    if not 0.0 <= float(threshold) <= 1.0:
+        raise ValueError(f"threshold must be in [0, 1] (relative to the map's maximum), got {threshold}")
+    c = _map(cam)
+    top = c.max()
+    if top <= 0:
+        return np.zeros(c.shape, dtype=bool)
+    return c >= float(threshold) * top
+
+
+_EIGHT = np.ones((3, 3), dtype=int)
+
+
+def predicted_box(mask) -> tuple[int, int, int, int] | None:
+    """Bounding box (x, y, w, h) of the largest 8-connected component of ``mask``, as Wang et al.
+    (2017) box their heatmap blobs; ``None`` for an empty mask. Equal sizes: the first component in
+    row-major order.
+
+    >>> m = np.zeros((5, 6), dtype=bool); m[0, 0] = True; m[2:4, 2:5] = True
+    >>> predicted_box(m)
+    (2, 2, 3, 2)
+    """
+    m = np.asarray(mask, dtype=bool)
+    if m.ndim != 2:
+        raise ValueError(f"mask must be (H, W), got shape {m.shape}")
+    labels, n = ndimage.label(m, structure=_EIGHT)
+    if n == 0:
+        return None
+    biggest = int(np.argmax(np.bincount(labels.ravel())[1:])) + 1
+    rows, cols = ndimage.find_objects(labels)[biggest - 1]
+    return cols.start, rows.start, cols.stop - cols.start, rows.stop - rows.start
+
+
+def _intersection(a: np.ndarray, b: np.ndarray) -> float:
+    dx = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
+    dy = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
+    return float(max(dx, 0.0) * max(dy, 0.0))
+
+
+def iou(a_xywh, b_xywh) -> float:
+    """Intersection over union of two (x, y, w, h) rectangles; 0 when both are empty.
+
+    >>> iou((0, 0, 2, 2), (1, 0, 2, 2))
+    0.3333333333333333
+    """
+    a, b = _boxes(a_xywh)[0], _boxes(b_xywh)[0]
+    inter = _intersection(a, b)
+    union = float(a[2] * a[3] + b[2] * b[3]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def iobb(pred, gt) -> float:
+    """Intersection over the area of the PREDICTED box (Wang et al. 2017); 0 for an empty prediction.
+
+    >>> iobb((0, 0, 2, 2), (1, 0, 4, 4))
+    0.5
+    """
+    p, g = _boxes(pred)[0], _boxes(gt)[0]
+    area = float(p[2] * p[3])
+    return _intersection(p, g) / area if area > 0 else 0.0
+
+
+def score_map(cam, boxes, *, threshold: float) -> dict:
+    """All scores of one (image, finding) map against that finding's boxes.
+
+    ``hit`` (pointing game), ``energy`` (energy share), ``iou`` and ``iobb`` of the predicted box
+    (largest blob of the map binarised at ``threshold``; best over the boxes; 0 without a blob) and
+    ``mask_iou`` (binarised map against the union of the boxes; NaN if both are empty).
+
+    >>> cam = np.zeros((6, 6)); cam[1:3, 1:3] = 1.0
+    >>> s = score_map(cam, [(0, 0, 2, 2), (1, 1, 2, 2)], threshold=0.5)
+    >>> s["hit"], s["iou"], round(s["mask_iou"], 3)
+    (True, 1.0, 0.571)
+    """
+    c, b = _map(cam), _boxes(boxes)
+    if len(b) == 0:
+        raise ValueError("a finding needs at least one box to be scored")
+    mask = binarise(c, threshold)
+    pred = predicted_box(mask)
+    gt = box_mask(b, c.shape)
+    union = np.logical_or(mask, gt).sum()
+    return {
+        "hit": pointing_game(c, b),
+        "energy": energy_pointing(c, b),
+        "iou": max(iou(pred, g) for g in b) if pred is not None else 0.0,
+        "iobb": max(iobb(pred, g) for g in b) if pred is not None else 0.0,
+        "mask_iou": float(np.logical_and(mask, gt).sum() / union) if union else float("nan"),
+    }
+
+
+def score_findings(cams: Mapping[str, np.ndarray], boxes: Mapping[str, object], *,
+                   threshold: float) -> dict[str, dict]:
+    """Score one image's maps, each finding's map against that finding's boxes only.
+
+    >>> cams = {"Mass": np.eye(4), "Nodule": np.eye(4)[::-1]}
+    >>> out = score_findings(cams, {"Mass": [(0, 0, 1, 1)], "Nodule": [(0, 0, 1, 1)]}, threshold=0.5)
+    >>> out["Mass"]["hit"], out["Nodule"]["hit"]
+    (True, False)
+    """
+    missing = sorted(set(cams) - set(boxes))
+    if missing:
+        raise KeyError(f"no boxes for finding(s) {missing}")
+    return {f: score_map(cam, boxes[f], threshold=threshold) for f, cam in cams.items()}
+
+
+def tune_threshold(cams: Sequence[np.ndarray], boxes_list: Sequence[object], *,
+                   grid: Sequence[float] = DEFAULT_GRID, objective: str = "iou") -> float:
+    """The binarisation threshold in ``grid`` with the best mean ``objective`` (first on ties).
+
+    Fit it on VALIDATION images only (the caller guarantees it); tuning on the images being scored
+    inflates every box metric. ``objective`` is ``"iou"``, ``"iobb"`` or ``"mask_iou"``; note that
+    IoBB rewards small boxes, so tuning on it drives the threshold up.
+
+    >>> cam = np.zeros((10, 10)); cam[2:6, 2:6] = 0.5; cam[3:5, 3:5] = 1.0
+    >>> tune_threshold([cam], [[(2, 2, 4, 4)]], grid=(0.3, 0.7))
+    0.3
+    """
+    if objective not in _OBJECTIVES:
+        raise ValueError(f"unknown objective {objective!r} (choose from: {', '.join(_OBJECTIVES)})")
+    if len(cams) != len(boxes_list) or len(cams) == 0:
+        raise ValueError(f"need as many maps as box lists, at least one; got {len(cams)} and {len(boxes_list)}")
+    grid = [float(t) for t in grid]
+    if not grid:
+        raise ValueError("grid is empty")
+    scores = np.array([[score_map(c, b, threshold=t)[objective] for c, b in zip(cams, boxes_list)] for t in grid])
+    with np.errstate(invalid="ignore"):
+        means = np.array([np.nanmean(s) if np.isfinite(s).any() else -np.inf for s in scores])
+    return grid[int(np.argmax(means))]
+
+
+# ---- chance references ---------------------------------------------------------------------------
+def random_map(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """Uniform noise in [0, 1): a chance reference scored like a real map.
+
+    >>> random_map((2, 3), np.random.default_rng(0)).shape
+    (2, 3)
+    """
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+    return rng.random(shape, dtype=np.float32)
+
+
+def centre_prior_map(shape: tuple[int, int], *, sigma: float = 0.25) -> np.ndarray:
+    """A Gaussian bump at the image centre (sd = ``sigma`` x the side), maximum 1: the "findings are
+    central" reference.
+
+    >>> m = centre_prior_map((5, 5)); float(m[2, 2]), bool(m[0, 0] < m[1, 1] < m[2, 2])
+    (1.0, True)
+    """
+    h, w = shape
+    y = (np.arange(h) - (h - 1) / 2) / (sigma * h)
+    x = (np.arange(w) - (w - 1) / 2) / (sigma * w)
+    bump = np.exp(-0.5 * (y[:, None] ** 2 + x[None, :] ** 2))
+    return (bump / bump.max()).astype(np.float32)  # even sides: the four central pixels tie at 1
+
+
+# ---- summaries -----------------------------------------------------------------------------------
+def accuracy_at(values, thresholds: Sequence[float]) -> dict[float, float]:
+    """Fraction of (image, finding) pairs whose value is STRICTLY greater than each threshold
+    ("IoBB > T", Wang et al. 2017). NaN values are left out; NaN when none is left.
+
+    >>> accuracy_at([0.1, 0.5, 0.9], (0.1, 0.5))
+    {0.1: 0.6666666666666666, 0.5: 0.3333333333333333}
+    """
+    v = np.asarray(values, dtype=float).ravel()
+    v = v[~np.isnan(v)]
+    return {float(t): float(np.mean(v > t)) if len(v) else float("nan") for t in thresholds}
+
+
+def _per_pair_metrics(rows: pd.DataFrame) -> pd.DataFrame:
+    out = {}
+    for name in ("hit", "energy", "iou", "iobb", "mask_iou"):
+        if name in rows:
+            out[name] = rows[name].astype(float)
+    if "iobb" in rows:
+        for t in IOBB_THRESHOLDS:
+            out[f"acc_iobb_{t:g}"] = (rows["iobb"] > t).astype(float).where(rows["iobb"].notna())
+    if "iou" in rows:
+        for t in IOU_THRESHOLDS:
+            out[f"acc_iou_{t:g}"] = (rows["iou"] > t).astype(float).where(rows["iou"].notna())
+    if not out:
+        raise ValueError(f"rows have none of the score columns hit, energy, iou, iobb, mask_iou: {list(rows)}")
+    return pd.DataFrame(out, index=rows.index)
+
+
+def _bootstrap(values: pd.DataFrame, images: pd.Series, n_boot: int, rng: np.random.Generator,
+               chunk: int = 200) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Means, CI bounds and counts of each column, resampling whole images (all their pairs)."""
+    if images.isna().any():
+        raise ValueError("the image column has missing ids")
+    codes, _ = pd.factorize(images)
+    v = values.to_numpy(dtype=float)
+    ok = ~np.isnan(v)
+    n_img = int(codes.max()) + 1
+    sums = np.zeros((n_img, v.shape[1]))
+    counts = np.zeros((n_img, v.shape[1]))
+    np.add.at(sums, codes, np.where(ok, v, 0.0))
+    np.add.at(counts, codes, ok)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = sums.sum(0) / counts.sum(0)
+        boots = []
+        for start in range(0, n_boot, chunk):
+            weights = rng.multinomial(n_img, np.full(n_img, 1.0 / n_img), size=min(chunk, n_boot - start))
+            boots.append((weights @ sums) / (weights @ counts))
+    if boots:
+        b = np.concatenate(boots)
+        lo, hi = (np.array([np.nanpercentile(b[:, j], q) if np.isfinite(b[:, j]).any() else np.nan
+                            for j in range(b.shape[1])]) for q in (2.5, 97.5))
+    else:
+        lo = hi = np.full(v.shape[1], np.nan)
+    return mean, lo, hi, counts.sum(0)
+
+
+def summarise(rows: pd.DataFrame, by: Sequence[str] = ("finding",), *, n_boot: int = 1000,
+              rng: np.random.Generator, image_col: str = "image_id") -> pd.DataFrame:
+    """Per group of ``by`` and overall (``'all'`` in every ``by`` column): hit rate (``hit``),
+    ``energy``, mean ``iou``, ``iobb`` and ``mask_iou``, and ``acc_iobb_T`` / ``acc_iou_T`` for
+    each of :data:`IOBB_THRESHOLDS` / :data:`IOU_THRESHOLDS`, with 95% percentile-bootstrap CIs
+    that resample images (all pairs of an image together, ``image_col``).
+
+    ``rows`` has one row per (image, finding) pair, as written by the trials. Long format: the
+    ``by`` columns, ``metric``, ``value``, ``ci_low``, ``ci_high``, ``n`` (pairs with a value) and
+    ``n_images``.
+
+    >>> rows = pd.DataFrame({"image_id": ["a", "a", "b"], "finding": ["Mass", "Nodule", "Mass"],
+    ...                      "hit": [1.0, 0.0, 1.0], "iobb": [0.6, 0.0, 0.2]})
+    >>> s = summarise(rows, n_boot=100, rng=np.random.default_rng(0))
+    >>> s[(s.finding == "all") & (s.metric == "hit")][["value", "n", "n_images"]].values.tolist()
+    [[0.6666666666666666, 3.0, 2.0]]
+    """
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+    by = list(by)
+    missing = [c for c in [*by, image_col] if c not in rows]
+    if missing:
+        raise ValueError(f"rows lack column(s) {missing}; they have {list(rows)}")
+    metrics = _per_pair_metrics(rows)
+    groups = [(tuple(k if isinstance(k, tuple) else (k,)), idx) for k, idx in rows.groupby(by, sort=True).groups.items()]
+    groups.append((("all",) * len(by), rows.index))
+    out = []
+    for key, idx in groups:
+        mean, lo, hi, n = _bootstrap(metrics.loc[idx], rows.loc[idx, image_col], n_boot, rng)
+        n_images = rows.loc[idx, image_col].nunique()
+        for j, name in enumerate(metrics.columns):
+            out.append({**dict(zip(by, key)), "metric": name, "value": mean[j], "ci_low": lo[j],
+                        "ci_high": hi[j], "n": n[j], "n_images": n_images})
+    return pd.DataFrame(out, columns=[*by, "metric", "value", "ci_low", "ci_high", "n", "n_images"])

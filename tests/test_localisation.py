@@ -1,0 +1,284 @@
+"""reports.localisation against hand-computed cases."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from reports import localisation as L
+
+
+def peak(shape, row, col, value=1.0):
+    cam = np.zeros(shape)
+    cam[row, col] = value
+    return cam
+
+
+# ---- box edges and the pointing game --------------------------------------------------------------
+BOX = (2, 3, 4, 2)  # columns 2..5, rows 3..4
+
+
+@pytest.mark.parametrize("row, col, hit", [
+    (3, 2, True), (4, 5, True), (3, 5, True), (4, 2, True),  # first / last covered column and row
+    (3, 1, False), (3, 6, False), (2, 3, False), (5, 3, False),  # one pixel outside each edge
+])
+def test_pointing_game_box_edges(row, col, hit):
+    assert L.pointing_game(peak((10, 10), row, col), [BOX]) is hit
+
+
+@pytest.mark.parametrize("row, col, hit", [(3, 2, True), (4, 3, True), (4, 4, False), (5, 3, False)])
+def test_fractional_box_covers_the_pixels_it_touches(row, col, hit):
+    # x in [2.5, 3.5] touches columns 2 and 3; y in [3.2, 4.2] touches rows 3 and 4
+    assert L.pointing_game(peak((10, 10), row, col), [(2.5, 3.2, 1, 1)]) is hit
+
+
+def test_box_mask_convention_and_clipping():
+    assert L.box_mask([(1, 1, 2, 1)], (3, 4)).astype(int).tolist() == [[0, 0, 0, 0], [0, 1, 1, 0], [0, 0, 0, 0]]
+    assert L.box_mask([(2, 0, 0, 3)], (3, 4)).sum() == 0  # zero width covers nothing
+    assert L.box_mask([(-2, -2, 4, 3)], (3, 4)).sum() == 2 * 1  # clipped to the map: columns 0..1, row 0
+    assert L.box_mask([(3, 0, 10, 10)], (3, 4)).sum() == 3
+
+
+def test_hit_in_the_second_box():
+    cam = peak((12, 12), 9, 10)
+    assert L.pointing_game(cam, [(0, 0, 3, 3), (8, 8, 4, 4)])
+    assert not L.pointing_game(cam, [(0, 0, 3, 3)])
+    s = L.score_map(cam, [(0, 0, 3, 3), (10, 9, 1, 1)], threshold=0.5)
+    assert s["hit"] and s["iou"] == 1.0 and s["iobb"] == 1.0  # best over the finding's boxes
+
+
+def test_ties_hit_when_any_maximum_is_inside():
+    cam = np.zeros((6, 6))
+    cam[0, 0] = cam[5, 5] = 1.0
+    assert L.pointing_game(cam, [(5, 5, 1, 1)])
+    assert not L.pointing_game(cam, [(2, 2, 2, 2)])
+
+
+def test_each_finding_is_scored_against_its_own_boxes():
+    boxes = {"Mass": [(0, 0, 4, 4)], "Nodule": [(6, 6, 2, 2)]}
+    cams = {"Mass": peak((8, 8), 1, 1), "Nodule": peak((8, 8), 1, 1)}  # both point at the Mass box
+    out = L.score_findings(cams, boxes, threshold=0.5)
+    assert out["Mass"]["hit"] and not out["Nodule"]["hit"]
+    assert out["Mass"]["energy"] == 1.0 and out["Nodule"]["energy"] == 0.0
+    with pytest.raises(KeyError, match="Effusion"):
+        L.score_findings({"Effusion": np.ones((8, 8))}, boxes, threshold=0.5)
+
+
+# ---- flat and degenerate maps --------------------------------------------------------------------
+@pytest.mark.parametrize("value", [0.0, 0.7])
+def test_flat_map(value):
+    cam = np.full((8, 8), value)
+    whole = (0, 0, 8, 8)
+    assert not L.pointing_game(cam, [whole])  # a flat map points nowhere, even at a box over everything
+    assert L.energy_pointing(cam, [(0, 0, 4, 2)]) == pytest.approx(8 / 64)  # the area share
+    s = L.score_map(cam, [(0, 0, 4, 2)], threshold=0.5)
+    assert not s["hit"] and math.isfinite(s["energy"])
+    if value == 0.0:  # no mass: nothing predicted
+        assert L.predicted_box(L.binarise(cam, 0.5)) is None
+        assert s["iou"] == 0.0 and s["iobb"] == 0.0 and s["mask_iou"] == 0.0
+    else:  # a flat positive map predicts the whole image
+        assert L.predicted_box(L.binarise(cam, 0.5)) == whole
+        assert s["iou"] == pytest.approx(8 / 64) and s["iobb"] == pytest.approx(8 / 64)
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="w, h"):
+        L.pointing_game(np.eye(3), [(0, 0, -1, 1)])
+    with pytest.raises(ValueError, match="at least one box"):
+        L.score_map(np.eye(3), np.zeros((0, 4)), threshold=0.5)
+    with pytest.raises(ValueError, match="NaN"):
+        L.pointing_game(np.full((3, 3), np.nan), [(0, 0, 1, 1)])
+    with pytest.raises(ValueError, match="threshold"):
+        L.binarise(np.eye(3), 1.5)
+
+
+# ---- scaling -------------------------------------------------------------------------------------
+def test_nih_boxes_scaled_to_512_and_64_pixels():
+    box = [512, 256, 128, 64]
+    assert L.nih_box_to_pixels(box, 512).tolist() == [256, 128, 64, 32]
+    assert L.nih_box_to_pixels(box, 64).tolist() == [32, 16, 8, 4]
+    assert L.scale_boxes(box, (1024, 1024), (512, 512)).tolist() == [256, 128, 64, 32]
+    # scaled integer boxes rasterise to exactly w x h pixels
+    assert L.box_mask([L.nih_box_to_pixels(box, 64)], (64, 64)).sum() == 8 * 4
+    # an NIH box that ends on a pixel edge at 1024 px still ends on one after scaling
+    assert L.box_mask([L.nih_box_to_pixels([100, 300, 700, 212], 512)], (512, 512)).sum() == 350 * 106
+    many = L.scale_boxes([[0, 0, 10, 10], [1024, 512, 0, 0]], (1024, 1024), (64, 64))
+    assert many.tolist() == [[0, 0, 0.625, 0.625], [64, 32, 0, 0]]
+
+
+def test_scale_boxes_non_square():
+    assert L.scale_boxes((100, 50, 20, 10), from_size=(200, 100), to_size=(100, 200)).tolist() == [50, 100, 10, 20]
+    with pytest.raises(ValueError):
+        L.scale_boxes((1, 1, 1, 1), (0, 10), (10, 10))
+
+
+# ---- IoU, IoBB, energy ---------------------------------------------------------------------------
+def test_iou_and_iobb_exact_fractions():
+    assert L.iou((0, 0, 4, 4), (2, 2, 4, 4)) == pytest.approx(4 / 28)
+    assert L.iobb((0, 0, 4, 4), (2, 2, 4, 4)) == pytest.approx(4 / 16)
+    assert L.iobb((1, 1, 2, 2), (0, 0, 4, 4)) == 1.0  # prediction inside the box: IoBB 1, IoU 4/16
+    assert L.iou((1, 1, 2, 2), (0, 0, 4, 4)) == pytest.approx(4 / 16)
+    assert L.iobb((0, 0, 4, 4), (1, 1, 2, 2)) == pytest.approx(4 / 16)  # IoBB divides by the PREDICTED area
+    assert L.iou((0, 0, 2, 2), (2, 0, 2, 2)) == 0.0  # touching edges
+    assert L.iou((0, 0, 1, 1), (5, 5, 1, 1)) == 0.0
+    assert L.iou((0, 0, 0, 0), (0, 0, 0, 0)) == 0.0 and L.iobb((1, 1, 0, 0), (0, 0, 4, 4)) == 0.0
+    assert L.iou((0.5, 0, 1, 1), (0, 0, 1, 1)) == pytest.approx(0.5 / 1.5)
+
+
+def test_score_map_on_a_small_grid():
+    cam = np.zeros((8, 8))
+    cam[1:4, 2:6] = 0.6  # blob: columns 2..5, rows 1..3 -> box (2, 1, 4, 3), 12 px
+    cam[2, 3] = 1.0
+    cam[6, 6] = 0.55  # a smaller blob, not the largest component
+    gt = (3, 2, 4, 4)  # columns 3..6, rows 2..5, 16 px
+    s = L.score_map(cam, [gt], threshold=0.5)
+    inter = 3 * 2  # columns 3..5 x rows 2..3
+    assert s["hit"]
+    assert s["iobb"] == pytest.approx(inter / 12)
+    assert s["iou"] == pytest.approx(inter / (12 + 16 - inter))
+    # pixel sets: mask = 12 + 1 px, boxes = 16 px, intersection = 6 + 0 (pixel (6, 6) is row 6, outside)
+    assert s["mask_iou"] == pytest.approx(6 / (13 + 16 - 6))
+    assert s["energy"] == pytest.approx((5 * 0.6 + 1.0) / (11 * 0.6 + 1.0 + 0.55))
+
+
+def test_energy_exact_and_negative_values_ignored():
+    cam = np.array([[1.0, 2.0], [3.0, 4.0]])
+    assert L.energy_pointing(cam, [(1, 0, 1, 2)]) == pytest.approx(6 / 10)
+    assert L.energy_pointing(cam, [(0, 0, 1, 1), (0, 0, 2, 1)]) == pytest.approx(3 / 10)  # union, not sum
+    assert L.energy_pointing(np.array([[-5.0, 1.0], [1.0, 2.0]]), [(0, 0, 1, 1)]) == 0.0
+    assert L.energy_pointing(np.array([[-5.0, -1.0], [-1.0, -2.0]]), [(0, 0, 1, 1)]) == 0.25
+
+
+def test_binarise_is_relative_to_the_maximum():
+    cam = np.array([[0.1, 0.5], [0.49, 1.0]])
+    assert L.binarise(cam, 0.5).tolist() == [[False, True], [False, True]]
+    assert (L.binarise(cam * 10, 0.5) == L.binarise(cam, 0.5)).all()
+
+
+def test_predicted_box_largest_component_eight_connected():
+    m = np.zeros((6, 6), dtype=bool)
+    m[0, 0] = m[1, 1] = m[2, 2] = True  # diagonal chain: one 3-px component under 8-connectivity
+    m[4, 3:5] = True  # 2 px
+    assert L.predicted_box(m) == (0, 0, 3, 3)
+    tie = np.zeros((4, 6), dtype=bool)
+    tie[3, 4:6] = True
+    tie[0, 0:2] = True
+    assert L.predicted_box(tie) == (0, 0, 2, 1)  # equal sizes: first in row-major order
+    assert L.predicted_box(np.zeros((3, 3), dtype=bool)) is None
+
+
+# ---- accuracy, thresholds, baselines -------------------------------------------------------------
+def test_accuracy_at_is_strict():
+    acc = L.accuracy_at([0.5, 0.5, 0.75, np.nan], (0.1, 0.5, 0.75))
+    assert acc == {0.1: 1.0, 0.5: pytest.approx(1 / 3), 0.75: 0.0}
+    assert math.isnan(L.accuracy_at([], (0.5,))[0.5])
+    assert L.IOBB_THRESHOLDS == (0.1, 0.25, 0.5, 0.75, 0.9) and L.IOU_THRESHOLDS == (0.1, 0.3, 0.5)
+
+
+def _nested(shape=(20, 20)):
+    cam = np.zeros(shape)
+    cam[2:14, 2:14] = 0.3
+    cam[4:12, 4:12] = 0.6
+    cam[6:10, 6:10] = 1.0
+    return cam
+
+
+def test_tune_threshold_picks_the_matching_level():
+    gt = [(4, 4, 8, 8)]  # the 0.6 square: thresholds in (0.3, 0.6] reproduce it exactly
+    assert L.tune_threshold([_nested()], [gt]) == pytest.approx(0.35)
+    assert L.tune_threshold([_nested()], [gt], objective="mask_iou") == pytest.approx(0.35)
+    # two validation images that disagree: the mean decides
+    small = [(6, 6, 4, 4)]  # the core: thresholds > 0.6
+    assert L.tune_threshold([_nested(), _nested(), _nested()], [gt, small, small], grid=(0.3, 0.5, 0.7)) == 0.7
+    assert L.tune_threshold([_nested()], [small], objective="iobb", grid=(0.2, 0.5, 0.7)) == 0.7
+    with pytest.raises(ValueError, match="objective"):
+        L.tune_threshold([_nested()], [gt], objective="dice")
+    with pytest.raises(ValueError):
+        L.tune_threshold([_nested()], [gt, gt])
+
+
+def test_centre_prior_hits_a_central_box_and_misses_a_corner_box():
+    for shape in [(64, 64), (64, 80), (7, 9)]:
+        prior = L.centre_prior_map(shape)
+        h, w = shape
+        assert prior.shape == shape and prior.max() == pytest.approx(1.0) and prior.min() > 0
+        central = (w / 2 - 2, h / 2 - 2, 4, 4)
+        assert L.pointing_game(prior, [central])
+        assert not L.pointing_game(prior, [(0, 0, 4, 4)])
+        assert L.energy_pointing(prior, [central]) > 16 / (h * w)
+        s = L.score_map(prior, [central], threshold=0.5)
+        assert s["hit"] and 0 < s["iobb"] <= 1
+
+
+def test_random_map_is_a_seeded_chance_reference():
+    a = L.random_map((32, 40), np.random.default_rng(3))
+    b = L.random_map((32, 40), np.random.default_rng(3))
+    assert a.shape == (32, 40) and (a == b).all() and 0 <= a.min() and a.max() < 1
+    with pytest.raises(TypeError, match="Generator"):
+        L.random_map((4, 4), 3)
+    # scored the same way; over many maps the hit rate is near the box's area share
+    rng = np.random.default_rng(0)
+    box = [(0, 0, 16, 16)]  # a quarter of a 32 x 32 map
+    hits = [L.score_map(L.random_map((32, 32), rng), box, threshold=0.5)["hit"] for _ in range(400)]
+    assert 0.18 < np.mean(hits) < 0.32
+
+
+# ---- summaries -----------------------------------------------------------------------------------
+def _rows():
+    return pd.DataFrame({
+        "image_id": ["a", "a", "a", "b", "c"],
+        "finding": ["Mass", "Nodule", "Effusion", "Mass", "Nodule"],
+        "hit": [1.0, 1.0, 1.0, 0.0, 1.0],
+        "energy": [0.5, 0.2, 0.8, 0.1, 0.4],
+        "iou": [0.3, 0.1, 0.6, 0.0, 0.5],
+        "iobb": [0.5, 0.1, 0.9, 0.0, 0.8],
+        "mask_iou": [0.2, np.nan, 0.4, 0.0, 0.3],
+    })
+
+
+def test_summarise_values_and_layout():
+    s = L.summarise(_rows(), n_boot=200, rng=np.random.default_rng(0))
+    assert list(s.columns) == ["finding", "metric", "value", "ci_low", "ci_high", "n", "n_images"]
+    assert set(s["finding"]) == {"Effusion", "Mass", "Nodule", "all"}
+    get = s.set_index(["finding", "metric"])
+    assert get.loc[("all", "hit"), "value"] == pytest.approx(0.8)
+    assert get.loc[("Mass", "iobb"), "value"] == pytest.approx(0.25)
+    assert get.loc[("Mass", "hit"), "n"] == 2 and get.loc[("all", "hit"), "n_images"] == 3
+    assert get.loc[("all", "mask_iou"), "value"] == pytest.approx(0.9 / 4)  # NaN left out
+    assert get.loc[("all", "mask_iou"), "n"] == 4
+    # acc@T is strict: IoBB 0.5 does not count at T = 0.5; 0.9 does not count at 0.9
+    assert get.loc[("all", "acc_iobb_0.5"), "value"] == pytest.approx(2 / 5)
+    assert get.loc[("all", "acc_iobb_0.9"), "value"] == 0.0
+    assert get.loc[("all", "acc_iou_0.3"), "value"] == pytest.approx(2 / 5)
+    expected = {"hit", "energy", "iou", "iobb", "mask_iou", *(f"acc_iobb_{t:g}" for t in L.IOBB_THRESHOLDS),
+                *(f"acc_iou_{t:g}" for t in L.IOU_THRESHOLDS)}
+    assert set(s["metric"]) == expected
+    ok = s.dropna(subset=["ci_low"])
+    assert ((ok["ci_low"] <= ok["value"] + 1e-12) & (ok["value"] <= ok["ci_high"] + 1e-12)).all()
+    again = L.summarise(_rows(), n_boot=200, rng=np.random.default_rng(0))
+    pd.testing.assert_frame_equal(s, again)
+
+
+def test_summarise_resamples_images_not_pairs():
+    # image a: three hits; image b: one miss. Mean 0.75. Resampling images gives 0, 0.75 or 1
+    # (both draws b with probability 1/4), so the 2.5% bound is 0; resampling pairs would give 0.25.
+    rows = pd.DataFrame({"image_id": ["a", "a", "a", "b"], "finding": ["x", "y", "z", "x"],
+                         "hit": [1.0, 1.0, 1.0, 0.0]})
+    s = L.summarise(rows, n_boot=1000, rng=np.random.default_rng(1)).set_index(["finding", "metric"])
+    assert s.loc[("all", "hit"), "value"] == 0.75
+    assert s.loc[("all", "hit"), "ci_low"] == 0.0 and s.loc[("all", "hit"), "ci_high"] == 1.0
+
+
+def test_summarise_edge_cases():
+    s = L.summarise(_rows(), by=("finding",), n_boot=0, rng=np.random.default_rng(0))
+    assert s["ci_low"].isna().all() and s["value"].notna().all()
+    multi = L.summarise(_rows().assign(method="gradcam"), by=("method", "finding"), n_boot=10,
+                        rng=np.random.default_rng(0))
+    assert {("all", "all"), ("gradcam", "Mass")} <= set(zip(multi["method"], multi["finding"]))
+    with pytest.raises(ValueError, match="image_id"):
+        L.summarise(_rows().drop(columns="image_id"), n_boot=10, rng=np.random.default_rng(0))
+    with pytest.raises(TypeError):
+        L.summarise(_rows(), n_boot=10, rng=0)
