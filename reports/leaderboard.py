@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 METRICS = ("macro_auc", "micro_auc", "macro_f1", "micro_f1", "macro_f1_fixed", "micro_f1_fixed", "macro_ap",
            "macro_sensitivity", "macro_specificity")
 KEYS = ["backbone", "strategy"]
+LEADING = ["backbone", "strategy", "n_trials", "macro_auc", "macro_auc_std", "micro_auc", "micro_auc_std", "macro_f1",
+           "macro_f1_std", "micro_f1", "micro_f1_std", "macro_f1_fixed", "micro_f1_fixed"]
 
 
 @dataclass
@@ -268,9 +270,10 @@ def build_report(run_dir: str | Path, *, n_boot: int | None = None, html: bool =
     trials = trial_table(docs, label_names)
     board = _mean_std_table(trials, label_names)
     board = _confidence(board, docs, n_boot)
-    order = ["backbone", "strategy", "n_trials"] + [c for m in METRICS for c in (m, f"{m}_std")]
+    # The documented columns first, then one AUC per label, then everything else.
+    extra = [c for m in METRICS for c in (m, f"{m}_std") if c not in LEADING]
     ci_cols = [c for c in board.columns if c.endswith(("_ci_low", "_ci_high"))]
-    board = board[order + ci_cols + [f"auc_{n}" for n in label_names]]
+    board = board[LEADING + [f"auc_{n}" for n in label_names] + extra + ci_cols]
     board = board.sort_values("macro_auc", ascending=False, kind="stable").reset_index(drop=True)
     per_label = _per_label(docs)
     groups = _groups(docs, per_label, float(rep_cfg.get("head", 0.05)), float(rep_cfg.get("tail", 0.01)))

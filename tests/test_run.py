@@ -1,0 +1,114 @@
+"""`bench run` end to end on Ray Tune (the session's local Ray), then `bench report` from files alone."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from bench.cli import main
+
+pytestmark = pytest.mark.slow
+
+GRID = """\
+name: e2e
+dataset: {{kind: synthetic, root: {root}, n: 200, size: 64, image_size: 32}}
+splits: {{folds: 2, val_fraction: 0.25, seed: 0}}
+backbones: [test_resnet]
+strategies: [bce, focal, ml_ros]
+train: {{epochs: 2, batch_size: 32, lr: 0.003}}
+seeds: [0]
+resources: {{cpu: 1}}
+localisation: {{max_images: 10, gallery: 1}}
+report: {{bootstrap: 50}}
+"""
+
+REQUIRED = ["backbone", "strategy", "n_trials", "macro_auc", "macro_auc_std", "micro_auc", "micro_auc_std",
+            "macro_f1", "macro_f1_std", "micro_f1", "micro_f1_std", "macro_f1_fixed", "micro_f1_fixed"]
+
+
+@pytest.fixture(scope="module")
+def run(ray_session, synth_root, tmp_path_factory):
+    d = tmp_path_factory.mktemp("e2e")
+    grid = d / "grid.yaml"
+    grid.write_text(GRID.format(root=synth_root))
+    out = d / "run"
+    t0 = time.time()
+    code = main(["-q", "run", "--grid", str(grid), "--out", str(out)])
+    return {"grid": grid, "out": out, "code": code, "seconds": time.time() - t0}
+
+
+def test_run_writes_leaderboard_and_trials(run):
+    assert run["code"] == 0
+    out = run["out"]
+    board = pd.read_csv(out / "leaderboard.csv")
+    assert list(board.columns[: len(REQUIRED)]) == REQUIRED
+    labels = json.loads((out / "dataset.json").read_text())["label_names"]
+    assert [c for c in board.columns if c.startswith("auc_")] == [f"auc_{n}" for n in labels]
+    assert sorted(board["strategy"]) == ["bce", "focal", "ml_ros"] and (board["n_trials"] == 2).all()
+    assert board["macro_auc"].between(0, 1).all()
+    trials = sorted(p.name for p in (out / "trials").iterdir())
+    assert trials == [f"test_resnet-{s}-f{f}-s0" for s in ("bce", "focal", "ml_ros") for f in (0, 1)]
+    for t in trials:
+        for f in ("metrics.json", "predictions.npz", "config.json"):
+            assert (out / "trials" / t / f).is_file()
+    cfg = json.loads((out / "trials" / trials[0] / "config.json").read_text())
+    assert cfg["split_hash"] == json.loads((out / "split.json").read_text())["hash"]
+    run_meta = json.loads((out / "run.json").read_text())
+    assert run_meta["status"] == "complete" and run_meta["versions"]["torch"] and "commit" in run_meta["git"]
+    html = (out / "leaderboard.html").read_text()
+    assert html.count("Plotly") > 0 and "displaylogo" in html
+    assert (out / "localisation.csv").is_file()
+
+
+def test_report_rebuilds_from_files_alone(run, tmp_path):
+    out = run["out"]
+    before = pd.read_csv(out / "leaderboard.csv")
+    (out / "leaderboard.csv").unlink()
+    (out / "leaderboard.html").unlink()
+    # In a fresh interpreter that never imports Ray.
+    code = ("import sys; from bench.cli import main; rc = main(['report', sys.argv[1]]); "
+            "assert 'ray' not in sys.modules, 'reports imported ray'; sys.exit(rc)")
+    r = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    after = pd.read_csv(out / "leaderboard.csv")
+    pd.testing.assert_frame_equal(before, after)
+    assert (out / "leaderboard.html").is_file()
+
+
+def test_rerun_resumes_without_training_again(run, capsys):
+    out = run["out"]
+    stamps = {p: p.stat().st_mtime for p in (out / "trials").glob("*/metrics.json")}
+    assert main(["run", "--grid", str(run["grid"]), "--out", str(out)]) == 0
+    assert {p: p.stat().st_mtime for p in (out / "trials").glob("*/metrics.json")} == stamps
+    assert "6 already done" in capsys.readouterr().out
+
+
+def test_other_grid_in_same_folder_is_refused(run, tmp_path, capsys):
+    other = tmp_path / "other.yaml"
+    other.write_text(run["grid"].read_text().replace("epochs: 2", "epochs: 3"))
+    assert main(["run", "--grid", str(other), "--out", str(run["out"])]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: run folder") and "different grid" in err and "\n" not in err
+
+
+@pytest.mark.parametrize("change, message", [
+    (("[test_resnet]", "[resnet_999]"), "unknown backbone 'resnet_999'"),
+    (("[bce, focal, ml_ros]", "[bce, focla]"), "unknown strategy 'focla'; did you mean 'focal'"),
+    (("kind: synthetic, root: ", "kind: nih, root: /nonexistent, label_file: "), "does not exist"),
+    (("name: e2e", "name: [e2e"), "YAML syntax error"),
+])
+def test_bad_grids_fail_in_one_line_without_writing(run, tmp_path, capsys, change, message):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(run["grid"].read_text().replace(*change).replace("n: 200, size: 64, " if "nih" in change[1] else
+                                                                     "\0", ""))
+    out = tmp_path / "never"
+    assert main(["run", "--grid", str(bad), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err and "Traceback" not in err
+    assert not out.exists()

@@ -1,0 +1,118 @@
+"""One trial without Ray: outputs, leakage guards, and resuming from a checkpoint gives the same numbers."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.config import parse_grid, resolve_paths
+from bench.data.cache import build_cache
+from bench.data.nih import read_nih
+from bench.data.splits import make_split
+from bench.trial import TrialData, fit_thresholds, run_trial, trial_id
+from strategies import resolve_spec
+
+
+@pytest.fixture(scope="module")
+def data(synth_root, tmp_path_factory):
+    rec = read_nih(synth_root)
+    cfg = resolve_paths(parse_grid({
+        "dataset": {"kind": "synthetic", "root": str(synth_root), "image_size": 32},
+        "splits": {"folds": 2, "val_fraction": 0.25},
+        "backbones": ["test_resnet"], "strategies": ["bce"],
+        "train": {"epochs": 2, "batch_size": 32, "lr": 0.003},
+        "localisation": {"max_images": 10, "gallery": 1},
+    }))
+    cache = build_cache(rec, 32)
+    manifest = make_split(rec, n_folds=2, val_fraction=0.25, seed=0, min_positives_per_fold=0)
+    return TrialData(records=rec, manifest=manifest, cache_key=cache.key, cache_dir=str(cache.path),
+                     image_size=32, grid=cfg.to_dict(), run_meta={})
+
+
+def spec(strategy="bce", fold=0, seed=0):
+    return {"id": trial_id("test_resnet", strategy, fold, seed), "backbone": "test_resnet",
+            "strategy": resolve_spec(strategy), "fold": fold, "seed": seed}
+
+
+class Recorder:
+    """A report hook that keeps every epoch's metrics and a copy of its checkpoint folder."""
+
+    def __init__(self, root: Path):
+        self.root, self.metrics, self.folders = root, [], []
+
+    def __call__(self, metrics, folder):
+        self.metrics.append(metrics)
+        dest = self.root / f"ckpt{len(self.folders)}"
+        shutil.copytree(folder, dest)
+        self.folders.append(dest)
+
+
+def test_trial_writes_outputs_and_resumes_identically(data, tmp_path):
+    full = Recorder(tmp_path / "a")
+    run_trial(spec(), data, report=full)
+    assert [m["epoch"] for m in full.metrics] == [1, 2] and full.metrics[-1]["done"] is True
+    out = full.folders[-1] / "outputs"
+    doc = json.loads((out / "metrics.json").read_text())
+    assert doc["sizes"]["test"] + doc["sizes"]["train"] + doc["sizes"]["val"] == len(data.records)
+    for key in ("macro_auc", "micro_auc", "macro_f1", "micro_f1", "macro_f1_fixed", "micro_f1_fixed"):
+        assert key in doc["summary"]
+    with np.load(out / "predictions.npz") as z:
+        assert z["probs"].shape == z["labels"].shape == (doc["sizes"]["test"], len(data.records.label_names))
+        assert set(z["image_ids"]).isdisjoint(set(z["val_image_ids"]))
+    assert (out / "config.json").is_file() and (out / "localisation.csv").is_file()
+    # The epoch-1 checkpoint holds weights; resuming from it reproduces the uninterrupted run.
+    assert (full.folders[0] / "state.pt").is_file()
+    resumed = Recorder(tmp_path / "b")
+    run_trial(spec(), data, report=resumed, checkpoint_dir=str(full.folders[0]))
+    assert [m["epoch"] for m in resumed.metrics] == [2]
+    for key in ("macro_auc", "micro_auc", "macro_f1", "val_macro_auc", "train_loss"):
+        assert resumed.metrics[-1][key] == pytest.approx(full.metrics[-1][key], abs=1e-6), key
+    # A checkpoint that already holds the outputs hands them back without training again.
+    again = Recorder(tmp_path / "c")
+    run_trial(spec(), data, report=again, checkpoint_dir=str(full.folders[-1]))
+    assert again.metrics[-1]["macro_auc"] == pytest.approx(full.metrics[-1]["macro_auc"])
+
+
+def test_thresholds_are_fitted_on_the_validation_part_only(data, tmp_path, monkeypatch):
+    """Fails if the decision rule ever sees held-out (test) labels."""
+    from strategies.thresholds import MaxF1
+
+    seen = []
+    original = MaxF1.fit
+
+    def spy(self, y, p):
+        seen.append(np.array(y, copy=True))
+        return original(self, y, p)
+
+    monkeypatch.setattr(MaxF1, "fit", spy)
+    run_trial(spec(fold=1), data, report=Recorder(tmp_path))
+    train, val, test = data.manifest.rows(1)
+    assert len(seen) == 1
+    np.testing.assert_array_equal(seen[0], data.records.labels[val])
+    assert len(seen[0]) != len(test)
+
+
+def test_fit_thresholds_refuses_held_out_images():
+    from strategies.thresholds import MaxF1
+
+    y = np.array([[1.0], [0.0], [1.0]])
+    p = np.array([[0.9], [0.2], [0.6]])
+    with pytest.raises(RuntimeError, match="refusing to fit thresholds"):
+        fit_thresholds(MaxF1(), y, p, val_ids=["a", "b", "c"], test_ids=["c", "d"])
+    assert fit_thresholds(MaxF1(), y, p, val_ids=["a", "b", "c"], test_ids=["d"]).shape == (1,)
+
+
+def test_patient_leak_is_refused(data, tmp_path):
+    import dataclasses
+
+    bad = dataclasses.replace(data.manifest)
+    train, val, test = bad.rows(0)
+    leaky = data.records.patients.copy()
+    leaky[test[0]] = leaky[train[0]]  # one patient now spans training and held-out rows
+    rec = dataclasses.replace(data.records, patients=leaky)
+    with pytest.raises(Exception, match="patient|fingerprint|split"):
+        run_trial(spec(), dataclasses.replace(data, records=rec), report=Recorder(tmp_path))
