@@ -218,13 +218,16 @@ def score_map(cam, boxes, *, threshold: float) -> dict:
     c, b = _map(cam), _boxes(boxes)
     if len(b) == 0:
         raise ValueError("a finding needs at least one box to be scored")
+    return {"hit": pointing_game(c, b), "energy": energy_pointing(c, b),
+            **_box_scores(c, b, box_mask(b, c.shape), threshold)}
+
+
+def _box_scores(c: np.ndarray, b: np.ndarray, gt: np.ndarray, threshold: float) -> dict:
+    """iou, iobb and mask_iou of the map binarised at ``threshold`` (``gt`` = rasterised boxes)."""
     mask = binarise(c, threshold)
     pred = predicted_box(mask)
-    gt = box_mask(b, c.shape)
     union = np.logical_or(mask, gt).sum()
     return {
-        "hit": pointing_game(c, b),
-        "energy": energy_pointing(c, b),
         "iou": max(iou(pred, g) for g in b) if pred is not None else 0.0,
         "iobb": max(iobb(pred, g) for g in b) if pred is not None else 0.0,
         "mask_iou": float(np.logical_and(mask, gt).sum() / union) if union else float("nan"),
@@ -265,7 +268,13 @@ def tune_threshold(cams: Sequence[np.ndarray], boxes_list: Sequence[object], *,
     grid = [float(t) for t in grid]
     if not grid:
         raise ValueError("grid is empty")
-    scores = np.array([[score_map(c, b, threshold=t)[objective] for c, b in zip(cams, boxes_list)] for t in grid])
+    prepared = []
+    for cam, boxes in zip(cams, boxes_list):
+        c, b = _map(cam), _boxes(boxes)
+        if len(b) == 0:
+            raise ValueError("every validation map needs at least one box")
+        prepared.append((c, b, box_mask(b, c.shape)))
+    scores = np.array([[_box_scores(c, b, gt, t)[objective] for c, b, gt in prepared] for t in grid])
     with np.errstate(invalid="ignore"):
         means = np.array([np.nanmean(s) if np.isfinite(s).any() else -np.inf for s in scores])
     return grid[int(np.argmax(means))]

@@ -1,0 +1,172 @@
+"""The localisation section of ``leaderboard.html``: a leaderboard of saliency maps against the boxes
+(with the ``random`` and ``centre`` chance baselines), a per-finding heatmap and a gallery of
+overlays embedded as base64 PNGs (so the page stays one file).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+from pathlib import Path
+from urllib.parse import quote
+
+import pandas as pd
+
+from reports.html import esc, figure, num, ptext, section
+from reports.html_tables import best_flags, controls, int_cell, num_cell, table, text_cell, th
+
+log = logging.getLogger(__name__)
+CHANCE = ("random", "centre")
+LOC_METRICS = [("hit", "hit rate", "pointing game: the map's maximum inside a box of the finding"),
+               ("energy", "energy", "share of the map's mass inside the boxes"),
+               ("iou", "IoU", "mean IoU of the binarised map's box with the boxes"),
+               ("iobb", "IoBB", "mean intersection over the predicted box's area"),
+               ("acc_iobb_0.1", "acc IoBB>0.1", "share of pairs with IoBB above 0.1 (Wang et al. 2017, Table 4)"),
+               ("acc_iobb_0.25", "acc IoBB>0.25", "share of pairs with IoBB above 0.25"),
+               ("acc_iobb_0.5", "acc IoBB>0.5", "share of pairs with IoBB above 0.5")]
+GALLERY_PER_MODEL, GALLERY_MAX, IMAGE_BYTES, GALLERY_BYTES = 2, 32, 120_000, 3_000_000
+
+
+def localisation(report, raw: pd.DataFrame | None = None) -> str:
+    """The section from ``report.localisation`` (long format); ``raw`` (per-pair rows) is accepted but unused."""
+    loc = report.localisation
+    if loc is None or loc.empty:
+        return ""
+    parts = [_table(loc), _heatmap(loc, report.label_names), _gallery(report)]
+    lead = ("Saliency maps of the held-out images against the ground-truth boxes. Rows in grey italics are chance "
+            "baselines scored the same way (<code>random</code>: a random map; <code>centre</code>: a centred "
+            "blob); a map is only useful where it beats them. Values are means with 95% bootstrap intervals over "
+            "images.")
+    return section("localisation", "Localisation against boxes", "".join(parts), lead=lead)
+
+
+def _table(loc: pd.DataFrame) -> str:
+    allrows = loc[loc["finding"].astype(str) == "all"]
+    if allrows.empty:
+        return ""
+    metrics = [m for m in LOC_METRICS if m[0] in set(allrows["metric"])]
+    keys = ["backbone", "strategy", "method"]
+    recs = {}
+    for r in allrows.to_dict("records"):
+        recs.setdefault(tuple(str(r[k]) for k in keys), {})[r["metric"]] = r
+    order = sorted(recs, key=lambda k: (k[2] in CHANCE, -(num(recs[k].get("hit", {}).get("value")) or -1)))
+    model_rows = [k for k in order if k[2] not in CHANCE]
+    best = {m: best_flags([recs[k].get(m, {}).get("value") if k in model_rows else None for k in order])
+            for m, _, _ in metrics}
+    rows = []
+    for i, key in enumerate(order):
+        cells = "".join(text_cell(v) for v in key)
+        n = None
+        for m, _, _ in metrics:
+            r = recs[key].get(m, {})
+            n = n if n is not None else r.get("n_images", r.get("n"))
+            cells += num_cell(r.get("value"), ci=(r.get("ci_low"), r.get("ci_high")), best=best[m][i])
+        cls = ' class="chance"' if key[2] in CHANCE else ""
+        rows.append(f"<tr{cls}>{cells}{int_cell(n)}</tr>")
+    head = [th("backbone"), th("strategy"), th("map")]
+    head += [th(name, numeric=True, title=expl) for _, name, expl in metrics]
+    head.append(th("images", numeric=True))
+    selects = [(2, "maps", list(dict.fromkeys(k[2] for k in order)))]
+    return ("<h3>Localisation leaderboard (all findings)</h3>"
+            + controls("loc", placeholder="filter rows", selects=selects) + table("loc", head, rows)
+            + '<p class="caption">Best model value per column highlighted (chance rows excluded).</p>')
+
+
+def _heatmap(loc: pd.DataFrame, label_names: list[str]) -> str:
+    import plotly.graph_objects as go
+
+    from reports.html_figures import dropdown
+
+    per = loc[loc["finding"].astype(str) != "all"]
+    metrics = [(m, n) for m, n, _ in LOC_METRICS if m in set(per["metric"])][:5]
+    if per.empty or not metrics:
+        return ""
+    present = set(per["finding"].astype(str))
+    findings = [n for n in label_names if n in present] + sorted(present - set(label_names))
+    per = per.assign(model=per["backbone"].astype(str) + " / " + per["strategy"].astype(str) + " / "
+                     + per["method"].astype(str))
+    fig = go.Figure()
+    for k, (m, name) in enumerate(metrics):
+        sub = per[per["metric"] == m]
+        models = sub[~sub["method"].isin(CHANCE)].pivot_table(index="model", columns="finding", values="value",
+                                                              sort=False)
+        chance = sub[sub["method"].isin(CHANCE)].pivot_table(index="method", columns="finding", values="value")
+        chance.index = [f"<i>chance: {ptext(i)} (mean)</i>" for i in chance.index]
+        models.index = [ptext(i) for i in models.index]
+        w = pd.concat([models, chance]).reindex(columns=findings)
+        fig.add_trace(go.Heatmap(
+            z=[[num(v) for v in row] for row in w.to_numpy()], x=[ptext(f) for f in findings], y=list(w.index),
+            colorscale="Blues", zmin=0, zmax=1, visible=k == 0, xgap=1, ygap=1, colorbar=dict(thickness=12),
+            hovertemplate="%{y}<br>%{x}: " + name + " %{z:.3f}<extra></extra>"))
+    vis = [[i == k for i in range(len(metrics))] for k in range(len(metrics))]
+    rel = [{"title.text": f"{n} per finding"} for _, n in metrics]
+    rows = len(fig.data[0].y)
+    fig.update_layout(title=dict(text=rel[0]["title.text"], x=0.5), height=200 + 22 * rows,
+                      updatemenus=dropdown([n for _, n in metrics], vis, rel),
+                      xaxis=dict(type="category", tickangle=-40), yaxis=dict(type="category", autorange="reversed"),
+                      margin=dict(l=300, r=30, t=80, b=130))
+    return "<h3>Per finding</h3>" + figure("fig-loc", fig, caption="Scale 0 to 1 for every metric; the last rows "
+                                                                 "are the chance baselines averaged over models.")
+
+
+def _png_data(path: Path) -> str | None:
+    data = path.read_bytes()
+    if len(data) > IMAGE_BYTES:
+        try:
+            from PIL import Image
+
+            with Image.open(io.BytesIO(data)) as im:
+                im.thumbnail((320, 320))
+                buf = io.BytesIO()
+                im.convert("RGB").save(buf, format="PNG", optimize=True)
+                data = buf.getvalue()
+        except (ImportError, OSError) as exc:
+            log.warning("gallery image %s skipped: %s", path, exc)
+            return None
+    return base64.b64encode(data).decode("ascii") if len(data) <= IMAGE_BYTES else None
+
+
+def _gallery(report) -> str:
+    t = report.trials
+    trial_info = {str(r["id"]): r for r in t.to_dict("records")} if not t.empty else {}
+    by_model: dict[tuple, list] = {}
+    for meta_path in sorted((Path(report.run_dir) / "trials").glob("*/gallery/gallery.json")):
+        trial = trial_info.get(meta_path.parent.parent.name)
+        if trial is None:
+            continue
+        key = (str(trial["backbone"]), str(trial["strategy"]))
+        by_model.setdefault(key, []).append((trial, meta_path))
+    figs, total = [], 0
+    for key in sorted(by_model):
+        trial, meta_path = sorted(by_model[key], key=lambda e: (e[0]["seed"], e[0]["fold"]))[0]
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, ValueError) as exc:
+            log.warning("unreadable %s: %s", meta_path, exc)
+            continue
+        for m in meta[:GALLERY_PER_MODEL]:
+            png = meta_path.parent / str(m.get("file", ""))
+            if png.parent != meta_path.parent or not png.is_file() or total > GALLERY_BYTES or len(figs) >= GALLERY_MAX:
+                continue
+            data = _png_data(png)
+            if data is None:
+                continue
+            total += len(data)
+            hit = bool(m.get("hit"))
+            href = "trials/" + quote(str(trial["id"]), safe="") + "/metrics.json"
+            prob, energy = num(m.get("prob")), num(m.get("energy"))
+            figs.append(
+                f'<figure><img alt="{esc(m.get("finding"))} overlay of {esc(m.get("image_id"))}" '
+                f'src="data:image/png;base64,{data}"><figcaption><b>{esc(key[0])} / {esc(key[1])}</b><br>'
+                f'{esc(m.get("finding"))} in {esc(m.get("image_id"))}<br>'
+                f'p = {"–" if prob is None else f"{prob:.2f}"} · <span class="{"hit" if hit else "miss"}">'
+                f'{"hit" if hit else "miss"}</span> · energy {"–" if energy is None else f"{energy:.2f}"} · '
+                f'{esc(m.get("rank", ""))}<br><a href="{esc(href)}">{esc(trial["id"])}</a></figcaption></figure>')
+    if not figs:
+        return ""
+    return ("<h3>Overlays</h3><p class=\"note\">The best- and worst-localised held-out positives of one trial per "
+            "model (fold 0 of the first seed where present): saliency map over the image, ground-truth box in "
+            "green; p is the model's probability for the finding.</p>"
+            f'<div class="gallery">{"".join(figs)}</div>')

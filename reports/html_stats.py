@@ -1,0 +1,128 @@
+"""The significance section of ``leaderboard.html``: paired tests against the baseline and a
+critical-difference diagram (Friedman + Nemenyi, Demšar 2006) drawn as inline SVG.
+
+>>> svg = cd_svg({"bce": 2.5, "focal": 1.5, "asl": 2.0}, cd=1.2, cliques=[["focal", "asl", "bce"]])
+>>> svg.count("<text") >= 6 and 'class="cd-bar"' in svg and 'class="clique"' in svg
+True
+"""
+
+from __future__ import annotations
+
+import math
+
+from reports.html import esc, fmt, fmt_p, num, section
+from reports.html_tables import controls, int_cell, num_cell, table, text_cell, th
+
+METRIC_NAMES = {"macro_auc": "macro AUC", "micro_auc": "micro AUC", "macro_f1": "macro F1", "macro_ap": "mAP"}
+
+
+def significance(report) -> str:
+    s, f = report.significance, report.friedman or {}
+    parts = []
+    baseline = (report.grid.get("report") or {}).get("baseline", "bce")
+    if s is not None and not s.empty:
+        baseline = s["baseline"].iloc[0]
+        rows = []
+        for r in s.to_dict("records"):
+            ph, diff = num(r.get("p_holm")), num(r.get("mean_diff"))
+            if ph is not None and ph < 0.05 and diff is not None and diff != 0:
+                verdict, cls = ("better", "sig-better") if diff > 0 else ("worse", "sig-worse")
+            else:
+                verdict, cls = "no evidence", "ns"
+            metric = METRIC_NAMES.get(str(r["metric"]), str(r["metric"]))
+            sig = ph is not None and ph < 0.05
+            rows.append("<tr>" + text_cell(r["backbone"]) + text_cell(r["strategy"]) + text_cell(metric)
+                        + int_cell(r.get("n_pairs"))
+                        + num_cell(diff, shown="–" if diff is None else f"{diff:+.3f}", cls=cls if sig else "")
+                        + num_cell(r.get("p"), shown=fmt_p(r.get("p")))
+                        + num_cell(ph, shown=fmt_p(ph))
+                        + text_cell(verdict, html=f'<span class="{cls}">{esc(verdict)}</span>') + "</tr>")
+        head = [th("backbone"), th("strategy"), th("metric"), th("pairs", numeric=True, title="matched folds x seeds"),
+                th("mean diff", numeric=True, title="strategy minus baseline, paired"), th("p", numeric=True),
+                th("p (Holm)", numeric=True, title="Holm-adjusted within each backbone and metric"), th("verdict")]
+        selects = [(0, "backbones", list(dict.fromkeys(s["backbone"].astype(str)))),
+                   (2, "metrics", list(dict.fromkeys(METRIC_NAMES.get(str(m), str(m)) for m in s["metric"])))]
+        parts.append(f"<h3>Each strategy against <code>{esc(baseline)}</code></h3>"
+                     '<p class="note">Paired t-test over the matched folds × seeds of the same backbone (strategy '
+                     "minus baseline), Holm-corrected within each backbone and metric. “better” / “worse”: adjusted "
+                     "p &lt; 0.05. With few folds the test has little power: “no evidence” is not “no difference”.</p>"
+                     + controls("sig", placeholder="filter, e.g. focal auc", selects=selects)
+                     + table("sig", head, rows, short=True))
+    parts.append(cd_diagram(f))
+    return section("significance", "Is the difference real?", "".join(parts),
+                   lead="Differences between strategies are often within the noise of a few folds; these tests say "
+                        "which are not.")
+
+
+def cd_diagram(f: dict) -> str:
+    ranks = {str(k): num(v) for k, v in (f.get("average_ranks") or f.get("ranks") or {}).items()}
+    ranks = {k: v for k, v in ranks.items() if v is not None}
+    if len(ranks) < 2:
+        reason = f.get("reason") or "fewer than two strategies with complete blocks"
+        return f'<h3>Critical-difference diagram</h3><p class="note">Friedman test not run: {esc(reason)}.</p>'
+    cd, p = num(f.get("cd") or f.get("critical_difference")), num(f.get("p", f.get("p_value")))
+    blocks = f.get("n_blocks", f.get("blocks"))
+    metric = METRIC_NAMES.get(str(f.get("metric", "macro_auc")), str(f.get("metric", "macro_auc")))
+    verdict = ("the strategies do not all rank equally (p &lt; 0.05); strategies not joined by a red bar differ "
+               "significantly (Nemenyi)" if p is not None and p < 0.05 else
+               "the Friedman test does not reject that all strategies rank equally, so read the diagram as "
+               "descriptive")
+    note = (f'<p class="note">Average rank of each strategy on {esc(metric)} over {esc(blocks)} blocks '
+            f"(backbone × fold × seed; rank 1 = best). Friedman χ² = {fmt(num(f.get('statistic')), 2)}, "
+            f"p = {fmt_p(p)}: {verdict}. The black bar is the Nemenyi critical difference CD = {fmt(cd, 2)}; red "
+            "bars join strategies whose average ranks differ by less than CD.</p>")
+    return "<h3>Critical-difference diagram</h3>" + note + cd_svg(ranks, cd=cd, cliques=f.get("cliques") or [])
+
+
+def cd_svg(ranks: dict[str, float], *, cd: float | None, cliques: list[list[str]], width: int = 880) -> str:
+    """A Demšar-style critical-difference diagram: rank axis, one elbow line per method, CD bar, cliques."""
+    items = sorted(ranks.items(), key=lambda kv: (kv[1], kv[0]))
+    k = len(items)
+    lo, hi = 1.0, float(max(k, 2, math.ceil(max(ranks.values()))))
+    margin = 240
+    left, right = margin, width - margin
+
+    def x(r: float) -> float:
+        return left + (min(max(r, lo), hi) - lo) / (hi - lo) * (right - left)
+
+    out = []
+    cd_y, axis_y = 26, 66
+    if cd:
+        end = min(1 + cd, hi)
+        out.append(f'<g class="cd-bar"><line x1="{x(1):.1f}" y1="{cd_y}" x2="{x(end):.1f}" y2="{cd_y}" '
+                   f'stroke="#111" stroke-width="2.5"/>'
+                   f'<line x1="{x(1):.1f}" y1="{cd_y - 5}" x2="{x(1):.1f}" y2="{cd_y + 5}" stroke="#111"/>'
+                   f'<line x1="{x(end):.1f}" y1="{cd_y - 5}" x2="{x(end):.1f}" y2="{cd_y + 5}" stroke="#111"/>'
+                   f'<text x="{(x(1) + x(end)) / 2:.1f}" y="{cd_y - 9}" text-anchor="middle">CD = {cd:.2f}'
+                   f"{' (wider than the axis)' if 1 + cd > hi else ''}</text></g>")
+    out.append(f'<line x1="{x(lo):.1f}" y1="{axis_y}" x2="{x(hi):.1f}" y2="{axis_y}" stroke="#333" '
+               'stroke-width="1.5"/>')
+    for i in range(int(lo), int(hi) + 1):
+        out.append(f'<line x1="{x(i):.1f}" y1="{axis_y - 7}" x2="{x(i):.1f}" y2="{axis_y}" stroke="#333"/>'
+                   f'<text x="{x(i):.1f}" y="{axis_y - 11}" text-anchor="middle">{i}</text>')
+        if i < hi:
+            out.append(f'<line x1="{x(i + 0.5):.1f}" y1="{axis_y - 4}" x2="{x(i + 0.5):.1f}" y2="{axis_y}" '
+                       'stroke="#333"/>')
+    out.append(f'<text x="{left - 12}" y="{axis_y + 4}" text-anchor="end" fill="#5f6b7a">average rank</text>')
+    real = [sorted((ranks[m] for m in c if m in ranks)) for c in cliques]
+    real = sorted((c for c in real if len(c) > 1), key=lambda c: (c[0], c[-1]))
+    for j, c in enumerate(real):
+        y = axis_y + 14 + 9 * j
+        out.append(f'<line class="clique" x1="{x(c[0]) - 4:.1f}" y1="{y}" x2="{x(c[-1]) + 4:.1f}" y2="{y}" '
+                   'stroke="#c0392b" stroke-width="4" stroke-linecap="round"/>')
+    base = axis_y + 14 + 9 * len(real) + 16
+    half = math.ceil(k / 2)
+    sides = [(items[:half], left - 14, "end"), (list(reversed(items[half:])), right + 14, "start")]
+    for side, tx, anchor in sides:
+        for i, (name, r) in enumerate(side):
+            y = base + 22 * i
+            label = name if len(name) <= 28 else name[:27] + "…"
+            out.append(f'<g class="method"><title>{esc(name)}: average rank {r:.3f}</title>'
+                       f'<path d="M{x(r):.1f},{axis_y} V{y} H{tx + (6 if anchor == "end" else -6)}" fill="none" '
+                       f'stroke="#3b4552" stroke-width="1.2"/>'
+                       f'<circle cx="{x(r):.1f}" cy="{axis_y}" r="3" fill="#1b5e9e"/>'
+                       f'<text x="{tx}" y="{y + 4}" text-anchor="{anchor}">{esc(label)} '
+                       f'<tspan fill="#5f6b7a">{r:.2f}</tspan></text></g>')
+    height = base + 22 * max(half, k - half) + 6
+    return (f'<svg class="cd" viewBox="0 0 {width} {height}" role="img" aria-label="critical-difference diagram">'
+            + "".join(out) + "</svg>")
