@@ -13,8 +13,9 @@ backward pass per class per batch instead of one per pair.
 
 Library: pytorch-grad-cam (``grad-cam`` on PyPI) rather than torchcam
 --------------------------------------------------------------------
-* Maintenance: both are alive (grad-cam 1.5.x, torchcam 0.5); grad-cam is the far more used one
-  (more than ten times the downloads and stars) and was already a declared dependency.
+* Maintenance: both are maintained (grad-cam 1.5.x, torchcam 0.5 released recently); grad-cam is
+  by far the more widely used (several times the GitHub stars) and was already a declared
+  dependency. torchcam 0.5 adds Vision-Transformer methods, which no backbone here needs.
 * Multi-target batches: grad-cam takes one target callable per batch element, so a batch of images
   that all need class ``c`` is one forward and one backward; torchcam's ``class_idx`` list per batch
   element does the same for gradient methods, but the caller runs the forward itself and upsamples
@@ -25,6 +26,10 @@ Library: pytorch-grad-cam (``grad-cam`` on PyPI) rather than torchcam
 * Hooks: grad-cam registers forward hooks (plus tensor hooks for gradients) and removes them in
   ``release()``; torchcam removes them in ``remove_hooks()``. Both work as context managers.
 * Licence: grad-cam is MIT, torchcam Apache-2.0; both are fine for this MIT project.
+
+Picked: grad-cam, for its per-element targets with the forward, backward and upsampling done by
+the library, its wider use and method list, and because it was already a dependency; its rough
+edges (below) are cheap to wrap.
 
 What this module adds around grad-cam, because of how the library behaves:
 
@@ -40,11 +45,14 @@ What this module adds around grad-cam, because of how the library behaves:
   pass runs through the head alone, and frozen models or ``torch.no_grad()`` callers work too.
 * The library's Score-CAM draws a tqdm bar per image on stderr, keeps the activations of every
   masked forward pass, and builds all B x C masked images at once (gigabytes for DenseNet at
-  224 px); ``_QuietScoreCAM`` computes the same weights one image and ``batch_size`` masks at a
-  time (tested against the library's ``ScoreCAM``).
+  224 px); ``_QuietScoreCAM`` computes the same weights for one image and ``batch_size`` channels
+  at a time (tested against the library's ``ScoreCAM``). ``batch_size`` therefore also counts the
+  masked copies of one image per forward pass.
 
 Maps are min-max normalised per map by the library (so a map's minimum is 0 and its maximum 1,
 unless the map is constant, in which case it is all 0) and bilinearly upsampled to the input size.
+Prefer input sides that are multiples of 32: otherwise some networks (ConvNeXt) drop the last
+pixels in their strided convolutions, and the upsampled map is slightly stretched.
 """
 
 from __future__ import annotations
@@ -73,22 +81,22 @@ class _QuietScoreCAM(ScoreCAM):
 
     def get_cam_weights(self, input_tensor, target_layer, targets, activations, grads) -> np.ndarray:
         store = self.activations_and_grads.activations
+        size = input_tensor.shape[-2:]
+        weights = []
         with torch.no_grad():
-            acts = torch.from_numpy(activations).to(self.device)
-            up = torch.nn.functional.interpolate(acts, size=input_tensor.shape[-2:], mode="bilinear",
-                                                 align_corners=True)  # = UpsamplingBilinear2d
-            flat = up.flatten(2)
-            lo, hi = flat.min(dim=-1).values, flat.max(dim=-1).values
-            up = (up - lo[..., None, None]) / (hi - lo + 1e-8)[..., None, None]
-            weights = []
-            for image, masks, target in zip(input_tensor, up, targets):
+            for image, acts, target in zip(input_tensor, torch.from_numpy(activations), targets):
                 scores = []
-                for start in range(0, masks.shape[0], self.batch_size):
-                    masked = image[None] * masks[start:start + self.batch_size, None]
+                for start in range(0, acts.shape[0], self.batch_size):  # a chunk of channels at a time
+                    chunk = acts[None, start:start + self.batch_size].to(self.device)
+                    up = torch.nn.functional.interpolate(chunk, size=size, mode="bilinear",
+                                                         align_corners=True)[0]  # = UpsamplingBilinear2d
+                    lo = up.flatten(1).min(dim=-1).values[:, None, None]
+                    hi = up.flatten(1).max(dim=-1).values[:, None, None]
+                    masked = image[None] * ((up - lo) / (hi - lo + 1e-8))[:, None]
                     scores.append(torch.stack([target(o) for o in self.model(masked)]).float().cpu())
                     store.clear()  # the CAM layer's hook saved this pass's activations: not needed
                 weights.append(torch.softmax(torch.cat(scores), dim=-1))
-            return torch.stack(weights).numpy()
+        return torch.stack(weights).numpy()
 
 
 _CLASSES = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "scorecam": _QuietScoreCAM}
@@ -118,7 +126,8 @@ def _cam_session(model: torch.nn.Module, backbone: str, method: str, device: tor
     if not params:
         raise ValueError("the model has no parameters")
     model_device = params[0].device
-    if device is not None and torch.device(device) != model_device:
+    wanted = torch.device(device) if device is not None else model_device
+    if wanted.type != model_device.type or wanted.index not in (None, model_device.index):  # "cuda" matches "cuda:0"
         raise ValueError(f"device {str(device)!r} differs from the model's device {str(model_device)!r}; "
                          "move the model first")
     dtype = params[0].dtype

@@ -15,25 +15,30 @@ from bench.cam import _CLASSES, METHODS, compute_cams, compute_cams_per_image  #
 
 ALL = [e.name for e in backbones.list_backbones()]
 TINY = [e.name for e in backbones.list_backbones() if e.meta["tiny"]]
-BIG = [name for name in ALL if name not in TINY]
 SIZES = [(64, 64), (64, 80)]
 TARGETS = [(0, 2), (1, 0), (0, 0), (2, 1), (1, 2), (0, 1)]  # several classes per image, mixed order
 # Batched and single-image forwards may use different conv kernels; min-max normalisation of the
-# map amplifies those float32 differences to a few 1e-6.
+# map amplifies those float32 differences to up to ~1e-5.
 ATOL = 2e-5
 
 
 @pytest.fixture(autouse=True)
-def _two_threads():
+def _one_thread():
+    """Tiny models gain nothing from threads, and on a busy machine OpenMP barriers make them slow."""
     threads = torch.get_num_threads()
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
 
 
 def _model(name: str, num_classes: int = 3, seed: int = 0) -> torch.nn.Module:
     seeding.seed_torch("test_cam", name, seed)  # timm initialises weights from the global generator
-    return backbones.create_model(name, num_classes=num_classes)
+    model = backbones.create_model(name, num_classes=num_classes)
+    # With random weights a class's evidence is often negative everywhere, giving all-zero Grad-CAM
+    # maps that would make the comparisons below vacuous; positive classifier rows avoid that.
+    with torch.no_grad():
+        model.get_classifier().weight.abs_()
+    return model
 
 
 def _images(n: int, size: tuple[int, int], seed: int = 1) -> torch.Tensor:
@@ -65,6 +70,7 @@ def test_every_backbone_gives_input_sized_maps(name):
         maps = compute_cams(model, name, _images(3, size), TARGETS, method="gradcam")
         assert maps.shape == (len(TARGETS), *size) and maps.dtype == np.float32
         assert np.isfinite(maps).all() and maps.min() >= 0.0 and maps.max() <= 1.0
+        assert (maps.reshape(len(maps), -1).max(axis=1) > 0.99).all()  # each map is normalised, none empty
     assert all(m.training for m in model.modules())
     assert _hook_counts(model) == before
     _assert_no_hooks(model)
@@ -80,14 +86,14 @@ CROSS = [(name, method, size) for name in TINY for method in METHODS
 def test_batched_equals_per_image(name, method, size):
     model = _model(name).eval()
     images = _images(3, size)
-    targets = TARGETS if method != "scorecam" else TARGETS[:3]
+    targets = TARGETS if method != "scorecam" else [(0, 2), (1, 0)]
     # Score-CAM's batch_size also counts masked copies per pass: small batches would be slow
     batch_size = 64 if method == "scorecam" else 2
     batched = compute_cams(model, name, images, targets, method=method, batch_size=batch_size)
     naive = compute_cams_per_image(model, name, images, targets, method=method, batch_size=batch_size)
     assert batched.shape == (len(targets), *size)
     np.testing.assert_allclose(batched, naive, atol=ATOL, rtol=0)
-    assert batched.max() > 0.5  # not a trivially equal pair of empty maps
+    assert (batched.reshape(len(batched), -1).max(axis=1) > 0.99).all()  # no vacuous empty maps
     assert not any(m.training for m in model.modules())
 
 
@@ -134,13 +140,14 @@ def test_quiet_scorecam_matches_library_scorecam():
 
     name = "test_convnext"
     model = _model(name).eval()
-    images = _images(2, (32, 32))
+    images = _images(2, (64, 64))
     ours = compute_cams(model, name, images, [(0, 2), (1, 2)], method="scorecam", batch_size=5)
     cam = ScoreCAM(model=model, target_layers=[backbones.cam_layer(model, name)])
     try:
         reference = cam(input_tensor=images, targets=[ClassifierOutputTarget(2)] * 2)
     finally:
         cam.activations_and_grads.release()
+    assert (ours.reshape(2, -1).max(axis=1) > 0.99).all()
     np.testing.assert_allclose(ours, reference, atol=ATOL, rtol=0)
 
 
@@ -210,4 +217,5 @@ def test_bad_arguments_are_reported():
     with pytest.raises(ValueError, match="device"):
         compute_cams(model, name, images, [(0, 0)], device="meta")
     assert compute_cams(model, name, images, []).shape == (0, 32, 32)
+    assert compute_cams(model, name, images, [(0, 0)], device=torch.device("cpu")).shape == (1, 32, 32)
     _assert_no_hooks(model)
