@@ -119,13 +119,8 @@ def _run(spec: dict, data: TrialData, *, report, checkpoint_dir) -> dict:
 
     # ---- strategy, model, optimizer (restored from the checkpoint when resuming) ----
     strategy = create_strategy(spec["strategy"])
-    features = None
-    if getattr(strategy.sampler, "needs_features", False):
-        features = thumbnail_features(images, train, seed=seed)
-        strategy.loss.fit(y[train])
-        strategy.sampler.fit(y[train], features=features)
-    else:
-        strategy.fit(y[train])
+    features = thumbnail_features(images, train, seed=seed) if strategy.needs_features else None
+    strategy.fit(y[train], features=features)
     seeding.seed_torch(seed, spec["backbone"], fold, "init")
     model = create_model(spec["backbone"], len(rec.label_names), pretrained=tr["pretrained"])
     model.to(dev.device)
@@ -273,7 +268,7 @@ def evaluate(spec: dict, data: TrialData, *, model, strategy, images, rows, hist
         "sizes": {"train": int(len(train)), "val": int(len(val)), "test": int(len(test))},
         "history": history, "timing": {"eval_seconds": round(eval_seconds, 3),
                                        "localisation_seconds": round(loc_seconds, 3)},
-        "node": platform.node(), "device": str(dev.device),
+        "node": platform.node(), "node_id": spec.get("node_id"), "device": str(dev.device),
     }
     _write_json(out / "metrics.json", doc)
     _write_json(out / "config.json", {"trial": spec, "grid": data.grid, "split_hash": data.manifest.hash,

@@ -14,6 +14,9 @@ NIH = REPO.parent / "shared" / "data" / "nih-cxr14"
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+# Ray resolves 127.0.0.1 to the machine's address unless told that this is a single-machine setup: with
+# this, local instances and `ray start --node-ip-address 127.0.0.1` nodes listen on loopback only.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
 @pytest.fixture(scope="session", autouse=True)
