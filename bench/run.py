@@ -139,6 +139,10 @@ def run_grid(grid_path: str | Path, *, out: str | Path | None = None, address: s
     cfg = resolve_paths(cfg or load_grid(grid_path))
     run_dir = Path(out or Path("runs") / cfg.name).resolve()
     existing = check_run_dir(run_dir, cfg)
+    if str(address or "").startswith("ray://") and not storage:
+        # Under Ray Client, Tune's driver loop runs on the head node: it cannot reach this machine's folder.
+        raise BenchError(f"--address {address}: add --storage s3://BUCKET/PREFIX (or gs://..., or a path that every "
+                         "node and this machine share): the cluster cannot write into this machine's run folder")
     if resume and not existing:
         raise BenchError(f"--resume: {str(run_dir)!r} holds no earlier run of this grid to resume")
     if existing:
@@ -169,6 +173,8 @@ def run_grid(grid_path: str | Path, *, out: str | Path | None = None, address: s
     from bench import tuner
     from bench.trial import TrialData
 
+    for stale in (run_dir / "trials").glob(".*.tmp*"):  # a copy of outputs cut short by a killed driver
+        shutil.rmtree(stale, ignore_errors=True)
     done_ids = {p.parent.name for p in (run_dir / "trials").glob("*/metrics.json")}
     todo = [t for t in trials if t["id"] not in done_ids]
     say(f"{len(trials)} trials ({len(cfg.backbones)} backbones x {len(cfg.strategies)} strategies x "
@@ -181,16 +187,23 @@ def run_grid(grid_path: str | Path, *, out: str | Path | None = None, address: s
                          run_meta={"versions": meta["versions"], "git": meta["git"]})
         progress = tuner.Progress(total=len(trials), done=set(done_ids))
 
+        client = str(address or "").startswith("ray://")
+
         def on_done(tid: str, checkpoint) -> None:
-            collect_trial(run_dir, tid, checkpoint)
+            # Under Ray Client this runs on the head node: outputs are collected below, on this machine.
+            # Never overwrite outputs collected earlier (a restored experiment may hand a trial back again).
+            if not client and not (run_dir / "trials" / tid / "metrics.json").is_file():
+                collect_trial(run_dir, tid, checkpoint)
 
         callback = tuner.make_callback(progress, say, on_done, epochs=cfg.train.epochs)
-        restore = existing and tuner.can_restore(storage_path, name, filesystem)
+        finished = {tid: _final_metrics(run_dir / "trials" / tid / "metrics.json", cfg.train.epochs)
+                    for tid in done_ids}
+        # Shared storage may hold the experiment even when the run folder is gone (a lost head node).
+        restore = tuner.can_restore(storage_path, name, filesystem)
         if restore:
             say("restoring the Ray Tune experiment (finished trials are kept, unfinished and errored ones resume)")
             t = tuner.build_tuner(data, todo, cfg=cfg, storage_path=storage_path, name=name, filesystem=filesystem,
-                                  restore=True)
-            t._local_tuner._run_config.callbacks = [callback]  # restored tuners keep no callbacks
+                                  callbacks=[callback], restore=True, finished=finished)
         else:
             if existing:  # a fresh experiment over the missing trials only
                 name = f"{name}-{time.strftime('%Y%m%d%H%M%S')}"
@@ -198,10 +211,20 @@ def run_grid(grid_path: str | Path, *, out: str | Path | None = None, address: s
             t = tuner.build_tuner(data, todo, cfg=cfg, storage_path=storage_path, name=name, filesystem=filesystem,
                                   callbacks=[callback])
         results = t.fit()
+        if restore and any(_checkpoint_gone(r.error) for r in results):
+            # Tune deletes a trial's previous checkpoint before it saves the experiment state: a driver
+            # killed in between leaves the state pointing at a checkpoint that is gone, and resuming
+            # from it fails every time. Start those trials over (every draw is seeded: same numbers).
+            say("some trials' last recorded checkpoint is gone (the driver stopped while Ray Tune saved it); "
+                "restarting the errored trials from scratch")
+            t = tuner.build_tuner(data, todo, cfg=cfg, storage_path=storage_path, name=name, filesystem=filesystem,
+                                  callbacks=[callback], restore=True, restart_errored=True, finished=finished)
+            results = t.fit()
         for result in results:
             tid = result.config["trial"]["id"]
             if result.error is not None:
-                outcome.errors[tid] = _error_line(result.error)
+                if not (run_dir / "trials" / tid / "metrics.json").is_file():  # else: finished before
+                    outcome.errors[tid] = _error_line(result.error)
                 continue
             if not (run_dir / "trials" / tid / "metrics.json").is_file():
                 collect_trial(run_dir, tid, result.checkpoint)
@@ -232,6 +255,16 @@ def collect_trial(run_dir: Path, tid: str, checkpoint) -> None:
         if not (src / "metrics.json").is_file():
             raise RuntimeError(f"trial {tid}'s last checkpoint holds no outputs")
         copy_outputs(src, run_dir / "trials" / tid)
+
+
+def _final_metrics(path: Path, epochs: int) -> dict:
+    """A collected trial's summary numbers, as its last Tune result reported them."""
+    summary = json.loads(path.read_text()).get("summary", {})
+    return {**{k: v for k, v in summary.items() if isinstance(v, (int, float))}, "epoch": epochs}
+
+
+def _checkpoint_gone(error: BaseException | None) -> bool:
+    return error is not None and "does not exist on storage anymore" in str(error)
 
 
 def _error_line(error: BaseException) -> str:

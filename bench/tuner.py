@@ -41,6 +41,7 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, num_gpu
     logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
     kwargs: dict = {"include_dashboard": False, "logging_level": logging.WARNING,
                     "log_to_driver": bool(os.environ.get("BENCH_DEBUG"))}
+    address = address or os.environ.get("RAY_ADDRESS")  # set for drivers started by `ray job submit`
     if address:
         ray.init(address=address, **kwargs)
     else:  # a private local instance, reachable from this machine only
@@ -55,17 +56,24 @@ def storage_filesystem(storage: str):
         return None
     import pyarrow.fs as pafs
 
-    scheme, _, host = endpoint.partition("://")
+    scheme, _, host = endpoint.rstrip("/").partition("://")
     return pafs.S3FileSystem(endpoint_override=host or scheme, scheme=scheme if host else "https",
                              region=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
 
 
-def _trainable(config: dict, data=None):
+def _trainable(config: dict, data=None, finished=None):
+    import ray
     from ray import tune
 
     from bench.trial import run_trial
 
-    spec = config["trial"]
+    # Which Ray node ran the trial (several nodes may share one host and IP): recorded in metrics.json.
+    spec = {**config["trial"], "node_id": ray.get_runtime_context().get_node_id()}
+    if spec["id"] in (finished or {}):
+        # Its outputs reached the run folder before the driver stopped, but Tune's saved state missed
+        # the end (it is saved a moment after): hand the same numbers back instead of training again.
+        tune.report({**finished[spec["id"]], "done": True})
+        return
 
     def report(metrics: dict, folder: str | None) -> None:
         ckpt = tune.Checkpoint.from_directory(folder) if folder else None
@@ -112,41 +120,51 @@ def make_callback(progress: Progress, say: Callable[[str], None], on_done: Calla
         def on_trial_complete(self, iteration, trials, trial, **info):
             tid = trial.config["trial"]["id"]
             progress.done.add(tid)
+            progress.failed.discard(tid)  # errored once, then restarted
             last = trial.last_result or {}
             try:
                 on_done(tid, trial.checkpoint)
             except Exception as exc:  # noqa: BLE001 - reported, collected again at the end
                 log.warning("could not copy the outputs of %s yet: %s", tid, exc)
             elapsed = time.time() - progress.started
-            say(f"[{len(progress.done) + len(progress.failed)}/{progress.total}] {tid} done: "
+            say(f"[{len(progress.done | progress.failed)}/{progress.total}] {tid} done: "
                 f"macro AUC {last.get('macro_auc', float('nan')):.3f}, macro F1 {last.get('macro_f1', float('nan')):.3f}"
                 f"  ({elapsed:.0f}s elapsed)")
 
         def on_trial_error(self, iteration, trials, trial, **info):
             tid = trial.config["trial"]["id"]
             progress.failed.add(tid)
-            say(f"[{len(progress.done) + len(progress.failed)}/{progress.total}] {tid} FAILED "
+            say(f"[{len(progress.done | progress.failed)}/{progress.total}] {tid} FAILED "
                 f"(after {trial.num_failures} attempt(s)); see {trial.error_file or 'its error file'}")
 
         def on_trial_recover(self, iteration, trials, trial, **info):
-            say(f"  {trial.config['trial']['id']}: worker lost; retrying from its last checkpoint")
+            say(f"  {trial.config['trial']['id']}: attempt failed (worker lost or error); retrying from its last "
+                "checkpoint")
 
     return Reporter()
 
 
 def build_tuner(trainable_data, trials: list[dict], *, cfg, storage_path: str, name: str, filesystem=None,
-                callbacks=(), restore: bool = False):
-    """A new ``tune.Tuner`` over ``trials``, or the restored one when ``restore``."""
+                callbacks=(), restore: bool = False, restart_errored: bool = False, finished: dict | None = None):
+    """A new ``tune.Tuner`` over ``trials``, or the restored one when ``restore`` (errored trials resume
+    from their last checkpoint, or start over when ``restart_errored``). ``finished`` maps the ids of
+    trials whose outputs were already collected to their final metrics: they are never trained again."""
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     res = cfg.resources
     resources = {"cpu": float(res.cpu), "gpu": float(res.gpu)}
-    trainable = tune.with_resources(tune.with_parameters(_trainable, data=trainable_data), resources)
+    trainable = tune.with_resources(tune.with_parameters(_trainable, data=trainable_data, finished=finished or {}),
+                                    resources)
     path = storage_path.rstrip("/") + "/" + name
+    # The same list, in the same order, for new and restored tuners (Tune restores callback state by index).
+    callbacks = [*callbacks, JsonLoggerCallback(), CSVLoggerCallback()]
     if restore:
-        return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True,
-                                  storage_filesystem=filesystem)
+        restored = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True,
+                                      resume_errored=not restart_errored, restart_errored=restart_errored,
+                                      storage_filesystem=filesystem)
+        _use_callbacks(restored, callbacks)
+        return restored
     run_config = tune.RunConfig(
         name=name,
         storage_path=storage_path,
@@ -154,7 +172,7 @@ def build_tuner(trainable_data, trials: list[dict], *, cfg, storage_path: str, n
         failure_config=tune.FailureConfig(max_failures=int(res.max_failures)),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         verbose=0,
-        callbacks=[*callbacks, JsonLoggerCallback(), CSVLoggerCallback()],
+        callbacks=callbacks,
     )
     tune_config = tune.TuneConfig(
         max_concurrent_trials=int(res.max_concurrent) or None,
@@ -165,6 +183,24 @@ def build_tuner(trainable_data, trials: list[dict], *, cfg, storage_path: str, n
     )
     return tune.Tuner(trainable, param_space={"trial": tune.grid_search(trials)},
                       tune_config=tune_config, run_config=run_config)
+
+
+def _use_callbacks(tuner, callbacks: list) -> None:
+    """Give a restored tuner this driver's callbacks.
+
+    ``Tuner.restore`` takes no ``RunConfig``: the callbacks come back unpickled from the experiment's
+    ``tuner.pkl``, bound to the first driver's progress counters and output settings, and Ray 2.60 has
+    no public way to replace them (ray-project/ray#41364). They live on the run config that the local
+    ``TunerInternal`` hands out with ``get_run_config()``; that is what is replaced here, guarded.
+    Where it is missing (under Ray Client the tuner is a remote actor), the unpickled callbacks run
+    as they are: they still copy each finished trial's outputs, only their progress counts are stale.
+    """
+    local = getattr(tuner, "_local_tuner", None)
+    run_config = local.get_run_config() if hasattr(local, "get_run_config") else None
+    if run_config is None or not hasattr(run_config, "callbacks"):
+        log.warning("this Ray (Client) restores the first run's callbacks; progress counts may be stale")
+        return
+    run_config.callbacks = list(callbacks)
 
 
 def can_restore(storage_path: str, name: str, filesystem=None) -> bool:

@@ -1,0 +1,281 @@
+"""``bench cluster validate``: check a Ray cluster-launcher file offline, the way ``ray up`` would.
+
+The YAML is loaded safely, prepared with Ray's own ``prepare_config`` (it merges the provider's
+``defaults.yaml``, exactly what ``ray up`` does before it calls the cloud) and validated against the
+JSON schema that ships inside Ray (``ray/autoscaler/ray-schema.json``) and Ray's ``validate_config``.
+Nothing here talks to a cloud. Then this project's own rules are checked:
+
+- the Docker image is ``rayproject/ray:<installed Ray version>-py311-gpu``;
+- the head node advertises 0 CPUs, so no trial runs on it;
+- at least one worker type has GPUs;
+- ``min_workers`` / ``max_workers`` are >= 0 and ``min_workers <= max_workers``.
+
+Every problem is one line naming the file, the line and the key path::
+
+    cluster.yaml:61: available_node_types.ray.worker.gpu.min_workers: -1 is less than the minimum of 0
+
+>>> validate_cluster_file("cluster.yaml")  # doctest: +SKIP
+[]
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Iterable, Mapping
+
+from bench.errors import did_you_mean
+
+PYTHON_TAG = "py311"
+
+
+def expected_image() -> str:
+    """The Docker image matching the installed Ray, e.g. ``rayproject/ray:2.60.0-py311-gpu``."""
+    import ray
+
+    return f"rayproject/ray:{ray.__version__}-{PYTHON_TAG}-gpu"
+
+
+def validate_cluster_file(path: str | os.PathLike) -> list[str]:
+    """All problems found in the cluster-launcher file at ``path`` (an empty list when it is valid).
+
+    >>> validate_cluster_file("cluster.yaml")  # doctest: +SKIP
+    []
+    """
+    import yaml
+
+    shown = str(path)
+    p = Path(path)
+    if not p.is_file():
+        return [f"{shown}: file not found"]
+    text = p.read_text(encoding="utf-8")
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{shown}:{mark.line + 1}" if mark else shown
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        return [f"{where}: YAML syntax error: {problem}"]
+    if not isinstance(data, Mapping):
+        return [f"{shown}: a cluster file must be a mapping of keys (cluster_name, provider, ...), "
+                f"got {type(data).__name__ if data is not None else 'an empty file'}"]
+    lines = _line_map(node)
+
+    def fmt(key_path: Iterable, message: str) -> str:
+        key_path = tuple(key_path)
+        line = _line_of(lines, key_path)
+        dotted = "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in key_path).lstrip(".") or "(top level)"
+        return f"{shown}:{line}: {dotted}: {message}" if line else f"{shown}: {dotted}: {message}"
+
+    raw_problems = _check_raw(data)
+    if raw_problems:
+        return [fmt(k, m) for k, m in raw_problems]
+    prepared, failure = _prepare(data)
+    if prepared is None:
+        merged = _merged_defaults(data)
+        problems = _schema_problems(merged) or [((), failure)]
+        return [fmt(k, m) for k, m in problems]
+    problems = _schema_problems(prepared)
+    if not problems:
+        problems = _ray_checks(prepared)
+    problems += _project_checks(prepared)
+    return [fmt(k, m) for k, m in _unique(problems)]
+
+
+# ---- Ray's own preparation and checks ------------------------------------------------------------
+
+def _check_raw(data: Mapping) -> list[tuple[tuple, str]]:
+    """What must be checked before Ray fills in defaults (which would hide it)."""
+    from ray.autoscaler._private.providers import _NODE_PROVIDERS
+
+    provider = data.get("provider")
+    if provider is None:
+        return [(("provider",), "required key is missing (e.g. provider: {type: aws, region: us-west-2})")]
+    if not isinstance(provider, Mapping):
+        return [(("provider",), f"{provider!r} is not of type 'object'")]
+    kind = provider.get("type")
+    if kind not in _NODE_PROVIDERS:
+        return [(("provider", "type"), f"{kind!r} is not a node provider Ray knows"
+                 f"{did_you_mean(str(kind), _NODE_PROVIDERS)} (choose from: {', '.join(sorted(_NODE_PROVIDERS))})")]
+    types = data.get("available_node_types")
+    if isinstance(types, Mapping):
+        # ray up fails on this for AWS (check_legacy_fields); prepare_config would silently default it.
+        head = data.get("head_node_type")
+        if head is None:
+            return [(("head_node_type",), f"required key is missing; it must name one of available_node_types "
+                                          f"({', '.join(map(str, types))})")]
+        if head not in types:
+            return [(("head_node_type",), f"{head!r} is not one of available_node_types"
+                                          f"{did_you_mean(str(head), map(str, types))} ({', '.join(map(str, types))})")]
+    return []
+
+
+def _prepare(data: Mapping) -> tuple[dict | None, str]:
+    """``prepare_config`` as ``ray up`` runs it; (None, why) when Ray cannot prepare the file."""
+    from ray.autoscaler._private.util import prepare_config
+
+    quiet = logging.getLogger("ray.autoscaler")  # "setting max workers for ..." is no news here
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)
+    try:
+        config = prepare_config(copy.deepcopy(dict(data)))
+    except Exception as exc:  # noqa: BLE001 - any failure of Ray's preparation is reported, not raised
+        return None, f"Ray cannot prepare this configuration: {type(exc).__name__}: {exc}"
+    finally:
+        quiet.setLevel(level)
+    # `ray up` fills missing `resources` from the AWS instance type (a cloud call); offline we take the
+    # file's resources as they are and let an absent field stand for "autodetected".
+    if config.get("provider", {}).get("type") == "aws":
+        for node_type in (config.get("available_node_types") or {}).values():
+            if isinstance(node_type, dict):
+                node_type.setdefault("resources", {})
+    return config, ""
+
+
+def _merged_defaults(data: Mapping) -> Mapping:
+    from ray.autoscaler._private.util import fillout_defaults
+
+    try:
+        return fillout_defaults(copy.deepcopy(dict(data)))
+    except Exception:  # noqa: BLE001 - fall back to the file as written
+        return data
+
+
+def _schema() -> dict:
+    import ray.autoscaler
+
+    with open(Path(ray.autoscaler.__file__).parent / "ray-schema.json") as f:
+        return json.load(f)
+
+
+def _schema_problems(config: Mapping) -> list[tuple[tuple, str]]:
+    """Every violation of Ray's shipped ``ray-schema.json``, with its key path."""
+    import jsonschema
+
+    schema = _schema()
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    out = []
+    for err in sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path]):
+        where = tuple(err.absolute_path)
+        if err.validator == "additionalProperties" and isinstance(err.instance, Mapping):
+            allowed = set(err.schema.get("properties", {}))
+            patterns = list(err.schema.get("patternProperties", {}))
+            for key in err.instance:
+                if key in allowed or any(re.search(p, str(key)) for p in patterns):
+                    continue
+                out.append(((*where, key), f"unknown key{did_you_mean(str(key), allowed)} "
+                                           f"(valid: {', '.join(sorted(allowed))})"))
+        elif err.validator == "required":
+            missing = re.findall(r"'([^']+)' is a required property", err.message)
+            out.append(((*where, *missing[:1]), "required key is missing"))
+        else:
+            out.append((where, err.message))
+    return out
+
+
+def _ray_checks(config: dict) -> list[tuple[tuple, str]]:
+    """Ray's ``validate_config`` beyond the schema (head type, min_workers sum, synced-files field)."""
+    from ray.autoscaler._private.util import validate_config
+
+    try:
+        validate_config(config)
+    except Exception as exc:  # noqa: BLE001 - ValueError / RuntimeError / jsonschema errors alike
+        return [((), f"{type(exc).__name__}: {exc}")]
+    return []
+
+
+# ---- this project's rules -----------------------------------------------------------------------
+
+def _project_checks(config: Mapping) -> list[tuple[tuple, str]]:
+    out: list[tuple[tuple, str]] = []
+    want = expected_image()
+    docker = config.get("docker") or {}
+    if not isinstance(docker, Mapping):
+        docker = {}
+    if not docker.get("image"):
+        out.append((("docker", "image"), f"missing; the nodes run Docker image {want!r} (the installed Ray's "
+                                         "version, Python 3.11, CUDA)"))
+    for key in ("image", "head_image", "worker_image"):
+        image = docker.get(key)
+        if image and image != want:
+            out.append((("docker", key), f"{image!r} is not {want!r}: the cluster must run the installed Ray's "
+                                         "exact version on Python 3.11 (the ray-ml images are no longer published)"))
+    types = config.get("available_node_types")
+    if not isinstance(types, Mapping):
+        return out
+    head = config.get("head_node_type")
+    has_gpu_worker = False
+    for name, spec in types.items():
+        if not isinstance(spec, Mapping):
+            continue
+        image = (spec.get("docker") or {}).get("worker_image") if isinstance(spec.get("docker"), Mapping) else None
+        if image and image != want:
+            out.append((("available_node_types", name, "docker", "worker_image"), f"{image!r} is not {want!r}"))
+        lo, hi = spec.get("min_workers", 0), spec.get("max_workers", 0)
+        for key, value in (("min_workers", lo), ("max_workers", hi)):
+            if isinstance(value, int) and value < 0:
+                out.append((("available_node_types", name, key), f"{value} is less than the minimum of 0"))
+        if isinstance(lo, int) and isinstance(hi, int) and 0 <= hi < lo:
+            out.append((("available_node_types", name, "min_workers"), f"{lo} is more than max_workers ({hi})"))
+        resources = spec.get("resources") if isinstance(spec.get("resources"), Mapping) else {}
+        if name == head:
+            if resources.get("CPU") != 0:
+                shown = "missing" if "CPU" not in resources else repr(resources["CPU"])
+                out.append((("available_node_types", name, "resources", "CPU"),
+                            f"{shown}: the head node must advertise 0 CPUs so no trial runs on it "
+                            "(resources: {CPU: 0})"))
+        elif isinstance(resources.get("GPU"), (int, float)) and resources["GPU"] >= 1:
+            has_gpu_worker = True
+    for i, cmd in enumerate(config.get("head_start_ray_commands") or []):
+        m = re.search(r"--num-cpus[= ](\S+)", str(cmd))
+        if "--head" in str(cmd) and m and m.group(1) not in ("0", "'0'", '"0"'):
+            out.append((("head_start_ray_commands", i), f"--num-cpus={m.group(1)}: the head node must start with "
+                                                        "--num-cpus=0"))
+    if not has_gpu_worker:
+        out.append((("available_node_types",), "no worker type has GPUs; give one worker type resources "
+                                               "{CPU: N, GPU: 1} (e.g. g5.xlarge: {CPU: 4, GPU: 1})"))
+    return out
+
+
+# ---- helpers ------------------------------------------------------------------------------------
+
+def _line_map(node, prefix: tuple = (), out: dict | None = None) -> dict[tuple, int]:
+    """Key paths (as tuples) -> 1-based line numbers in the YAML file."""
+    import yaml
+
+    out = {} if out is None else out
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            key = (*prefix, k.value)
+            out[key] = k.start_mark.line + 1
+            _line_map(v, key, out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            key = (*prefix, i)
+            out[key] = v.start_mark.line + 1
+            _line_map(v, key, out)
+    return out
+
+
+def _line_of(lines: dict[tuple, int], key_path: tuple) -> int | None:
+    key_path = tuple(str(k) if not isinstance(k, int) else k for k in key_path)
+    while key_path:
+        if key_path in lines:
+            return lines[key_path]
+        key_path = key_path[:-1]
+    return None
+
+
+def _unique(items: list) -> list:
+    seen, out = set(), []
+    for item in items:
+        marker = (tuple(map(str, item[0])), item[1])
+        if marker not in seen:
+            seen.add(marker)
+            out.append(item)
+    return out

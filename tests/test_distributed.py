@@ -1,0 +1,552 @@
+"""Distribution on real Ray processes, no mocks of Ray: a two-node cluster on this machine, a killed
+trial worker, a killed driver, fractional GPUs and ``s3://`` storage on a local S3 server.
+
+One cluster serves the module: a head node (1 CPU, 1 fake GPU) and a worker node (1 CPU), each a
+separate ``ray start --block`` process with its own temp dir and ports. ``bench run --address``
+runs against it as a subprocess, the way a user runs it. Every trial of these grids is
+deterministic (every random draw derives from seed, fold and epoch), so an interrupted run must
+finish with exactly the numbers of the uninterrupted baseline.
+
+The nodes are started with ``--node-ip-address 127.0.0.1``; Ray 2.60 advertises this host's own
+interface address in its place for multi-node clusters (see ``cluster``). Nothing here talks to
+another machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+BIN = Path(sys.executable).parent
+EPOCHS = 5
+GRID = """\
+name: dist
+dataset: {{kind: synthetic, root: {root}, n: 200, size: 64, image_size: 32}}
+splits: {{folds: 2, val_fraction: 0.25, seed: 0}}
+backbones: [test_resnet]
+strategies: [bce, focal]
+train: {{epochs: {epochs}, batch_size: 32, lr: 0.003}}
+seeds: [0]
+resources: {resources}
+localisation: {{enabled: false}}
+report: {{bootstrap: 0}}
+"""
+TRIALS = sorted(f"test_resnet-{s}-f{f}-s0" for s in ("bce", "focal") for f in (0, 1))
+# Credentials for the local S3 server; on AWS the nodes take theirs from an instance profile.
+S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+          "AWS_EC2_METADATA_DISABLED": "true"}
+
+
+# ---- processes --------------------------------------------------------------------------------------
+
+def _descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _signal(pid: int, sig: int, *, group: bool = False) -> None:
+    try:
+        (os.killpg if group else os.kill)(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def kill_tree(proc: subprocess.Popen, *, grace: float = 2.0) -> None:
+    """Stop a process started with ``start_new_session=True``, its group and every descendant
+    (Ray's workers start sessions of their own): SIGTERM, then SIGKILL after ``grace`` seconds."""
+    family = [proc.pid, *_descendants(proc.pid)]
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        _signal(proc.pid, sig, group=True)
+        for pid in family:
+            if _alive(pid):
+                _signal(pid, sig)
+        deadline = time.time() + wait
+        while time.time() < deadline and any(_alive(p) for p in family):
+            time.sleep(0.1)
+        if not any(_alive(p) for p in family):
+            break
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct ports free right now."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def free_range(n: int, taken: set[int]) -> int:
+    """The first port of ``n`` consecutive free ports (Ray's worker port range)."""
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(20000, 40000)
+        if all(p not in taken and _port_free(p) for p in range(base, base + n)):
+            return base
+    raise RuntimeError(f"no {n} consecutive free ports")
+
+
+# ---- the cluster ---------------------------------------------------------------------------------
+
+@dataclass
+class Cluster:
+    address: str
+    env: dict
+    logs: list
+
+
+def _start_node(args: list[str], *, temp: str, log: Path, env: dict) -> subprocess.Popen:
+    with open(log, "wb") as f:
+        return subprocess.Popen([str(BIN / "ray"), "start", "--block", "--disable-usage-stats", "--temp-dir", temp,
+                                 "--node-ip-address", "127.0.0.1", *args], stdout=f, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+
+
+def _wait_started(proc: subprocess.Popen, log: Path, *, timeout: float = 90) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if "Ray runtime started" in log.read_text(errors="replace"):
+            return
+        if proc.poll() is not None:
+            break
+        time.sleep(0.2)
+    pytest.fail(f"`ray start` did not start (exit {proc.poll()}):\n{log.read_text(errors='replace')[-3000:]}")
+
+
+def _node_ports(taken: set[int]) -> tuple[list[str], int]:
+    """``ray start`` options giving one node ports of its own (several nodes share this host), and one
+    more free port (the head's GCS port)."""
+    p = free_ports(7)
+    taken.update(p)
+    base = free_range(40, taken)
+    taken.update(range(base, base + 40))
+    return ["--node-manager-port", str(p[0]), "--object-manager-port", str(p[1]),
+            "--min-worker-port", str(base), "--max-worker-port", str(base + 39),
+            "--dashboard-agent-listen-port", str(p[2]), "--dashboard-agent-grpc-port", str(p[3]),
+            "--runtime-env-agent-port", str(p[4]), "--metrics-export-port", str(p[5])], p[6]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """Head (1 CPU, 1 fake GPU) and worker (1 CPU) as separate `ray start` processes; stopped afterwards."""
+    logs = tmp_path_factory.mktemp("ray-logs")
+    env = {**os.environ, **S3_ENV}  # nodes inherit BENCH_CACHE_DIR: the driver's image cache is reused
+    env.pop("RAY_ADDRESS", None)
+    # Ray 2.60 refuses to start a second node (`ray start --address`) with this off (conftest turns it off
+    # to keep single-machine instances on loopback); with it on, Ray advertises this host's own interface
+    # address for --node-ip-address 127.0.0.1. Nodes and drivers must agree on it.
+    env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "1"
+    temps = [tempfile.mkdtemp(prefix="rt", dir="/tmp") for _ in range(2)]  # short: socket paths are limited
+    taken: set[int] = set()
+    procs: list[subprocess.Popen] = []
+    try:
+        head_ports, gcs = _node_ports(taken)
+        dash = free_ports(1)[0]
+        procs.append(_start_node(["--head", "--port", str(gcs), "--num-cpus", "1", "--num-gpus", "1",
+                                  "--include-dashboard", "false", "--dashboard-port", str(dash), *head_ports],
+                                 temp=temps[0], log=logs / "head.log", env=env))
+        _wait_started(procs[0], logs / "head.log")
+        worker_ports, _ = _node_ports(taken)
+        procs.append(_start_node(["--address", f"127.0.0.1:{gcs}", "--num-cpus", "1", *worker_ports],
+                                 temp=temps[1], log=logs / "worker.log", env=env))
+        _wait_started(procs[1], logs / "worker.log")
+        yield Cluster(address=f"127.0.0.1:{gcs}", env=env, logs=[logs / "head.log", logs / "worker.log"])
+    finally:
+        for proc in reversed(procs):
+            kill_tree(proc)
+        for t in temps:
+            shutil.rmtree(t, ignore_errors=True)
+
+
+# ---- drivers -------------------------------------------------------------------------------------
+
+@dataclass
+class Driver:
+    proc: subprocess.Popen
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait(self, timeout: float = 240) -> int:
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            kill_tree(self.proc)
+            pytest.fail(f"bench run did not finish in {timeout}s:\n{self.output()[-3000:]}")
+
+
+class Drivers:
+    """Starts `bench run` subprocesses; whatever still runs is killed at teardown."""
+
+    def __init__(self, cluster: Cluster, root: Path, folder: Path):
+        self.cluster, self.root, self.folder, self.started = cluster, root, folder, []
+
+    def grid(self, name: str, resources: str = "{cpu: 1}") -> Path:
+        path = self.folder / f"{name}.yaml"
+        path.write_text(GRID.format(root=self.root, epochs=EPOCHS, resources=resources))
+        return path
+
+    def start(self, grid: Path, out: Path, *, storage: str | None = None, env: dict | None = None) -> Driver:
+        log = self.folder / f"driver-{out.name}-{len(self.started)}.log"
+        cmd = [str(BIN / "bench"), "run", "--grid", str(grid), "--out", str(out), "--address", self.cluster.address]
+        if storage:
+            cmd += ["--storage", storage]
+        with open(log, "wb") as f:
+            proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    env={**self.cluster.env, **(env or {})}, cwd=self.folder, start_new_session=True)
+        driver = Driver(proc, log)
+        self.started.append(driver)
+        return driver
+
+    def run(self, grid: Path, out: Path, **kw) -> Driver:
+        driver = self.start(grid, out, **kw)
+        driver.wait()
+        return driver
+
+    def close(self) -> None:
+        for d in self.started:
+            if d.proc.poll() is None:
+                kill_tree(d.proc)
+
+
+@pytest.fixture
+def drivers(cluster, synth_root, tmp_path):
+    d = Drivers(cluster, synth_root, tmp_path)
+    yield d
+    d.close()
+
+
+@pytest.fixture(scope="module")
+def baseline(cluster, synth_root, tmp_path_factory):
+    """The grid run once, uninterrupted, on the two-node cluster: the reference numbers."""
+    d = Drivers(cluster, synth_root, tmp_path_factory.mktemp("baseline"))
+    try:
+        t0 = time.time()
+        driver = d.run(d.grid("grid"), d.folder / "run")
+        return {"out": d.folder / "run", "rc": driver.proc.returncode, "output": driver.output(),
+                "seconds": time.time() - t0}
+    finally:
+        d.close()
+
+
+# ---- reading a run -------------------------------------------------------------------------------
+
+def metrics(out: Path) -> dict[str, dict]:
+    return {tid: json.loads((out / "trials" / tid / "metrics.json").read_text()) for tid in collected(out)}
+
+
+def assert_same_metrics(out: Path, reference: Path) -> None:
+    got, want = metrics(out), metrics(reference)
+    assert sorted(got) == sorted(want) == TRIALS
+    assert not list((out / "trials").glob(".*")), "a half-made copy of outputs is left"
+    for tid in TRIALS:
+        a, b = got[tid]["summary"], want[tid]["summary"]
+        assert abs(a["macro_auc"] - b["macro_auc"]) < 1e-6, tid
+        keys = [k for k, v in b.items() if isinstance(v, float)]
+        np.testing.assert_allclose([a[k] for k in keys], [b[k] for k in keys], atol=1e-6, rtol=0, err_msg=tid)
+
+
+def assert_same_leaderboard(out: Path, reference: Path) -> None:
+    a = pd.read_csv(out / "leaderboard.csv").set_index(["backbone", "strategy"]).sort_index()
+    b = pd.read_csv(reference / "leaderboard.csv").set_index(["backbone", "strategy"]).sort_index()
+    assert list(a.columns) == list(b.columns) and list(a.index) == list(b.index)
+    num = b.select_dtypes("number").columns
+    np.testing.assert_allclose(a[num].to_numpy(float), b[num].to_numpy(float), atol=1e-6, rtol=0, equal_nan=True)
+
+
+def tune_state(experiment: Path) -> dict[str, dict]:
+    """Tune's own record of each trial (status times, failures), from the newest experiment state."""
+    newest = max(experiment.glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
+    out = {}
+    for trial_json, meta_json in json.loads(newest.read_text())["trial_data"]:
+        trial = json.loads(trial_json)
+        out[trial["config"]["trial"]["id"]] = {**json.loads(meta_json), "status": trial["status"]}
+    return out
+
+
+def resume_checkpoints(experiment: Path) -> dict[str, Path]:
+    """The checkpoint folder each unfinished trial resumes from, per Tune's saved experiment state.
+
+    A test-only peek into Tune's pickled checkpoint manager, to stage Tune's own race: it deletes a
+    trial's previous checkpoint before it saves the state, so a driver killed in between leaves the
+    state pointing at a folder that is gone.
+    """
+    newest = max(experiment.glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
+    out = {}
+    for trial_json, meta_json in json.loads(newest.read_text())["trial_data"]:
+        trial, meta = json.loads(trial_json), json.loads(meta_json)
+        names = re.findall(rb"checkpoint_\d{6}", bytes.fromhex(meta["checkpoint_manager"]["value"]))
+        tid = trial["config"]["trial"]["id"]
+        if trial["status"] != "TERMINATED" and names and (experiment / tid / max(names).decode()).is_dir():
+            out[tid] = experiment / tid / max(names).decode()
+    return out
+
+
+def results(experiment: Path, tid: str) -> list[dict]:
+    rows = []
+    path = experiment / tid / "result.json"
+    for line in (path.read_text().splitlines() if path.is_file() else []):
+        try:
+            rows.append(json.loads(line))
+        except ValueError:  # a line being written
+            pass
+    return rows
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.stat().st_size)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def wait_for(what: str, check, driver: Driver, *, timeout: float = 180, every: float = 0.05):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = check()
+        if value:
+            return value
+        if driver.proc.poll() is not None:
+            pytest.fail(f"bench run ended (exit {driver.proc.returncode}) before {what}:\n{driver.output()[-3000:]}")
+        time.sleep(every)
+    pytest.fail(f"timed out waiting for {what}:\n{driver.output()[-3000:]}")
+
+
+def collected(out: Path) -> list[str]:
+    """Trials whose outputs reached the run folder (not the hidden folder a copy is made in)."""
+    return sorted(p.parent.name for p in (out / "trials").glob("*/metrics.json") if not p.parent.name.startswith("."))
+
+
+def finished_some(out: Path, experiment: Path | None = None):
+    """Some, not all, trials finished: outputs collected and, when ``experiment`` is given, also recorded
+    as finished in the experiment state Tune saved. (Tune saves it a moment after a trial ends; a driver
+    killed in between has Tune resume the trial, and bench hands its collected numbers back without
+    training: the s3 test usually meets that case.)"""
+    done = collected(out)
+    if not 0 < len(done) < len(TRIALS):
+        return None
+    if experiment is not None:
+        try:
+            state = tune_state(experiment)
+        except (ValueError, KeyError, OSError):  # being written
+            return None
+        if any(state.get(tid, {}).get("status") != "TERMINATED" for tid in done):
+            return None
+    return done
+
+
+# ---- tests ---------------------------------------------------------------------------------------
+
+def test_grid_runs_on_both_nodes(baseline):
+    assert baseline["rc"] == 0, baseline["output"][-3000:]
+    out = baseline["out"]
+    found = metrics(out)
+    assert sorted(found) == TRIALS
+    nodes = {m["node_id"] for m in found.values()}
+    assert None not in nodes and len(nodes) == 2, f"trials ran on {nodes}"
+    # Tune's trial folders carry the short readable ids.
+    assert sorted(p.name for p in (out / "tune").iterdir() if p.is_dir()) == TRIALS
+    assert (out / "leaderboard.csv").is_file() and json.loads((out / "run.json").read_text())["status"] == "complete"
+
+
+def test_killed_worker_resumes_from_its_checkpoint(drivers, baseline, tmp_path):
+    """A trial whose worker dies continues from its last epoch checkpoint; once its retries
+    (resources.max_failures) are spent it errors, the run exits 3 naming it, and re-running the
+    command restores the experiment and resumes the errored trial from its checkpoint."""
+    out, grid = tmp_path / "run", drivers.grid("grid", "{cpu: 1, max_failures: 1}")
+    driver = drivers.start(grid, out)
+
+    def first_epoch_reported():
+        for tid in TRIALS:
+            rows = results(out / "tune", tid)
+            if len(rows) == 1 and rows[0].get("epoch") == 1 and not rows[0].get("done"):
+                return tid, rows[0]["pid"]
+        return None
+
+    victim, pid = wait_for("a trial's first epoch", first_epoch_reported, driver)
+    os.kill(pid, signal.SIGKILL)
+
+    def retried():  # the victim reporting again, from another worker process
+        rows = results(out / "tune", victim)
+        last = rows[-1] if rows else {}
+        return last["pid"] if last.get("pid") not in (None, pid) and not last.get("done") else None
+
+    os.kill(wait_for("the retried trial's next epoch", retried, driver), signal.SIGKILL)
+    assert driver.wait() == 3, driver.output()[-3000:]  # GridIncomplete
+    assert f"{victim}: attempt failed (worker lost or error); retrying from its last checkpoint" in driver.output()
+    assert f"errored: {victim}: " in driver.output()
+    assert collected(out) == sorted(set(TRIALS) - {victim})
+    assert json.loads((out / "run.json").read_text())["status"] == "incomplete"
+
+    again = drivers.run(grid, out)
+    assert again.proc.returncode == 0, again.output()[-3000:]
+    assert "restoring the Ray Tune experiment" in again.output()
+    epochs = [r["epoch"] for r in results(out / "tune", victim)]
+    # Always continued from a checkpoint: no epoch ran twice (a restart would repeat epoch 1).
+    assert epochs == list(range(1, EPOCHS + 1)), epochs
+    for tid in set(TRIALS) - {victim}:  # the others ran once, uninterrupted
+        assert [r["epoch"] for r in results(out / "tune", tid)] == list(range(1, EPOCHS + 1)), tid
+    assert not (out / "errors.json").exists()
+    assert_same_metrics(out, baseline["out"])
+
+
+def test_killed_driver_restores_and_runs_only_what_is_missing(drivers, baseline, tmp_path):
+    """SIGKILL the driver after some trials finished; the same command restores the experiment and
+    runs only the rest, even a trial whose recorded checkpoint Tune had already deleted."""
+    out, grid = tmp_path / "run", drivers.grid("grid")
+    first = drivers.start(grid, out)
+
+    def ready():  # some trials finished, and an unfinished one has a recorded checkpoint to resume from
+        try:
+            return finished_some(out, out / "tune") and resume_checkpoints(out / "tune")
+        except (ValueError, KeyError, OSError):  # state being written
+            return None
+
+    wait_for("a finished trial and a checkpointed one", ready, first)
+    os.kill(first.proc.pid, signal.SIGKILL)
+    first.wait(timeout=30)
+    done = collected(out)
+    assert 0 < len(done) < len(TRIALS)
+    before = {tid: snapshot(out / "trials" / tid) for tid in done}
+    lines = {tid: len(results(out / "tune", tid)) for tid in done}
+    gone_tid, gone = sorted(resume_checkpoints(out / "tune").items())[0]
+    shutil.rmtree(gone)  # as if Tune deleted it and the driver died before the state recorded the next
+    # ... and as if the driver died while copying that trial's outputs (a copy is renamed when whole).
+    shutil.copytree(out / "trials" / done[0], out / "trials" / f".{gone_tid}.tmp99999")
+
+    again = drivers.run(grid, out)
+    assert again.proc.returncode == 0, again.output()[-3000:]
+    assert "restoring the Ray Tune experiment" in again.output()
+    assert f"{len(done)} already done" in again.output()
+    # This driver's progress callback replaced the one Tune unpickled with the experiment.
+    assert f"[{len(done) + 1}/{len(TRIALS)}] " in again.output()
+    assert "restarting the errored trials from scratch" in again.output()
+    assert f"{gone_tid} done" in again.output()
+    for tid in done:  # finished trials: outputs untouched, not run again
+        assert snapshot(out / "trials" / tid) == before[tid], tid
+        assert len(results(out / "tune", tid)) == lines[tid] == EPOCHS, tid
+        assert f"{tid}: epoch" not in again.output(), tid
+    assert_same_metrics(out, baseline["out"])
+    assert_same_leaderboard(out, baseline["out"])
+
+
+def test_fractional_gpu_trials_share_one_gpu_two_at_a_time(drivers, baseline, tmp_path):
+    out = tmp_path / "run"
+    driver = drivers.run(drivers.grid("gpu", "{cpu: 0.25, gpu: 0.5}"), out)
+    assert driver.proc.returncode == 0, driver.output()[-3000:]
+    found = metrics(out)
+    assert sorted(found) == TRIALS
+    assert len({m["node_id"] for m in found.values()}) == 1  # only the head node has a GPU
+    assert {m["device"] for m in found.values()} == {"cpu"}  # no CUDA here: the trials fall back to CPU
+    # Tune's record of when each trial held its resources: [set RUNNING, last result].
+    spans = [(s["start_time"], s["last_result_time"]) for s in tune_state(out / "tune").values()]
+    assert len(spans) == len(TRIALS)
+    events = sorted([(a, 1) for a, _ in spans] + [(b, -1) for _, b in spans])
+    running, most = 0, 0
+    for _, step in events:
+        running += step
+        most = max(most, running)
+    assert most == 2, f"{most} trials ran at once on one GPU with gpu: 0.5 each; spans {spans}"
+    assert_same_metrics(out, baseline["out"])  # resources change scheduling, never results
+
+
+@pytest.fixture
+def s3():
+    """A local S3 server (moto) on 127.0.0.1 with an empty bucket."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    port = free_ports(1)[0]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        env = {**S3_ENV, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
+        client = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_DEFAULT_REGION"],
+                              aws_access_key_id="testing", aws_secret_access_key="testing")
+        client.create_bucket(Bucket="bench-results")
+        yield {"env": env, "client": client, "bucket": "bench-results"}
+    finally:
+        server.stop()
+
+
+def test_s3_storage_run_and_restore(drivers, baseline, s3, tmp_path):
+    out, grid, storage = tmp_path / "run", drivers.grid("grid"), "s3://bench-results/runs"
+    first = drivers.start(grid, out, storage=storage, env=s3["env"])
+    wait_for("a finished trial", lambda: finished_some(out), first)
+    os.kill(first.proc.pid, signal.SIGKILL)
+    first.wait(timeout=30)
+    done = collected(out)
+    assert 0 < len(done) < len(TRIALS)
+    before = {tid: snapshot(out / "trials" / tid) for tid in done}
+
+    again = drivers.run(grid, out, storage=storage, env=s3["env"])
+    assert again.proc.returncode == 0, again.output()[-3000:]
+    assert "restoring the Ray Tune experiment" in again.output()
+    for tid in done:  # untouched and never trained again, even if Tune's saved state missed their end
+        assert snapshot(out / "trials" / tid) == before[tid], tid
+        assert f"{tid}: epoch" not in again.output(), tid
+    assert not (out / "tune").exists()  # the experiment lives in the bucket only
+    experiment = json.loads((out / "run.json").read_text())["experiment"]
+    pages = s3["client"].get_paginator("list_objects_v2").paginate(Bucket=s3["bucket"], Prefix=f"runs/{experiment}/")
+    keys = [o["Key"] for page in pages for o in page.get("Contents", [])]
+    assert f"runs/{experiment}/tuner.pkl" in keys
+    assert any(k.startswith(f"runs/{experiment}/experiment_state-") for k in keys)
+    for tid in TRIALS:
+        assert any(k.startswith(f"runs/{experiment}/{tid}/checkpoint_") and k.endswith("/outputs/metrics.json")
+                   for k in keys), tid
+    assert_same_leaderboard(out, baseline["out"])
