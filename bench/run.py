@@ -122,11 +122,24 @@ def prepare_data(cfg: GridConfig, *, say: Callable[[str], None], bar=None):
     else:
         manifest = make_split(rec, n_folds=cfg.splits.folds, val_fraction=cfg.splits.val_fraction,
                               seed=cfg.splits.seed)
-    q = manifest.quality
-    say(f"split: {cfg.splits.folds} folds, sizes {q.get('fold_sizes')}, max label deviation "
-        f"{q.get('max_label_deviation', float('nan')):.1%}, shared patients {q.get('shared_patients')}, "
-        f"hash {manifest.hash[:12]}")
+    say(split_summary(manifest))
     return rec, cache, manifest
+
+
+def split_summary(manifest) -> str:
+    """One line on a split's balance: how many labels are within 2% of their ideal per-fold count."""
+    q = manifest.quality
+    dev = {k: v for k, v in (q.get("per_label_deviation") or {}).items() if v == v}
+    within = sum(v <= 0.02 for v in dev.values())
+    worst = max(dev, key=dev.get) if dev else None
+    text = (f"split: {manifest.n_folds} patient-disjoint folds of {q.get('fold_sizes')} images, "
+            f"{q.get('shared_patients')} shared patients; {within} of {len(dev)} labels within 2% of their ideal "
+            f"per-fold positives")
+    if worst and dev[worst] > 0.02:
+        counts = (q.get("fold_positives") or {}).get(worst)
+        text += f" (furthest: {worst} {counts}, {dev[worst]:.0%} off: too few positives to split evenly)" \
+            if counts and sum(counts) < 20 * manifest.n_folds else f" (furthest: {worst}, {dev[worst]:.1%} off)"
+    return text + f"; hash {manifest.hash[:12]}"
 
 
 def run_grid(grid_path: str | Path, *, out: str | Path | None = None, address: str | None = None,

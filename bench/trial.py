@@ -150,8 +150,9 @@ def _run(spec: dict, data: TrialData, *, report, checkpoint_dir) -> dict:
         order = strategy.sampler.epoch_indices(seeding.numpy_rng(seed, fold, "order", epoch))
         rows = train[order]
         aug = seeding.torch_generator(seed, fold, "augment", epoch) if tr["augment"] else None
+        schedule = engine.cosine_factor(epoch, epochs) if tr["scheduler"] == "cosine" else None
         stats = engine.train_epoch(net, images, y, rows, loss_fn=strategy.loss, optimizer=optimizer,
-                                   lr_factor=engine.cosine_factor(epoch, epochs), batch_size=int(tr["batch_size"]),
+                                   lr_factor=schedule, batch_size=int(tr["batch_size"]),
                                    dev=dev, aug_gen=aug, num_workers=int(tr["num_workers"]))
         val_logits = engine.predict_logits(net, images, val, batch_size=int(tr["eval_batch_size"]), dev=dev)
         val_prob = engine.sigmoid(_adjust(strategy, val_logits))

@@ -33,15 +33,21 @@ def ray_env() -> None:
 def init_ray(address: str | None = None, *, num_cpus: int | None = None, num_gpus: int | None = None) -> None:
     """Connect to ``address`` (``auto``, ``ray://host:port``, ``host:port``) or start a local Ray."""
     ray_env()
+    address = address or os.environ.get("RAY_ADDRESS")  # set for drivers started by `ray job submit`
+    if not address:
+        # A private single-machine instance: Ray then binds its servers to 127.0.0.1 instead of the
+        # machine's network address (Ray reads this before its first import).
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray
 
     if ray.is_initialized():
         return
     # Trial tracebacks are collected from their error files and summarised by the driver.
     logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
+    # The local instance keeps Ray's token authentication; its notice about it is not for our users.
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     kwargs: dict = {"include_dashboard": False, "logging_level": logging.WARNING,
                     "log_to_driver": bool(os.environ.get("BENCH_DEBUG"))}
-    address = address or os.environ.get("RAY_ADDRESS")  # set for drivers started by `ray job submit`
     if address:
         ray.init(address=address, **kwargs)
     else:  # a private local instance, reachable from this machine only
