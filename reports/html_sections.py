@@ -52,7 +52,8 @@ def leaderboard_table(report) -> str:
     selects = [(1, "backbones", list(dict.fromkeys(b["backbone"].astype(str)))),
                (2, "strategies", list(dict.fromkeys(b["strategy"].astype(str))))]
     lead = ("Mean ± sample sd over the trials (folds × seeds) of each backbone × strategy; the small line under "
-            "a value is its 95% patient-bootstrap confidence interval from the pooled out-of-fold predictions. "
+            "a value is its 95% confidence interval (patients resampled within each held-out fold, every trial "
+            "re-scored, averaged as above). "
             "F1 uses per-label thresholds tuned on each trial's validation part; “@0.5” is the fixed threshold. "
             "The best value of each column is highlighted. Click a header to sort (again to reverse); type or pick "
             "to filter.")

@@ -7,8 +7,8 @@ Outputs: ``leaderboard.csv`` (one row per backbone x strategy), ``per_label.csv`
 ``friedman.json``, ``localisation.csv`` and ``leaderboard.html``.
 
 Means and standard deviations are over the trials (folds x seeds) of a backbone x strategy.
-Confidence intervals are 95% patient-bootstrap intervals of the pooled out-of-fold predictions
-(every image is predicted once per seed by the fold that held it out).
+Confidence intervals are 95% patient-bootstrap intervals of those same means (patients resampled
+within each held-out fold, every trial's metric recomputed, averaged over the trials).
 """
 
 from __future__ import annotations
@@ -95,48 +95,50 @@ def _mean_std_table(trials: pd.DataFrame, label_names: list[str]) -> pd.DataFram
     return pd.DataFrame(out)
 
 
-def _pooled_predictions(docs: list[dict]) -> dict[tuple[str, str], dict]:
-    """Out-of-fold predictions per (backbone, strategy), seeds stacked; decisions at each fold's thresholds."""
-    pooled: dict[tuple[str, str], dict] = {}
-    for d in docs:
-        f = Path(d["_dir"]) / "predictions.npz"
-        if not f.is_file():
-            continue
-        with np.load(f, allow_pickle=False) as z:
-            y, p, thr = z["labels"], z["probs"], z["thresholds"]
-            pat = np.char.add(z["patients"].astype(str), "")
-        entry = pooled.setdefault((d["backbone"], d["strategy"]), {"y": [], "p": [], "dec": [], "pat": []})
-        entry["y"].append(y)
-        entry["p"].append(p)
-        entry["dec"].append((p >= thr[None, :]).astype(np.int8))
-        entry["pat"].append(pat)
-    return {k: {n: np.concatenate(v) for n, v in e.items()} for k, e in pooled.items()}
+def _trial_predictions(doc: dict) -> dict | None:
+    f = Path(doc["_dir"]) / "predictions.npz"
+    if not f.is_file():
+        return None
+    with np.load(f, allow_pickle=False) as z:
+        y, p, thr = z["labels"], z["probs"], z["thresholds"]
+        return {"y": y, "p": p, "dec": (p >= thr[None, :]).astype(np.int8), "pat": z["patients"].astype(str)}
 
 
-def _confidence(board: pd.DataFrame, docs: list[dict], n_boot: int, seed: int = 0) -> pd.DataFrame:
+CI_METRICS = ("macro_auc", "micro_auc", "macro_ap", "macro_f1", "micro_f1")
+
+
+def _confidence(board: pd.DataFrame, docs: list[dict], n_boot: int) -> pd.DataFrame:
+    """95% patient-bootstrap intervals of the leaderboard's own numbers (means over folds x seeds).
+
+    Each replicate resamples patients within every held-out fold (folds are patient-disjoint, so this
+    is a bootstrap over patients stratified by fold), recomputes each trial's metric and averages over
+    the trials exactly as the leaderboard does. The same fold gets the same resampled patients for
+    every seed, backbone and strategy, so intervals of different rows are comparable.
+    """
     if n_boot <= 0:
         return board
-    pooled = _pooled_predictions(docs)
-    cols = {"macro_auc": "macro_auc", "micro_auc": "micro_auc", "macro_ap": "macro_ap", "macro_f1": "macro_f1",
-            "micro_f1": "micro_f1"}
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for d in docs:
+        groups.setdefault((d["backbone"], d["strategy"]), []).append(d)
     for i, row in board.iterrows():
-        e = pooled.get((row["backbone"], row["strategy"]))
-        if e is None:
-            continue
-        ci = stats.bootstrap_macro_ci(e["y"], e["p"], e["pat"], decisions=e["dec"], n_boot=n_boot,
-                                      rng=np.random.default_rng(seed))
-        for name, key in cols.items():
-            if key in ci:
-                lo, hi = _ci_pair(ci[key])
-                board.loc[i, f"{name}_ci_low"], board.loc[i, f"{name}_ci_high"] = lo, hi
+        reps = {m: [] for m in CI_METRICS}
+        for d in groups.get((row["backbone"], row["strategy"]), []):
+            e = _trial_predictions(d)
+            if e is None:
+                continue
+            ci = stats.bootstrap_macro_ci(e["y"], e["p"], e["pat"], decisions=e["dec"], n_boot=n_boot,
+                                          rng=np.random.default_rng(1000 + int(d["fold"])), return_replicates=True)
+            for m in CI_METRICS:
+                reps[m].append(ci["replicates"][m])
+        for m in CI_METRICS:
+            if not reps[m]:
+                continue
+            with np.errstate(all="ignore"):
+                mean = np.nanmean(np.vstack(reps[m]), axis=0)
+            mean = mean[np.isfinite(mean)]
+            if mean.size:
+                board.loc[i, f"{m}_ci_low"], board.loc[i, f"{m}_ci_high"] = np.quantile(mean, [0.025, 0.975])
     return board
-
-
-def _ci_pair(value) -> tuple[float, float]:
-    if isinstance(value, dict):
-        return float(value["lo"]), float(value["hi"])
-    lo, hi = value[:2] if len(value) == 2 else value[1:3]
-    return float(lo), float(hi)
 
 
 def _per_label(docs: list[dict]) -> pd.DataFrame:
