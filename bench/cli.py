@@ -7,6 +7,7 @@ in well under a second without torch or Ray.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -54,7 +55,10 @@ def cmd_run(args) -> int:
     outcome = run_grid(args.grid, out=args.out, address=args.address, storage=args.storage, resume=args.resume,
                        say=say if not args.quiet else (lambda s: None), bar=make_bar(args.quiet))
     if not outcome.completed:
-        raise BenchError(f"no trial finished; errors: {_first_errors(outcome.errors)}")
+        from bench.errors import GridIncomplete
+
+        raise GridIncomplete(f"no trial finished; errors: {_first_errors(outcome.errors)}. Re-run the same command "
+                             "to retry them")
     report = build_report(outcome.run_dir)
     say(f"\nfinished {len(outcome.completed)} trial(s) in {outcome.seconds:.0f}s; results in {outcome.run_dir}")
     say(format_top(report.leaderboard))
@@ -335,6 +339,12 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence
         if args.debug:
             raise
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            where = f" while writing {exc.filename}" if exc.filename else ""
+            print(f"error: no space left on the device{where}; nothing was left half-written. Free some space (or "
+                  "give --out / --storage on another disk) and re-run the same command: finished trials are kept",
+                  file=sys.stderr)
+            return 1
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         print(f"error: {type(exc).__name__}: {msg} (run with --debug for the traceback)", file=sys.stderr)
         return 1

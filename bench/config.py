@@ -256,7 +256,7 @@ def parse_grid(data: Mapping, *, where: Any = None, source: str = "") -> GridCon
         _check_keys(value, allowed, key, where)
         return _build(cls, value, key, where)
 
-    ds = sub(DatasetConfig, "dataset")
+    ds = _default_root(sub(DatasetConfig, "dataset"), data.get("dataset") or {}, where)
     cfg = GridConfig(
         name=_coerce(str, data.get("name", "grid"), "name", where),
         dataset=ds,
@@ -272,6 +272,21 @@ def parse_grid(data: Mapping, *, where: Any = None, source: str = "") -> GridCon
     )
     _validate(cfg, where)
     return cfg
+
+
+ROOT_HELP = {"nih": "the folder holding Data_Entry_2017.csv and images/", "chexpert": "the folder holding train.csv",
+             "chestmnist": "the folder holding chestmnist_64.npz, or give dataset.file"}
+
+
+def _default_root(ds: DatasetConfig, given: Mapping, where) -> DatasetConfig:
+    """``root`` defaults to the synthetic data's folder: other kinds need their own (csv: the CSV's folder)."""
+    if ds.kind == "synthetic" or "root" in given:
+        return ds
+    if ds.kind == "csv":
+        return dataclasses.replace(ds, root=str(Path(ds.csv).parent)) if ds.csv else ds
+    if ds.kind == "chestmnist" and ds.file:
+        return ds
+    raise BenchError(f"{where('dataset')}: dataset.root is required for kind {ds.kind!r} ({ROOT_HELP[ds.kind]})")
 
 
 def _fields(cls) -> set[str]:

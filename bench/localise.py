@@ -46,6 +46,16 @@ def boxed_pairs(rec, rows: np.ndarray, boxes: pd.DataFrame, limit: int, rng: np.
     return out
 
 
+def refuse_held_out(rec, tuning_rows, test) -> None:
+    """Leakage guard: the CAM binarisation threshold is tuned on validation images only; raise
+    ``RuntimeError`` if any image it would be tuned on is in the held-out fold."""
+    overlap = set(map(str, rec.image_ids[np.asarray(tuning_rows, dtype=np.int64)])) & set(
+        map(str, rec.image_ids[np.asarray(test, dtype=np.int64)]))
+    if overlap:
+        raise RuntimeError(f"refusing to tune the CAM threshold: {len(overlap)} of its image(s) are in the held-out "
+                           f"fold (e.g. {sorted(overlap)[0]!r})")
+
+
 def localise_trial(spec: dict, data, *, model, images, val, test, dev, out: Path, prob: np.ndarray) -> list[dict]:
     import torch
 
@@ -61,6 +71,7 @@ def localise_trial(spec: dict, data, *, model, images, val, test, dev, out: Path
     if not test_pairs:
         return []
     val_pairs = boxed_pairs(rec, val, boxes, int(cfg["max_images"]), rng)
+    refuse_held_out(rec, [p[0] for p in val_pairs], test)
     row_pos = {r: i for i, r in enumerate(test)}
 
     def maps(pairs, method):

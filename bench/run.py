@@ -93,9 +93,22 @@ def check_run_dir(run_dir: Path, cfg: GridConfig) -> bool:
 
 
 def write_json(path: Path, obj) -> None:
+    """Write ``obj`` as JSON to ``path``: a temporary name renamed into place, so a failed write (a full
+    disk) never leaves a half-written file under the final name, nor the temporary one."""
+    write_atomic(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=1, default=str)))
+
+
+def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
+    """Call ``write(tmp)`` and rename ``tmp`` to ``path``; on failure remove ``tmp`` and name ``path`` in the error."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=str))
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and not exc.filename:
+            exc.filename = str(path)
+        raise
 
 
 def prepare_data(cfg: GridConfig, *, say: Callable[[str], None], bar=None):
@@ -119,15 +132,33 @@ def prepare_data(cfg: GridConfig, *, say: Callable[[str], None], bar=None):
         if manifest.n_folds != cfg.splits.folds:
             raise BenchError(f"splits.file {cfg.splits.file!r} has {manifest.n_folds} folds but splits.folds is "
                              f"{cfg.splits.folds}")
+        check_patient_disjoint(manifest, rec, cfg.splits.file)
     else:
         manifest = make_split(rec, n_folds=cfg.splits.folds, val_fraction=cfg.splits.val_fraction,
                               seed=cfg.splits.seed)
-    say(split_summary(manifest))
+    say(split_summary(manifest, rec))
     return rec, cache, manifest
 
 
-def split_summary(manifest) -> str:
-    """One line on a split's balance: how many labels are within 2% of their ideal per-fold count."""
+def check_patient_disjoint(manifest, rec, source: str) -> None:
+    """Refuse a split manifest (given as a file, so possibly edited by hand) in which a patient has images
+    on both sides of a fold's boundaries; every trial checks its own fold again."""
+    from bench.data.splits import assert_patient_disjoint
+
+    for fold in range(manifest.n_folds):
+        train, val, test = manifest.rows(fold)
+        try:
+            assert_patient_disjoint(rec.patients, train, test, what=f"fold {fold} (training and held-out rows)")
+            assert_patient_disjoint(rec.patients, val, test, what=f"fold {fold} (validation and held-out rows)")
+            assert_patient_disjoint(rec.patients, train, val, what=f"fold {fold} (training and validation rows)")
+        except RuntimeError as exc:
+            raise BenchError(f"splits.file {source!r}: {exc}; make the split again (bench data split --out FILE)") \
+                from None
+
+
+def split_summary(manifest, records=None) -> str:
+    """One line on a split's balance: how many labels are within 2% of their ideal per-fold count, and
+    why the furthest one is off (few positives, or one patient holding many of them)."""
     q = manifest.quality
     dev = {k: v for k, v in (q.get("per_label_deviation") or {}).items() if v == v}
     within = sum(v <= 0.02 for v in dev.values())
@@ -136,9 +167,19 @@ def split_summary(manifest) -> str:
             f"{q.get('shared_patients')} shared patients; {within} of {len(dev)} labels within 2% of their ideal "
             f"per-fold positives")
     if worst and dev[worst] > 0.02:
-        counts = (q.get("fold_positives") or {}).get(worst)
-        text += f" (furthest: {worst} {counts}, {dev[worst]:.0%} off: too few positives to split evenly)" \
-            if counts and sum(counts) < 20 * manifest.n_folds else f" (furthest: {worst}, {dev[worst]:.1%} off)"
+        counts = (q.get("fold_positives") or {}).get(worst) or []
+        why = ""
+        if records is not None and records.patients is not None:
+            import pandas as pd
+
+            col = records.labels[:, list(records.label_names).index(worst)] == 1
+            per_patient = pd.Series(col).groupby(records.patients).sum()
+            top = int(per_patient.max())
+            if counts and top > sum(counts) / manifest.n_folds / 4:
+                why = f": one patient holds {top} of its {int(sum(counts))} positives"
+        if not why and counts and sum(counts) < 20 * manifest.n_folds:
+            why = ": too few positives to split evenly"
+        text += f" (furthest: {worst} {counts}, {dev[worst]:.0%} off{why})"
     return text + f"; hash {manifest.hash[:12]}"
 
 
@@ -166,10 +207,12 @@ def run_grid(grid_path: str | Path, *, out: str | Path | None = None, address: s
     storage_path, name, filesystem = _storage(run_dir, storage, cfg)
 
     # ---- nothing above wrote into the run folder; from here on it exists ----
-    (run_dir / "trials").mkdir(parents=True, exist_ok=True)
-    if not existing and grid_path and Path(grid_path).is_file():
-        shutil.copyfile(grid_path, run_dir / "grid.yaml")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    # grid.json first: it marks the folder as this grid's run (a first write that fails leaves it empty).
     write_json(run_dir / "grid.json", {**cfg.to_dict(), "digest": cfg.digest()})
+    (run_dir / "trials").mkdir(exist_ok=True)
+    if not (run_dir / "grid.yaml").is_file() and grid_path and Path(grid_path).is_file():
+        write_atomic(run_dir / "grid.yaml", lambda tmp: shutil.copyfile(grid_path, tmp))
     manifest.to_json(run_dir / "split.json")
     from bench.data.describe import describe
 

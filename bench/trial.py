@@ -74,7 +74,14 @@ def run_trial(spec: dict, data: TrialData, *, report: Callable[[dict, str | None
         raise OutOfMemory(f"trial {spec['id']} ran out of host memory ({exc}); lower train.batch_size "
                           "or run fewer trials at once (resources.max_concurrent)") from None
     except RuntimeError as exc:
-        if "out of memory" in str(exc).lower() and not isinstance(exc, OutOfMemory):
+        text = str(exc)
+        if isinstance(exc, OutOfMemory):
+            raise
+        if "DefaultCPUAllocator" in text:  # torch's host allocator raises a plain RuntimeError
+            detail = text.split("DefaultCPUAllocator: ", 1)[-1].strip().splitlines()[0]
+            raise OutOfMemory(f"trial {spec['id']} ran out of host memory ({detail}); lower train.batch_size "
+                              "or run fewer trials at once (resources.max_concurrent)") from None
+        if "out of memory" in text.lower():
             raise OutOfMemory(f"trial {spec['id']} ran out of GPU memory with {spec['backbone']} at batch size "
                               f"{data.grid['train']['batch_size']}: lower train.batch_size or give it a whole GPU "
                               "(resources.gpu)") from None
@@ -290,9 +297,14 @@ def _jsonable(v):
 
 
 def _write_json(path: Path, obj) -> None:
+    """Write ``obj`` to a temporary name and rename it into place; a failed write (full disk) leaves nothing."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=_jsonable))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(obj, indent=1, default=_jsonable))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def copy_outputs(src: Path, dest: Path) -> None:
@@ -301,7 +313,11 @@ def copy_outputs(src: Path, dest: Path) -> None:
     tmp = dest.parent / f".{dest.name}.tmp{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
-    shutil.copytree(src, tmp)
+    try:
+        shutil.copytree(src, tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a full disk: no half copy is left behind
+        raise
     if dest.exists():
         shutil.rmtree(dest)
     os.replace(tmp, dest)

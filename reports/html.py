@@ -24,7 +24,6 @@ import hashlib
 import html
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -181,8 +180,8 @@ def write_html(report, path: Path, *, loc_raw: pd.DataFrame | None = None) -> Pa
             parts.append(inner)
             nav.append((sec_id, title))
     page = P.page(report, "\n".join(parts), nav)
+    from reports.leaderboard import write_atomic
+
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: tmp.write_text(page, encoding="utf-8"))
     return path

@@ -56,6 +56,8 @@ def load_trials(run_dir: Path) -> list[dict]:
     """Every finished trial's ``metrics.json`` (sorted by id)."""
     docs = []
     for path in sorted((run_dir / "trials").glob("*/metrics.json")):
+        if path.parent.name.startswith("."):  # a copy being made (or cut short): not a finished trial
+            continue
         doc = json.loads(path.read_text())
         doc["_dir"] = str(path.parent)
         docs.append(doc)
@@ -251,9 +253,21 @@ def _localisation(docs: list[dict], n_boot: int) -> tuple[pd.DataFrame, pd.DataF
 
 
 def write_csv(df: pd.DataFrame, path: Path) -> None:
+    write_atomic(path, lambda tmp: df.to_csv(tmp, index=False, float_format="%.6g"))
+
+
+def write_atomic(path: Path, write) -> None:
+    """Call ``write(tmp)`` and rename ``tmp`` to ``path``: a failed write (a full disk) leaves the previous
+    file untouched and no temporary file; an ``OSError`` names ``path``."""
     tmp = path.with_name(path.name + ".tmp")
-    df.to_csv(tmp, index=False, float_format="%.6g")
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and not exc.filename:
+            exc.filename = str(path)
+        raise
 
 
 def build_report(run_dir: str | Path, *, n_boot: int | None = None, html: bool = True) -> Report:
@@ -291,9 +305,7 @@ def build_report(run_dir: str | Path, *, n_boot: int | None = None, html: bool =
     for name, df in files.items():
         write_csv(df, run_dir / name)
         report.files[name] = str(run_dir / name)
-    tmp = run_dir / "friedman.json.tmp"
-    tmp.write_text(json.dumps(friedman, indent=1))
-    os.replace(tmp, run_dir / "friedman.json")
+    write_atomic(run_dir / "friedman.json", lambda tmp: tmp.write_text(json.dumps(friedman, indent=1)))
     if html:
         from reports.html import write_html
 

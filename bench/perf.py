@@ -1,0 +1,289 @@
+"""``bench perf``: every measurement of BENCHMARKS.md, each a ratio against a baseline taken in the same run.
+
+Sections (``--only`` names them, comma-separated):
+
+========== ===============================================================================  ======================
+name       what                                                                             module
+========== ===============================================================================  ======================
+overhead   a trial's training images/s through ``bench`` on Ray Tune vs a plain PyTorch loop  :mod:`bench.perf_train`
+data       cache reads vs PNG decoding; the loader vs the smallest backbone's training        :mod:`bench.perf_data`
+grid       the demo grid end to end; trials per hour with 1 vs 2 concurrent trials          :mod:`bench.perf_grid`
+cost       GPU-hours (or CPU-hours) of grids/full.yaml from measured per-image costs         :mod:`bench.perf_cost`
+gpu        benchmarks/gpu_check.py on a CUDA machine (skipped, with the reason, elsewhere)   :mod:`bench.perf_gpu`
+eval       metrics / bootstrap vs naive sklearn loops; batched vs per-pair Grad-CAM          :mod:`bench.perf_eval`
+========== ===============================================================================  ======================
+
+BENCHMARKS.md is rewritten atomically. Every section carries its own date, command and machine line;
+a section that was not run this time is kept verbatim from the previous file.
+
+Working files (run folders, the synthetic dataset when ``BENCH_PERF_DATA`` is set) go to
+``$BENCH_PERF_DIR`` (default ``runs/perf`` in the repository); the demo grid's synthetic dataset
+(``data/synthetic``) is shared with ``make demo``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import platform
+import re
+import time
+from dataclasses import dataclass, field
+from importlib import import_module
+from pathlib import Path
+from typing import Callable
+
+log = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parents[1]
+SECTIONS = {  # name -> (title, "module:function")
+    "overhead": ("Harness overhead: a trial on Ray Tune vs plain PyTorch", "bench.perf_train:run_overhead"),
+    "data": ("Data path: cache vs PNG decoding, loader vs training", "bench.perf_data:run_data"),
+    "grid": ("Grid wall-clock and concurrency", "bench.perf_grid:run_grid_section"),
+    "cost": ("Cost model of the full NIH grid (grids/full.yaml)", "bench.perf_cost:run_cost"),
+    "gpu": ("GPU path (benchmarks/gpu_check.py)", "bench.perf_gpu:run_gpu"),
+    "eval": ("Evaluation and CAM throughput", "bench.perf_eval:run_eval"),
+}
+BEGIN, END = "<!-- perf:begin {} -->", "<!-- perf:end {} -->"
+_SECTION_RE = re.compile(r"<!-- perf:begin (\w+) -->\n(.*?)<!-- perf:end \1 -->", re.S)
+_DATA_RE = re.compile(r"<!-- perf:data (.*?) -->")
+
+
+@dataclass
+class Target:
+    """One headline figure against its target (``met`` is None when there is no target)."""
+
+    what: str
+    value: float
+    target: str = ""
+    met: bool | None = None
+
+
+@dataclass
+class Result:
+    """What a section measured: tables (first row = header), notes (markdown), ratios and targets."""
+
+    tables: list[tuple[str, list[list[str]]]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    ratios: dict[str, float] = field(default_factory=dict)
+    targets: list[Target] = field(default_factory=list)
+    skipped: str | None = None      # the one-line reason when the section measured nothing
+    keep_previous: bool = False     # skipped: keep the previous file's section as it is
+
+
+@dataclass
+class Context:
+    """What every section gets: the mode, paths, threads, and the output function."""
+
+    quick: bool
+    say: Callable[[str], None]
+    work: Path
+    data_root: Path
+    threads: int
+    command: str
+
+    def section_dir(self, name: str) -> Path:
+        """A fresh working folder for one section (the previous one is removed)."""
+        import shutil
+
+        d = self.work / name
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def grid(self, **changes):
+        """The demo grid (grids/demo.yaml) with its dataset at ``data_root`` and ``changes`` applied
+        (top-level keys replace; ``train`` / ``resources`` / ``localisation`` dicts update)."""
+        import yaml
+
+        from bench.config import parse_grid, resolve_paths
+
+        data = yaml.safe_load((REPO / "grids" / "demo.yaml").read_text())
+        data["dataset"]["root"] = str(self.data_root)
+        for key, value in changes.items():
+            if isinstance(value, dict) and isinstance(data.get(key), dict):
+                data[key] = {**data[key], **value}
+            else:
+                data[key] = value
+        return resolve_paths(parse_grid(data, source="grids/demo.yaml (bench perf)"))
+
+
+def machine() -> dict:
+    """CPU model, cores, versions, GPU (when CUDA sees one)."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version()}
+    try:
+        from importlib.metadata import version
+
+        info["ray"] = version("ray")
+    except Exception:  # noqa: BLE001 - Ray is optional here
+        info["ray"] = None
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def fmt(x: float, digits: int = 3) -> str:
+    """A number for a table: 3 significant digits, thousands separators, '-' for missing."""
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "-"
+    if abs(x) >= 1000:
+        return f"{x:,.0f}"
+    return f"{x:.{digits}g}"
+
+
+def ratio(a: float, b: float) -> float:
+    return a / b if b and math.isfinite(a) and math.isfinite(b) else float("nan")
+
+
+def markdown_table(rows: list[list[str]]) -> str:
+    head, *body = rows
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(" --- " for _ in head) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in body]
+    return "\n".join(lines)
+
+
+def render_section(name: str, result: Result, *, stamp: str) -> str:
+    """A section's markdown, between its markers, with its own measurement line."""
+    title = SECTIONS[name][0]
+    parts = [BEGIN.format(name), f"## {title} (`{name}`)\n", stamp + "\n"]
+    if result.skipped:
+        parts.append(f"Not measured: {result.skipped}\n")
+    for caption, rows in result.tables:
+        if caption:
+            parts.append(caption + "\n")
+        parts.append(markdown_table(rows) + "\n")
+    parts += [n + "\n" for n in result.notes]
+    data = {"ratios": {k: (v if math.isfinite(v) else None) for k, v in result.ratios.items()},
+            "targets": [dataclasses.asdict(t) for t in result.targets], "skipped": result.skipped}
+    parts.append(f"<!-- perf:data {json.dumps(data, default=float)} -->")
+    parts.append(END.format(name))
+    return "\n".join(parts) + "\n"
+
+
+def read_sections(path: Path) -> dict[str, str]:
+    """The sections of an existing BENCHMARKS.md, verbatim (markers included), by name."""
+    if not path.is_file():
+        return {}
+    return {m.group(1): m.group(0) + "\n" for m in _SECTION_RE.finditer(path.read_text())}
+
+
+def section_data(text: str) -> dict:
+    m = _DATA_RE.search(text)
+    return json.loads(m.group(1)) if m else {}
+
+
+def summary_table(sections: dict[str, str]) -> str:
+    rows = [["section", "figure", "value", "target", "met"]]
+    for name in SECTIONS:
+        for t in section_data(sections.get(name, "")).get("targets", []):
+            met = {True: "yes", False: "**no**", None: ""}[t.get("met")]
+            rows.append([f"[`{name}`](#{name})", t["what"], fmt(t["value"]), t.get("target", ""), met])
+    return markdown_table(rows) if len(rows) > 1 else "(no section measured yet)"
+
+
+def write_benchmarks(path: Path, sections: dict[str, str]) -> None:
+    """Write BENCHMARKS.md atomically from the sections' markdown (missing ones get a placeholder)."""
+    out = ["# Benchmarks\n",
+           "Every figure is a ratio measured in one run against a baseline taken in the same run, with the "
+           "command that produced it and the machine it ran on (each section has its own line: sections are "
+           "regenerated independently). Regenerate them all with `bench perf` (= `make perf`), one section with "
+           "`bench perf --only NAME`; `--quick` takes smaller measurements. How each is measured: "
+           "[benchmarks/README.md](benchmarks/README.md).\n",
+           "## Headline figures against their targets\n", summary_table(sections) + "\n"]
+    for name, (title, _) in SECTIONS.items():
+        out.append(f'<a id="{name}"></a>\n')
+        out.append(sections.get(name) or (BEGIN.format(name) + f"\n## {title} (`{name}`)\n\nNot measured yet: "
+                                          f"run `bench perf --only {name}`.\n{END.format(name)}\n"))
+    text = "\n".join(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def parse_only(only: str | None) -> list[str]:
+    from bench.errors import BenchError, did_you_mean
+
+    if not only:
+        return list(SECTIONS)
+    names = [s.strip() for s in only.split(",") if s.strip()]
+    for n in names:
+        if n not in SECTIONS:
+            raise BenchError(f"--only: unknown section {n!r}{did_you_mean(n, SECTIONS)}; choose from "
+                             f"{', '.join(SECTIONS)}")
+    return [n for n in SECTIONS if n in names]  # in the file's order
+
+
+def stamp_line(info: dict, *, command: str, threads: int, load: tuple[float, float], quick: bool,
+               seconds: float) -> str:
+    ray_v = f", ray {info['ray']}" if info.get("ray") else ""
+    gpu = f", GPU {info['gpu']}" if info.get("gpu") else ", no GPU"
+    return (f"Measured {time.strftime('%Y-%m-%d %H:%M')} by `{command}`{' (quick: smaller measurements)' if quick else ''}"
+            f" on {info['cpu']}, {info['cores']} cores{gpu}; torch {info['torch']} with {threads} threads{ray_v}, "
+            f"Python {info['python']}. Load average {load[0]:.2f} before, {load[1]:.2f} after; took {seconds:.0f}s. "
+            f"This section alone: `bench perf --only {{name}}{' --quick' if quick else ''}`.")
+
+
+def main(args, *, say: Callable[[str], None]) -> int:
+    """Run the sections named by ``args.only`` (default all) and regenerate ``args.out``.
+
+    Returns 0, or 1 when a section failed (its error is printed and the previous section is kept).
+    """
+    import torch
+
+    names = parse_only(getattr(args, "only", None))
+    quick = bool(getattr(args, "quick", False))
+    out = Path(getattr(args, "out", None) or "BENCHMARKS.md")
+    threads = max(1, torch.get_num_threads())
+    command = "bench perf" + (" --quick" if quick else "") + (f" --only {','.join(names)}" if args.only else "") + \
+        (f" --out {out}" if str(out) != "BENCHMARKS.md" else "")
+    work = Path(os.environ.get("BENCH_PERF_DIR") or REPO / "runs" / "perf").resolve()
+    data_root = Path(os.environ.get("BENCH_PERF_DATA") or REPO / "data" / "synthetic").resolve()
+    ctx = Context(quick=quick, say=say, work=work, data_root=data_root, threads=threads, command=command)
+    info = machine()
+    say(f"bench perf: {', '.join(names)}{' (quick)' if quick else ''} on {info['cpu']}, {info['cores']} cores, "
+        f"torch {info['torch']} ({threads} threads); load average {os.getloadavg()[0]:.2f}")
+    sections = read_sections(out)
+    failed = []
+    for name in names:
+        module, func = SECTIONS[name][1].split(":")
+        say(f"\n== {name}: {SECTIONS[name][0]}")
+        load0, t0 = os.getloadavg()[0], time.perf_counter()
+        try:
+            result: Result = getattr(import_module(module), func)(ctx)
+        except Exception as exc:  # noqa: BLE001 - one failed section must not lose the others
+            log.debug("section %s failed", name, exc_info=True)
+            say(f"{name}: FAILED: {type(exc).__name__}: {exc} (the previous section is kept)")
+            failed.append(name)
+            continue
+        finally:
+            torch.set_num_threads(threads)
+        if result.skipped:
+            say(f"{name}: skipped: {result.skipped}")
+            if result.keep_previous and name in sections:
+                continue
+        stamp = stamp_line(info, command=command, threads=threads, load=(load0, os.getloadavg()[0]), quick=quick,
+                           seconds=time.perf_counter() - t0).replace("{name}", name)
+        sections[name] = render_section(name, result, stamp=stamp)
+        for caption, rows in result.tables:
+            say((caption + "\n" if caption else "") + markdown_table(rows))
+        for t in result.targets:
+            say(f"  {t.what}: {fmt(t.value)}" + (f" (target {t.target}: {'met' if t.met else 'MISSED'})"
+                                                   if t.target else ""))
+        write_benchmarks(out, sections)  # after every section: an interrupted run keeps what it measured
+    write_benchmarks(out, sections)
+    say(f"\nwrote {out}" + (f"; failed: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0

@@ -1,0 +1,192 @@
+"""A real multi-node Ray cluster on this machine, for the fault tests (no mocks of Ray).
+
+Each node is a separate ``ray start --block`` process with its own temp dir and ports, started with
+``--node-ip-address 127.0.0.1``; :func:`two_node_cluster` starts a head (1 CPU, 1 fake GPU) and a
+worker (1 CPU) and stops both afterwards. ``Cluster.procs`` holds the nodes' processes, so a test
+can take one node away (:func:`kill_tree`). Used by ``test_distributed.py`` and ``test_faults.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+# Credentials for the local S3 server; on AWS the nodes take theirs from an instance profile.
+S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+          "AWS_EC2_METADATA_DISABLED": "true"}
+
+
+# ---- processes --------------------------------------------------------------------------------------
+
+def _descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _signal(pid: int, sig: int, *, group: bool = False) -> None:
+    try:
+        (os.killpg if group else os.kill)(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def kill_tree(proc: subprocess.Popen, *, grace: float = 2.0) -> None:
+    """Stop a process started with ``start_new_session=True``, its group and every descendant
+    (Ray's workers start sessions of their own): SIGTERM, then SIGKILL after ``grace`` seconds."""
+    family = [proc.pid, *_descendants(proc.pid)]
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        _signal(proc.pid, sig, group=True)
+        for pid in family:
+            if _alive(pid):
+                _signal(pid, sig)
+        deadline = time.time() + wait
+        while time.time() < deadline and any(_alive(p) for p in family):
+            time.sleep(0.1)
+        if not any(_alive(p) for p in family):
+            break
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct ports free right now."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def free_range(n: int, taken: set[int]) -> int:
+    """The first port of ``n`` consecutive free ports (Ray's worker port range)."""
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(20000, 40000)
+        if all(p not in taken and _port_free(p) for p in range(base, base + n)):
+            return base
+    raise RuntimeError(f"no {n} consecutive free ports")
+
+
+# ---- the cluster ---------------------------------------------------------------------------------
+
+@dataclass
+class Cluster:
+    address: str
+    env: dict
+    logs: list
+    procs: list = field(default_factory=list)  # [head, worker] `ray start --block` processes
+
+
+def _start_node(args: list[str], *, temp: str, log: Path, env: dict) -> subprocess.Popen:
+    with open(log, "wb") as f:
+        return subprocess.Popen([str(BIN / "ray"), "start", "--block", "--disable-usage-stats", "--temp-dir", temp,
+                                 "--node-ip-address", "127.0.0.1", *args], stdout=f, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+
+
+def _wait_started(proc: subprocess.Popen, log: Path, *, timeout: float = 90) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if "Ray runtime started" in log.read_text(errors="replace"):
+            return
+        if proc.poll() is not None:
+            break
+        time.sleep(0.2)
+    pytest.fail(f"`ray start` did not start (exit {proc.poll()}):\n{log.read_text(errors='replace')[-3000:]}")
+
+
+def _node_ports(taken: set[int]) -> tuple[list[str], int]:
+    """``ray start`` options giving one node ports of its own (several nodes share this host), and one
+    more free port (the head's GCS port)."""
+    p = free_ports(7)
+    taken.update(p)
+    base = free_range(40, taken)
+    taken.update(range(base, base + 40))
+    return ["--node-manager-port", str(p[0]), "--object-manager-port", str(p[1]),
+            "--min-worker-port", str(base), "--max-worker-port", str(base + 39),
+            "--dashboard-agent-listen-port", str(p[2]), "--dashboard-agent-grpc-port", str(p[3]),
+            "--runtime-env-agent-port", str(p[4]), "--metrics-export-port", str(p[5])], p[6]
+
+
+@contextlib.contextmanager
+def two_node_cluster(logs: Path, *, extra_env: dict | None = None):
+    """Head (1 CPU, 1 fake GPU) and worker (1 CPU) as separate `ray start` processes; stopped afterwards.
+
+    ``extra_env`` reaches both nodes (e.g. Ray's ``RAY_health_check_*`` settings)."""
+    env = {**os.environ, **S3_ENV, **(extra_env or {})}  # nodes inherit BENCH_CACHE_DIR: the image cache is reused
+    env.pop("RAY_ADDRESS", None)
+    # Ray 2.60 refuses to start a second node (`ray start --address`) with this off (conftest turns it off
+    # to keep single-machine instances on loopback); with it on, Ray advertises this host's own interface
+    # address for --node-ip-address 127.0.0.1. Nodes and drivers must agree on it.
+    env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "1"
+    temps = [tempfile.mkdtemp(prefix="rt", dir="/tmp") for _ in range(2)]  # short: socket paths are limited
+    taken: set[int] = set()
+    procs: list[subprocess.Popen] = []
+    try:
+        head_ports, gcs = _node_ports(taken)
+        dash = free_ports(1)[0]
+        procs.append(_start_node(["--head", "--port", str(gcs), "--num-cpus", "1", "--num-gpus", "1",
+                                  "--include-dashboard", "false", "--dashboard-port", str(dash), *head_ports],
+                                 temp=temps[0], log=logs / "head.log", env=env))
+        _wait_started(procs[0], logs / "head.log")
+        worker_ports, _ = _node_ports(taken)
+        procs.append(_start_node(["--address", f"127.0.0.1:{gcs}", "--num-cpus", "1", *worker_ports],
+                                 temp=temps[1], log=logs / "worker.log", env=env))
+        _wait_started(procs[1], logs / "worker.log")
+        yield Cluster(address=f"127.0.0.1:{gcs}", env=env, logs=[logs / "head.log", logs / "worker.log"],
+                      procs=procs)
+    finally:
+        for proc in reversed(procs):
+            kill_tree(proc)
+        for t in temps:
+            shutil.rmtree(t, ignore_errors=True)

@@ -1,0 +1,73 @@
+"""Faults on real Ray processes: a node of a two-node local cluster lost while trials run on it.
+
+A killed trial worker and a killed driver are covered in ``test_distributed.py``; here the worker
+*node* goes away (its ``ray start`` process group and every process under it: raylet, object store,
+trial workers). Finished trials must never be lost or trained again, the trial that was running on
+the lost node continues elsewhere (or errors and is resumed by re-running the command), and
+re-running ``bench run`` completes the grid.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from _cluster import _descendants, kill_tree, two_node_cluster
+from test_distributed import EPOCHS, TRIALS, Drivers, collected, results, snapshot, wait_for
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    logs = tmp_path / "ray-logs"
+    logs.mkdir()
+    with two_node_cluster(logs) as c:
+        yield c
+
+
+@pytest.fixture
+def drivers(cluster, synth_root, tmp_path):
+    d = Drivers(cluster, synth_root, tmp_path)
+    yield d
+    d.close()
+
+
+def test_lost_node_keeps_finished_trials_and_a_rerun_completes(cluster, drivers, tmp_path):
+    out, grid = tmp_path / "run", drivers.grid("grid")
+    worker_node = cluster.procs[1]
+    first = drivers.start(grid, out)
+
+    def running_on_worker_node():
+        """A trial still training in a process of the worker node, after some trial finished."""
+        done = collected(out)
+        if not done or len(done) == len(TRIALS):
+            return None
+        on_node = set(_descendants(worker_node.pid))
+        for tid in sorted(set(TRIALS) - set(done)):
+            rows = results(out / "tune", tid)
+            if rows and not rows[-1].get("done") and rows[-1].get("pid") in on_node:
+                return tid
+        return None
+
+    victim = wait_for("a finished trial and one training on the worker node", running_on_worker_node, first)
+    t0 = time.time()
+    kill_tree(worker_node)  # the whole node: `ray start` process, raylet, object store, its trial workers
+    done = collected(out)
+    assert victim not in done and 0 < len(done) < len(TRIALS)
+    before = {tid: snapshot(out / "trials" / tid) for tid in done}
+    lines = {tid: len(results(out / "tune", tid)) for tid in done}
+
+    rc = first.wait(timeout=240)
+    print(f"first driver exit {rc} {time.time() - t0:.0f}s after the node was lost\n{first.output()[-2000:]}")
+    assert rc in (0, 3), first.output()[-3000:]  # done, or done but for the lost trial (GridIncomplete)
+    again = drivers.run(grid, out)
+    assert again.proc.returncode == 0, again.output()[-3000:]
+    assert collected(out) == TRIALS
+    assert json.loads((out / "run.json").read_text())["status"] == "complete"
+    for tid in done:  # finished before the node was lost: outputs untouched, never trained again
+        assert snapshot(out / "trials" / tid) == before[tid], tid
+        assert len(results(out / "tune", tid)) == lines[tid] == EPOCHS, tid
+        assert f"{tid}: epoch" not in again.output(), tid
+    assert results(out / "tune", victim)[-1]["epoch"] == EPOCHS
