@@ -46,21 +46,17 @@ def validate_cluster_file(path: str | os.PathLike) -> list[str]:
     >>> validate_cluster_file("cluster.yaml")  # doctest: +SKIP
     []
     """
-    import yaml
+    from bench.config import read_yaml
+    from bench.errors import BenchError
 
     shown = str(path)
     p = Path(path)
     if not p.is_file():
         return [f"{shown}: file not found"]
-    text = p.read_text(encoding="utf-8")
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{shown}:{mark.line + 1}" if mark else shown
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        return [f"{where}: YAML syntax error: {problem}"]
+        data, node = read_yaml(p, shown=shown)
+    except BenchError as exc:
+        return [str(exc)]
     if not isinstance(data, Mapping):
         return [f"{shown}: a cluster file must be a mapping of keys (cluster_name, provider, ...), "
                 f"got {type(data).__name__ if data is not None else 'an empty file'}"]

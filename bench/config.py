@@ -200,6 +200,25 @@ def _line_map(node, prefix: str = "", out: dict | None = None) -> dict[str, int]
     return out
 
 
+def read_yaml(path: Path, *, shown: str | None = None):
+    """Safely load a YAML file; returns (data, node) where ``node`` locates keys (see :func:`_line_map`).
+
+    Raises BenchError ``FILE:LINE: YAML syntax error: ...`` on malformed YAML; only plain YAML types are
+    constructed (``yaml.SafeLoader``), so a ``!!python/...`` tag is an error, never code.
+    """
+    import yaml
+
+    shown = shown or str(path)
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        return yaml.safe_load(text), yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{shown}:{mark.line + 1}" if mark else shown
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise BenchError(f"{where}: YAML syntax error: {problem}") from None
+
+
 def load_grid(path: str | os.PathLike) -> GridConfig:
     """Read, parse and validate a grid YAML file.
 
@@ -207,22 +226,12 @@ def load_grid(path: str | os.PathLike) -> GridConfig:
     >>> cfg.backbones
     ('resnet18', 'mobilenetv3_small_100')
     """
-    import yaml
-
     p = Path(path)
     shown = str(path)
     if not p.is_file():
         raise BenchError(f"{shown}: grid file not found" + ("" if p.suffix in (".yaml", ".yml") else
                                                              " (expected a .yaml grid, e.g. grids/demo.yaml)"))
-    text = p.read_text(encoding="utf-8")
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{shown}:{mark.line + 1}" if mark else shown
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise BenchError(f"{where}: YAML syntax error: {problem}") from None
+    data, node = read_yaml(p, shown=shown)
     if data is None:
         raise BenchError(f"{shown}: the grid is empty")
     if not isinstance(data, Mapping):
