@@ -124,7 +124,10 @@ def prepare_data(cfg: GridConfig, *, say: Callable[[str], None], bar=None):
         f"{len(rec.boxes)} boxes" + (f" (dropped: {dropped})" if dropped else ""))
     cache_dir = Path(ds.cache_dir) if ds.cache_dir else default_cache_dir()
     cache = build_cache(rec, ds.image_size, cache_dir, progress=bar(f"caching {ds.image_size}px images") if bar else None)
-    rec = exclude_bad(rec, cache, policy=ds.on_bad_image)
+    kept = exclude_bad(rec, cache, policy=ds.on_bad_image)
+    if len(kept) < len(rec):  # trials (and nodes that build their own cache) read a cache of exactly these images
+        cache = build_cache(kept, ds.image_size, cache_dir, source=cache)
+    rec = kept
     check_spreadable(rec, cfg.splits.folds)
     if cfg.splits.file:
         manifest = SplitManifest.from_json(cfg.splits.file)

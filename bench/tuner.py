@@ -40,10 +40,11 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, num_gpu
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray
 
+    # Trial tracebacks are collected from their error files and summarised by the driver (also when the
+    # caller started Ray itself).
+    logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
     if ray.is_initialized():
         return
-    # Trial tracebacks are collected from their error files and summarised by the driver.
-    logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
     # The local instance keeps Ray's token authentication; its notice about it is not for our users.
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     kwargs: dict = {"include_dashboard": False, "logging_level": logging.WARNING,

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import ast
 import contextlib
-import dataclasses
 import errno
 import io
 import ipaddress
@@ -175,11 +174,15 @@ def test_real_exit_codes_and_stderr(tmp_path):
                        timeout=120, cwd=tmp_path)
     assert r.returncode == 1 and "Traceback (most recent call last)" in r.stderr
     assert "bench.errors.BenchError" in r.stderr and "unknown backbone 'resnet181'" in r.stderr
-    r = subprocess.run([sys.executable, "-m", "bench", "run", "--grid", str(tmp_path / "nope.yaml")],
-                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
-    assert r.returncode == 2
-    one_line_error(r.stderr, "nope.yaml: grid file not found")
-    assert not (tmp_path / "run").exists() and not (tmp_path / "runs").exists()
+    assert not (tmp_path / "run").exists()
+
+
+def test_grid_file_not_found(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rc, _, err = bench(capsys, "run", "--grid", "grids/nope.yml")
+    assert rc == 2
+    one_line_error(err, "grids/nope.yml: grid file not found")
+    assert list(tmp_path.iterdir()) == []
 
 
 # ---- the data: one line naming the file (and line) or the grid key, exit 2, nothing written -------------
@@ -256,7 +259,7 @@ def test_missing_images_are_dropped_and_counted(tmp_path, capsys):
     root = nih_folder(tmp_path / "d", missing=(1, 2, 7))
     rc, out, err = bench(capsys, "data", "describe", "--grid", nih_grid(tmp_path, root))
     assert rc == 0, err
-    assert "21" in out and "dropped: image file missing 3" in out
+    assert out.startswith("nih: 21 images, 12 patients\ndropped: image file missing 3\n")
 
 
 def test_nothing_left_after_filtering(tmp_path, capsys):
@@ -300,6 +303,20 @@ def test_unreadable_images_with_on_bad_image_fail_are_listed(tmp_path, capsys):
                    "(set dataset.on_bad_image: exclude to leave them out)")
 
 
+def test_an_unreadable_image_replaced_is_read_again(tmp_path, capsys):
+    root = nih_folder(tmp_path / "d", finding=lambda i: "Hernia" if i == 9 else "Effusion" if i % 3 == 0 else "")
+    good = (root / "images" / "00000003_000.png").read_bytes()
+    (root / "images" / "00000003_000.png").write_bytes(b"\x89PNG\r\n\x1a\nnot a png at all")
+    grid = nih_grid(tmp_path, root, ", labels: [Effusion, Hernia], on_bad_image: fail")
+    rc, _, err = bench(capsys, "-q", "run", "--grid", grid, "--out", tmp_path / "run")
+    assert rc == 2
+    one_line_error(err, "error: 1 unreadable image(s): ", "00000003_000.png: cannot decode image")
+    (root / "images" / "00000003_000.png").write_bytes(good)  # fixed: the cached verdict must not stick
+    rc, _, err = bench(capsys, "-q", "run", "--grid", grid, "--out", tmp_path / "run")
+    assert rc == 2 and not (tmp_path / "run").exists()
+    one_line_error(err, "label 'Hernia' has 1 positive image(s), too few to spread over 2 folds")
+
+
 def test_chexpert_reader_names_the_valid_uncertainty_policies(tmp_path):
     from bench.data.chexpert import read_chexpert
     from bench.errors import BenchError
@@ -324,6 +341,7 @@ def test_split_file_with_a_patient_in_two_folds(tmp_path, capsys, synth_root):
     """A hand-edited manifest whose hash was recomputed to match: refused by the driver, nothing written."""
     from bench.data.nih import read_nih
     from bench.data.splits import make_split
+    from test_reproducibility import leak_one_patient
 
     rec = read_nih(synth_root)
     manifest = make_split(rec, n_folds=2, val_fraction=0.25, seed=0, min_positives_per_fold=0)
@@ -336,20 +354,6 @@ def test_split_file_with_a_patient_in_two_folds(tmp_path, capsys, synth_root):
     assert rc == 2 and not (tmp_path / "run").exists()
     one_line_error(err, f"splits.file '{tmp_path / 'split.json'}': patient leakage in fold 0 (training and held-out "
                         "rows): 1 patient(s) have images on both sides", "make the split again")
-
-
-def leak_one_patient(manifest, rec):
-    """A copy of ``manifest`` with one image of a multi-image patient moved to another fold, hash recomputed."""
-    folds = np.asarray(manifest.folds)
-    ids, counts = np.unique(rec.patients.astype(str), return_counts=True)
-    patient = ids[counts > 1][0]
-    rows = np.flatnonzero(rec.patients.astype(str) == patient)
-    moved = list(manifest.folds)
-    moved[rows[0]] = (folds[rows[0]] + 1) % manifest.n_folds
-    val = {f: [r for r in v if r != rows[0]] for f, v in manifest.val.items()}
-    leaky = dataclasses.replace(manifest, folds=moved, val=val, hash="")  # __post_init__ recomputes the hash
-    leaky.verify(rec)  # the hash check alone passes
-    return leaky
 
 
 # ---- a run over hostile and damaged data: it trains, counts, warns, escapes, stays off the network ------
@@ -475,7 +479,7 @@ def test_hostile_run_trains_on_16_bit_pngs(hostile_run):
 
 @pytest.mark.slow
 def test_hostile_run_counts_missing_and_lists_unreadable_images(hostile_run):
-    assert "dataset: 202 images, 202 patients, 2 labels, 0 boxes (dropped: 3 image file missing)" in hostile_run["out"]
+    assert "dataset: 202 images, 59 patients, 2 labels, 0 boxes (dropped: 3 image file missing)" in hostile_run["out"]
     warning = [m for m in hostile_run["logs"] if m.startswith("excluding")]
     assert len(warning) == 1, hostile_run["logs"]
     folder = hostile_run["folder"]

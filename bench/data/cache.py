@@ -103,16 +103,35 @@ def open_cache(records: Records, size: int, cache_dir: Path | None = None) -> Im
     ids_hash = hashlib.sha256("\n".join(map(str, records.image_ids)).encode()).hexdigest()
     if meta.get("image_ids_sha256") != ids_hash:
         raise RuntimeError(f"cache {mf} holds other images than this dataset; delete it")
-    return ImageCache(cache_dir, key, size, list(map(str, records.image_ids)), dict(meta.get("bad", {})),
-                      float(meta.get("seconds", 0.0)))
+    bad = dict(meta.get("bad", {}))
+    if bad and _bad_images_replaced(records, bad, since=mf.stat().st_mtime):
+        log.info("cache %s: an image recorded as unreadable has been replaced since; building it again", key)
+        return None
+    return ImageCache(cache_dir, key, size, list(map(str, records.image_ids)), bad, float(meta.get("seconds", 0.0)))
+
+
+def _bad_images_replaced(records: Records, bad: dict[str, str], *, since: float) -> bool:
+    """True when a file the cache recorded as unreadable has appeared or been written after ``since``."""
+    path_of = dict(zip(map(str, records.image_ids), records.paths))
+    for image_id, reason in bad.items():
+        try:
+            st = os.stat(path_of[image_id])
+        except (KeyError, OSError, ValueError):
+            continue
+        if reason.endswith("file missing") or st.st_mtime > since:
+            return True
+    return False
 
 
 def build_cache(records: Records, size: int, cache_dir: Path | None = None, *,
-                progress: Callable[[int, int], None] | None = None, threads: int | None = None) -> ImageCache:
+                progress: Callable[[int, int], None] | None = None, threads: int | None = None,
+                source: ImageCache | None = None) -> ImageCache:
     """Open the cache for (records, size), building it first if needed.
 
     Unreadable images are recorded in ``cache.bad`` (path -> reason) and their rows left zero;
-    callers must exclude or refuse them (:meth:`ImageCache.rows_for` refuses them).
+    callers must exclude or refuse them (:meth:`ImageCache.rows_for` refuses them). ``source``, an
+    opened cache of the same size holding every one of ``records`` (the cache of a dataset before its
+    unreadable images were excluded), is copied from instead of decoding the images again.
     """
     from filelock import FileLock
 
@@ -123,13 +142,15 @@ def build_cache(records: Records, size: int, cache_dir: Path | None = None, *,
         found = open_cache(records, size, cache_dir)
         if found is not None:
             return found
-        return _build(records, size, cache_dir, key, progress=progress, threads=threads)
+        return _build(records, size, cache_dir, key, progress=progress, threads=threads, source=source)
 
 
-def _build(records: Records, size: int, cache_dir: Path, key: str, *, progress, threads) -> ImageCache:
+def _build(records: Records, size: int, cache_dir: Path, key: str, *, progress, threads,
+           source: ImageCache | None = None) -> ImageCache:
     n = len(records)
     t0 = time.perf_counter()
     tmp_npy = cache_dir / f"{key}.npy.tmp{os.getpid()}"
+    tmp_json = cache_dir / f"{key}.json.tmp{os.getpid()}"
     arr = np.lib.format.open_memmap(tmp_npy, mode="w+", dtype=np.uint8, shape=(n, size, size))
     bad: dict[str, str] = {}
 
@@ -143,17 +164,16 @@ def _build(records: Records, size: int, cache_dir: Path, key: str, *, progress, 
             return i, None, str(exc).split(": ", 1)[-1]
 
     try:
-        workers = threads or min(8, os.cpu_count() or 1)
-        done = 0
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            for i, img, err in pool.map(work, range(n), chunksize=64):
-                if err is None:
-                    arr[i] = img
-                else:
-                    bad[str(records.image_ids[i])] = f"{records.paths[i]}: {err}"
-                done += 1
-                if progress and (done % 256 == 0 or done == n):
-                    progress(done, n)
+        if source is not None:
+            if source.size != size:
+                raise ValueError(f"source cache {source.key} holds {source.size}-px images, not {size}-px")
+            rows, src = source.rows_for(records.image_ids), source.open()  # refuses images it lacks or could not read
+            for start in range(0, n, 1024):
+                arr[start:start + 1024] = src[rows[start:start + 1024]]
+            if progress:
+                progress(n, n)
+        else:
+            _decode_into(arr, records, work, threads=threads, bad=bad, progress=progress)
         arr.flush()
         del arr
         seconds = time.perf_counter() - t0
@@ -162,14 +182,29 @@ def _build(records: Records, size: int, cache_dir: Path, key: str, *, progress, 
                 "image_ids_sha256": hashlib.sha256("\n".join(map(str, records.image_ids)).encode()).hexdigest(),
                 "bad": bad, "seconds": round(seconds, 3), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
         os.replace(tmp_npy, cache_dir / f"{key}.npy")
-        tmp_json = cache_dir / f"{key}.json.tmp{os.getpid()}"
         tmp_json.write_text(json.dumps(meta, indent=1))
         os.replace(tmp_json, _manifest_file(cache_dir, key))  # the manifest last: it marks completion
     except BaseException:
         tmp_npy.unlink(missing_ok=True)
+        tmp_json.unlink(missing_ok=True)
         raise
     log.info("built image cache %s: %d images at %d px in %.1fs (%d unreadable)", key, n, size, seconds, len(bad))
     return ImageCache(cache_dir, key, size, list(map(str, records.image_ids)), bad, seconds)
+
+
+def _decode_into(arr: np.ndarray, records: Records, work, *, threads, bad: dict, progress) -> None:
+    n = len(records)
+    workers = threads or min(8, os.cpu_count() or 1)
+    done = 0
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for i, img, err in pool.map(work, range(n), chunksize=64):
+            if err is None:
+                arr[i] = img
+            else:
+                bad[str(records.image_ids[i])] = f"{records.paths[i]}: {err}"
+            done += 1
+            if progress and (done % 256 == 0 or done == n):
+                progress(done, n)
 
 
 def exclude_bad(records: Records, cache: ImageCache, *, policy: str) -> Records:
