@@ -72,6 +72,7 @@ class Result:
     targets: list[Target] = field(default_factory=list)
     skipped: str | None = None      # the one-line reason when the section measured nothing
     keep_previous: bool = False     # skipped: keep the previous file's section as it is
+    stamp: str | None = None        # the measurement line, when not this run on this machine (a results file)
 
 
 @dataclass
@@ -232,7 +233,7 @@ def stamp_line(info: dict, *, command: str, threads: int, load: tuple[float, flo
     ray_v = f", ray {info['ray']}" if info.get("ray") else ""
     gpu = f", GPU {info['gpu']}" if info.get("gpu") else ", no GPU"
     return (f"Measured {time.strftime('%Y-%m-%d %H:%M')} by `{command}`{' (quick: smaller measurements)' if quick else ''}"
-            f" on {info['cpu']}, {info['cores']} cores{gpu}; torch {info['torch']} with {threads} threads{ray_v}, "
+            f" on {info['cpu']}, {info['cores']} cores{gpu}; torch {info['torch']} with {threads} thread{'s' if threads != 1 else ''}{ray_v}, "
             f"Python {info['python']}. Load average {load[0]:.2f} before, {load[1]:.2f} after; took {seconds:.0f}s. "
             f"This section alone: `bench perf --only {{name}}{' --quick' if quick else ''}`.")
 
@@ -275,8 +276,8 @@ def main(args, *, say: Callable[[str], None]) -> int:
             say(f"{name}: skipped: {result.skipped}")
             if result.keep_previous and name in sections:
                 continue
-        stamp = stamp_line(info, command=command, threads=threads, load=(load0, os.getloadavg()[0]), quick=quick,
-                           seconds=time.perf_counter() - t0).replace("{name}", name)
+        stamp = result.stamp or stamp_line(info, command=command, threads=threads, load=(load0, os.getloadavg()[0]),
+                                           quick=quick, seconds=time.perf_counter() - t0).replace("{name}", name)
         sections[name] = render_section(name, result, stamp=stamp)
         for caption, rows in result.tables:
             say((caption + "\n" if caption else "") + markdown_table(rows))

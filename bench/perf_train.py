@@ -21,6 +21,16 @@ from bench.perf import Context, Result, Target, fmt, ratio
 _MEAN, _STD = 0.449, 0.226
 
 
+def summarise(per_epoch: list[tuple[int, float]]) -> dict:
+    """Images/s over all epochs and over the epochs after the first (steady state: the first pays the
+    process's one-time kernel set-up), from (images, seconds) per epoch."""
+    images, seconds = sum(n for n, _ in per_epoch), sum(t for _, t in per_epoch)
+    later = per_epoch[1:] or per_epoch
+    return {"images": images, "seconds": seconds, "images_per_s": images / seconds,
+            "steady_images_per_s": sum(n for n, _ in later) / sum(t for _, t in later),
+            "per_epoch": [n / t for n, t in per_epoch]}
+
+
 def plain_train(backbone: str, x_u8: np.ndarray, y: np.ndarray, *, epochs: int, batch_size: int, threads: int,
                 channels_last: bool, seed: int = 0, lr: float = 1e-3) -> dict:
     """Train ``backbone`` on in-memory images with a minimal loop; images/s per epoch and overall.
@@ -50,7 +60,7 @@ def plain_train(backbone: str, x_u8: np.ndarray, y: np.ndarray, *, epochs: int, 
         opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
         gen = seeding.torch_generator("perf-plain-order", seed)
         model.train()
-        per_epoch, images, seconds = [], 0, 0.0
+        per_epoch = []
         for _ in range(epochs):
             t0, seen = time.perf_counter(), 0
             order = torch.randperm(len(x), generator=gen)
@@ -61,12 +71,10 @@ def plain_train(backbone: str, x_u8: np.ndarray, y: np.ndarray, *, epochs: int, 
                 loss.backward()
                 opt.step()
                 seen += len(idx)
-            dt = time.perf_counter() - t0
-            per_epoch.append(seen / dt)
-            images, seconds = images + seen, seconds + dt
+            per_epoch.append((seen, time.perf_counter() - t0))
     finally:
         torch.set_num_threads(previous)
-    return {"images": images, "seconds": seconds, "images_per_s": images / seconds, "per_epoch": per_epoch}
+    return summarise(per_epoch)
 
 
 def engine_train(backbone: str, images: np.ndarray, y: np.ndarray, rows: np.ndarray, *, epochs: int,
@@ -89,15 +97,14 @@ def engine_train(backbone: str, images: np.ndarray, y: np.ndarray, rows: np.ndar
         opt = engine.make_optimizer(model, name="adamw", lr=lr, weight_decay=1e-4)
         loss = torch.nn.BCEWithLogitsLoss()
         rng = seeding.numpy_rng("perf-engine-order", seed)
-        per_epoch, n, seconds = [], 0, 0.0
+        per_epoch = []
         for _ in range(epochs):
             s = engine.train_epoch(model, images, y, rows[rng.permutation(len(rows))], loss_fn=loss, optimizer=opt,
                                    batch_size=batch_size, dev=dev, num_workers=num_workers)
-            per_epoch.append(s["images_per_s"])
-            n, seconds = n + s["images"], seconds + s["seconds"]
+            per_epoch.append((s["images"], s["seconds"]))
     finally:
         torch.set_num_threads(previous)
-    return {"images": n, "seconds": seconds, "images_per_s": n / seconds, "per_epoch": per_epoch}
+    return summarise(per_epoch)
 
 
 def ray_worker_threads(cpus: int) -> dict:
@@ -123,16 +130,17 @@ def trial_timings(run_dir: Path) -> dict:
     [trial] = list((run_dir / "trials").iterdir())
     doc = json.loads((trial / "metrics.json").read_text())
     hist = doc["history"]
-    out = {"id": trial.name, "images": sum(h["train_images"] for h in hist),
+    out = {"id": trial.name, **summarise([(h["train_images"], h["train_seconds"]) for h in hist]),
            "train_seconds": sum(h["train_seconds"] for h in hist),
-           "per_epoch": [h["train_images_per_s"] for h in hist],
            "eval_seconds": doc["timing"]["eval_seconds"], "localisation_seconds": doc["timing"]["localisation_seconds"]}
-    out["images_per_s"] = out["images"] / out["train_seconds"]
-    totals = [float(json.loads(line).get("time_total_s", "nan"))
-              for f in (run_dir / "tune").rglob("result.json") if f.parent.name == trial.name
-              for line in f.read_text().splitlines() if line.strip()]
-    total = max(totals) if totals else float("nan")
-    out["ray_trial_seconds"] = total
+    iters = sorted((json.loads(line) for f in (run_dir / "tune").rglob("result.json") if f.parent.name == trial.name
+                    for line in f.read_text().splitlines() if line.strip()), key=lambda d: d["training_iteration"])
+    out["ray_trial_seconds"] = float(iters[-1]["time_total_s"]) if iters else float("nan")
+    # Per-epoch validation + checkpoint: an iteration's time beyond its training, for the middle epochs;
+    # the first iteration also holds the worker's set-up (imports, model, data), the last the evaluation.
+    middle = [d["time_this_iter_s"] - d["train_seconds"] for d in iters[1:-1]]
+    extra = float(np.median(middle)) if middle else 0.0
+    out["setup_seconds"] = (iters[0]["time_this_iter_s"] - iters[0]["train_seconds"] - extra) if iters else float("nan")
     return out
 
 
@@ -150,79 +158,108 @@ def first_trial_only():
         run.expand = expand
 
 
-def run_overhead(ctx: Context) -> Result:
-    """One-trial grids through ``bench.run.run_grid`` on a local Ray vs the plain loop (before and after)."""
+def overhead_case(ctx: Context, out: Path, name: str, *, threads: int, epochs: int, batch: int = 64):
+    """plain loop, engine, the 1-trial grid on a fresh local Ray, plain loop again; returns the table
+    row, the wall-clock split row, the Ray worker's thread settings and the ratios."""
     import ray
 
     from bench import tuner
     from bench.run import prepare_data, run_grid
 
-    names = ["mobilenetv3_small_100"] if ctx.quick else ["mobilenetv3_small_100", "resnet18"]
-    epochs, threads, batch = (2 if ctx.quick else 4), ctx.threads, 64
-    work = ctx.section_dir("overhead")
     quiet = lambda s: None  # noqa: E731
-    rows = [["backbone", "plain loop img/s (before / after)", "engine, no Ray img/s", "bench on Ray Tune img/s",
-             "ratio Ray / plain", "ratio engine / plain", "trial wall s (incl. Ray start)",
-             "ratio end-to-end"]]
-    split_rows = [["backbone", "Ray start s", "driver + scheduling s", "training s", "validation, checkpoints, "
-                   "setup s", "evaluation s", "Grad-CAM s", "total s"]]
-    res = Result()
-    probe = {}
-    for name in names:
-        cfg = ctx.grid(name=f"perf-overhead-{name}", backbones=[name], strategies=["bce"],
-                       train={"epochs": epochs, "batch_size": batch}, resources={"cpu": threads, "gpu": 0})
-        rec, cache, manifest = prepare_data(cfg, say=quiet)
-        train = manifest.rows(0)[0]
-        images = cache.open()[cache.rows_for(rec.image_ids)] if len(cache.bad) else cache.open()
-        x_train = np.asarray(images[train])
-        ctx.say(f"  {name}: {len(train)} training images at {cfg.dataset.image_size} px, {epochs} epochs, batch {batch}, "
-                f"{threads} threads")
-        plain1 = plain_train(name, x_train, rec.labels[train], epochs=epochs, batch_size=batch, threads=threads,
-                             channels_last=True)
-        eng = engine_train(name, images, rec.labels, train, epochs=epochs, batch_size=batch, threads=threads)
-        t0 = time.perf_counter()
-        tuner.init_ray()
-        ray_start = time.perf_counter() - t0
-        if not probe:
-            probe = ray_worker_threads(threads)
-        with first_trial_only():
-            outcome = run_grid(None, cfg=cfg, out=work / name, say=quiet)
-        if outcome.errors:
-            raise RuntimeError(f"the 1-trial grid failed: {outcome.errors}")
+    cfg = ctx.grid(name=f"perf-overhead-{name}", backbones=[name], strategies=["bce"],
+                   train={"epochs": epochs, "batch_size": batch}, resources={"cpu": threads, "gpu": 0})
+    rec, cache, manifest = prepare_data(cfg, say=quiet)
+    train = manifest.rows(0)[0]
+    images = cache.open()
+    if len(cache.bad):  # the trial's row order when the run excluded unreadable images
+        images = images[cache.rows_for(rec.image_ids)]
+    x_train = np.asarray(images[train])
+    ctx.say(f"  {name}: {len(train)} training images at {cfg.dataset.image_size} px, {epochs} epochs, batch {batch}, "
+            f"{threads} thread(s)")
+    plain1 = plain_train(name, x_train, rec.labels[train], epochs=epochs, batch_size=batch, threads=threads,
+                         channels_last=True)
+    eng = engine_train(name, images, rec.labels, train, epochs=epochs, batch_size=batch, threads=threads)
+    if ray.is_initialized():
         ray.shutdown()
-        trial = trial_timings(work / name)
-        plain2 = plain_train(name, x_train, rec.labels[train], epochs=epochs, batch_size=batch, threads=threads,
-                             channels_last=True)
-        base = (plain1["images_per_s"] + plain2["images_per_s"]) / 2
-        wall = ray_start + outcome.seconds
-        e2e = ratio(trial["images"] / base, wall)
-        r_ray, r_eng = ratio(trial["images_per_s"], base), ratio(eng["images_per_s"], base)
-        rows.append([name, f"{fmt(plain1['images_per_s'])} / {fmt(plain2['images_per_s'])}", fmt(eng["images_per_s"]),
-                     fmt(trial["images_per_s"]), f"**{r_ray:.2f}**", f"{r_eng:.2f}", fmt(wall), f"{e2e:.2f}"])
-        other = trial["ray_trial_seconds"] - trial["train_seconds"] - trial["eval_seconds"] - trial["localisation_seconds"]
-        split_rows.append([name, fmt(ray_start), fmt(outcome.seconds - trial["ray_trial_seconds"]),
-                           fmt(trial["train_seconds"]), fmt(other), fmt(trial["eval_seconds"]),
-                           fmt(trial["localisation_seconds"]), fmt(wall)])
-        res.ratios[f"{name}.ray_vs_plain"] = r_ray
-        res.ratios[f"{name}.engine_vs_plain"] = r_eng
-        res.ratios[f"{name}.end_to_end"] = e2e
-        res.targets.append(Target(f"{name}: trial training img/s on Ray Tune / plain loop", r_ray, ">= 0.95",
-                                  r_ray >= 0.95))
-        res.targets.append(Target(f"{name}: plain-loop training time / trial wall-clock incl. Ray start", e2e))
-        ctx.say(f"  {name}: plain {base:.0f} img/s, engine {eng['images_per_s']:.0f}, on Ray "
-                f"{trial['images_per_s']:.0f} (per epoch {', '.join(f'{v:.0f}' for v in trial['per_epoch'])}); "
-                f"ratio {r_ray:.2f}; wall {wall:.1f}s")
-    res.tables.append(("Training images/s of the same model, data (fold 0's training rows of the demo dataset), "
-                       "batch size, thread count and number of epochs. *plain loop*: normalised tensors in "
-                       "memory, shuffled batches, BCEWithLogits, AdamW, channels_last like the engine, run before "
-                       "and after the Ray run (their mean is the baseline). *engine, no Ray*: "
-                       "`bench.engine.train_epoch` over the memory-mapped uint8 cache in this process. *bench on "
-                       "Ray Tune*: the trial's own `train_images_per_s` (metrics.json history: Ray start-up "
-                       "excluded) of a 1-trial grid run with `bench.run.run_grid`. *end-to-end*: the plain loop's "
-                       "time for the trial's training images / the trial's wall-clock (Ray start, scheduling, "
-                       "per-epoch validation and checkpoints, evaluation, Grad-CAM).", rows))
+    t0 = time.perf_counter()
+    tuner.init_ray()
+    ray_start = time.perf_counter() - t0
+    try:
+        probe = ray_worker_threads(threads)
+        t0 = time.perf_counter()
+        with first_trial_only():
+            outcome = run_grid(None, cfg=cfg, out=out, say=quiet)
+        grid_s = time.perf_counter() - t0
+    finally:
+        ray.shutdown()
+    if outcome.errors:
+        raise RuntimeError(f"the 1-trial grid failed: {outcome.errors}")
+    trial = trial_timings(out)
+    plain2 = plain_train(name, x_train, rec.labels[train], epochs=epochs, batch_size=batch, threads=threads,
+                         channels_last=True)
+    base = (plain1["steady_images_per_s"] + plain2["steady_images_per_s"]) / 2
+    base_all = (plain1["images_per_s"] + plain2["images_per_s"]) / 2
+    wall = ray_start + grid_s
+    r = {"ray_vs_plain": ratio(trial["steady_images_per_s"], base),
+         "engine_vs_plain": ratio(eng["steady_images_per_s"], base),
+         "ray_vs_plain_all_epochs": ratio(trial["images_per_s"], base_all),
+         "end_to_end": ratio(trial["images"] / base_all, wall)}
+    row = [name, str(threads), f"{fmt(plain1['steady_images_per_s'])} / {fmt(plain2['steady_images_per_s'])}",
+           fmt(eng["steady_images_per_s"]), fmt(trial["steady_images_per_s"]), f"**{r['ray_vs_plain']:.2f}**",
+           f"{r['engine_vs_plain']:.2f}", f"{r['ray_vs_plain_all_epochs']:.2f}", fmt(wall), f"{r['end_to_end']:.2f}"]
+    other = trial["ray_trial_seconds"] - trial["setup_seconds"] - trial["train_seconds"] - trial["eval_seconds"] - \
+        trial["localisation_seconds"]
+    split = [name, str(threads), fmt(ray_start), fmt(grid_s - trial["ray_trial_seconds"]), fmt(trial["setup_seconds"]),
+             fmt(trial["train_seconds"]), fmt(other), fmt(trial["eval_seconds"]), fmt(trial["localisation_seconds"]),
+             fmt(wall)]
+    ctx.say(f"  {name}, {threads} thread(s): plain {base:.0f} img/s, engine {eng['steady_images_per_s']:.0f}, on Ray "
+            f"{trial['steady_images_per_s']:.0f} (per epoch {', '.join(f'{v:.0f}' for v in trial['per_epoch'])}); "
+            f"Ray / plain {r['ray_vs_plain']:.2f}; wall {wall:.1f}s")
+    return row, split, probe, r
+
+
+def run_overhead(ctx: Context) -> Result:
+    """The overhead section: mobilenetv3_small_100 (and, in full mode, resnet18 and one thread) at 48 px."""
+    T = ctx.threads
+    cases = [("mobilenetv3_small_100", T)] if ctx.quick else \
+        [("mobilenetv3_small_100", T), ("resnet18", T)] + ([("mobilenetv3_small_100", 1)] if T > 1 else [])
+    epochs = 3 if ctx.quick else 5
+    work = ctx.section_dir("overhead")
+    rows = [["backbone", "threads", "plain loop img/s (before / after)", "engine, no Ray img/s",
+             "bench on Ray Tune img/s", "**Ray / plain**", "engine / plain", "Ray / plain, all epochs",
+             "trial wall s (incl. Ray start)", "end-to-end ratio"]]
+    split_rows = [["backbone", "threads", "Ray start", "driver: data, scheduling, output copy",
+                   "worker set-up (imports, model, data)", "training", "per-epoch validation + checkpoints",
+                   "evaluation", "Grad-CAM", "total"]]
+    res = Result()
+    probes = {}
+    for name, threads in cases:
+        row, split, probe, r = overhead_case(ctx, work / f"{name}-{threads}t", name, threads=threads, epochs=epochs)
+        rows.append(row)
+        split_rows.append(split)
+        probes[threads] = probe
+        case = f"{name}@{threads}t"
+        res.ratios.update({f"{case}.{k}": v for k, v in r.items()})
+        res.targets.append(Target(f"{name}, {threads} thread(s): trial training img/s on Ray Tune / plain loop",
+                                  r["ray_vs_plain"], ">= 0.95", r["ray_vs_plain"] >= 0.95))
+        res.targets.append(Target(f"{name}, {threads} thread(s): plain-loop time for the trial's training images "
+                                  "/ trial wall-clock", r["end_to_end"]))
+    res.tables.append((f"Training images/s of the same model, rows (fold 0's training part of the demo dataset, "
+                       f"48 px), batch size 64, thread count and {epochs} epochs. *plain loop*: normalised tensors in "
+                       "memory, shuffled batches, BCEWithLogits, AdamW, channels_last like the engine; run before "
+                       "and after the Ray run, their mean is the baseline. *engine, no Ray*: "
+                       "`bench.engine.train_epoch` over the memory-mapped uint8 cache, in this process. *bench on "
+                       "Ray Tune*: the trial's own `train_images_per_s` (metrics.json history, which excludes Ray "
+                       "start-up) of a 1-trial grid run by `bench.run.run_grid`. The ratios use the epochs after "
+                       "the first (each process's first epoch pays one-time kernel set-up); *all epochs* includes "
+                       "it. *End-to-end*: the plain loop's time for the trial's training images / the trial's "
+                       "wall-clock (Ray start, scheduling, per-epoch validation and checkpoints, evaluation, "
+                       "Grad-CAM).", rows))
     res.tables.append(("Where the trial's wall-clock went (seconds):", split_rows))
-    res.notes.append(f"Inside a Ray worker with {threads} CPUs (a task with a trial's resources, before `run_trial` "
-                     f"calls `torch.set_num_threads({threads})`): OMP_NUM_THREADS={probe.get('OMP_NUM_THREADS')}, "
-                     f"torch threads {probe.get('torch_threads')}, inter-op threads {probe.get('interop_threads')}.")
+    for threads, probe in probes.items():
+        res.notes.append(f"Inside a Ray worker given {threads} CPU(s) (a task with a trial's resources, before "
+                         f"`run_trial` calls `torch.set_num_threads({threads})`): OMP_NUM_THREADS="
+                         f"{probe.get('OMP_NUM_THREADS')}, torch threads {probe.get('torch_threads')}, inter-op "
+                         f"threads {probe.get('interop_threads')}.")
     return res
