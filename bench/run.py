@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import platform
 import shutil
 import subprocess
@@ -22,6 +21,7 @@ from typing import Callable
 
 from bench.config import GridConfig, resolve_paths
 from bench.errors import BenchError, GridIncomplete
+from reports.leaderboard import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -96,19 +96,6 @@ def write_json(path: Path, obj) -> None:
     """Write ``obj`` as JSON to ``path``: a temporary name renamed into place, so a failed write (a full
     disk) never leaves a half-written file under the final name, nor the temporary one."""
     write_atomic(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=1, default=str)))
-
-
-def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
-    """Call ``write(tmp)`` and rename ``tmp`` to ``path``; on failure remove ``tmp`` and name ``path`` in the error."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError) and not exc.filename:
-            exc.filename = str(path)
-        raise
 
 
 def prepare_data(cfg: GridConfig, *, say: Callable[[str], None], bar=None):

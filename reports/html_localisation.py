@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 import pandas as pd
 
-from reports.html import esc, figure, num, ptext, section
+from reports.html import esc, figure, fmt_p, num, ptext, section
 from reports.html_tables import best_flags, controls, int_cell, num_cell, table, text_cell, th
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,8 @@ def localisation(report, raw: pd.DataFrame | None = None) -> str:
     loc = report.localisation
     if loc is None or loc.empty:
         return ""
-    parts = [_table(loc), _heatmap(loc, report.label_names), _gallery(report)]
+    parts = [_table(loc), _paired(getattr(report, "localisation_significance", None)),
+             _heatmap(loc, report.label_names), _gallery(report)]
     lead = ("Saliency maps of the held-out images against the ground-truth boxes. Rows in grey italics are chance "
             "baselines scored the same way (<code>random</code>: a random map; <code>centre</code>: a centred "
             "blob); a map is only useful where it beats them. Values are means with 95% bootstrap intervals over "
@@ -72,6 +73,40 @@ def _table(loc: pd.DataFrame) -> str:
     return ("<h3>Localisation leaderboard (all findings)</h3>"
             + controls("loc", placeholder="filter rows", selects=selects) + table("loc", head, rows)
             + '<p class="caption">Best model value per column highlighted (chance rows excluded).</p>')
+
+
+def _paired(sig: pd.DataFrame | None) -> str:
+    """Each strategy's maps against the baseline strategy's, paired on the same held-out images."""
+    if sig is None or sig.empty:
+        return ""
+    names = {m: n for m, n, _ in LOC_METRICS}
+    rows = []
+    for r in sig.to_dict("records"):
+        ph, diff = num(r.get("p_holm")), num(r.get("mean_diff"))
+        sig_ = ph is not None and ph < 0.05 and diff is not None and diff != 0
+        verdict, cls = (("better", "sig-better") if diff > 0 else ("worse", "sig-worse")) if sig_ else ("no evidence", "ns")
+        rows.append("<tr>" + text_cell(r["backbone"]) + text_cell(r["method"]) + text_cell(r["strategy"])
+                    + text_cell(names.get(str(r["metric"]), str(r["metric"])))
+                    + int_cell(r.get("n_images")) + num_cell(r.get("value")) + num_cell(r.get("baseline_value"))
+                    + num_cell(diff, shown="–" if diff is None else f"{diff:+.3f}",
+                               ci=(r.get("ci_low"), r.get("ci_high")), cls=cls if sig_ else "")
+                    + num_cell(r.get("p"), shown=fmt_p(r.get("p"))) + num_cell(ph, shown=fmt_p(ph))
+                    + text_cell(verdict, html=f'<span class="{cls}">{esc(verdict)}</span>') + "</tr>")
+    baseline = str(sig["baseline"].iloc[0])
+    head = [th("backbone"), th("map"), th("strategy"), th("metric"),
+            th("images", numeric=True, title="held-out (fold, seed, image) units scored by both"),
+            th("strategy", numeric=True), th(baseline, numeric=True),
+            th("diff [95% CI]", numeric=True, title="strategy minus baseline, paired on the same images"),
+            th("p", numeric=True), th("p (Holm)", numeric=True, title="Holm-adjusted within backbone, map and metric"),
+            th("verdict")]
+    selects = [(0, "backbones", list(dict.fromkeys(sig["backbone"].astype(str)))),
+               (3, "metrics", list(dict.fromkeys(names.get(str(m), str(m)) for m in sig["metric"])))]
+    return (f"<h3>Does a strategy move the maps? Each against <code>{esc(baseline)}</code></h3>"
+            '<p class="note">The trials of a backbone share their held-out folds, so each strategy\'s maps and the '
+            "baseline's are scored on the same images: per image (averaged over its findings), strategy minus "
+            "baseline, paired t-test, Holm-corrected within each backbone, map and metric. The test is conditional "
+            "on the trained models; “no evidence” is not “no difference”.</p>"
+            + controls("locsig", placeholder="filter rows", selects=selects) + table("locsig", head, rows, short=True))
 
 
 def _heatmap(loc: pd.DataFrame, label_names: list[str]) -> str:

@@ -4,7 +4,8 @@ Inputs (written by trials): ``RUN_DIR/trials/<id>/metrics.json``, ``predictions.
 ``localisation.csv``; ``RUN_DIR/grid.json``, ``dataset.json``, ``split.json``.
 Outputs: ``leaderboard.csv`` (one row per backbone x strategy), ``per_label.csv``,
 ``groups.csv`` (head / medium / tail), ``significance.csv`` (paired tests against the baseline),
-``friedman.json``, ``localisation.csv`` and ``leaderboard.html``.
+``friedman.json``, ``localisation.csv``, ``localisation_significance.csv`` (paired tests of the maps
+against the baseline's) and ``leaderboard.html``.
 
 Means and standard deviations are over the trials (folds x seeds) of a backbone x strategy.
 Confidence intervals are 95% patient-bootstrap intervals of those same means (patients resampled
@@ -50,6 +51,7 @@ class Report:
     split: dict
     run: dict
     files: dict = field(default_factory=dict)
+    localisation_significance: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def load_trials(run_dir: Path) -> list[dict]:
@@ -298,10 +300,15 @@ def build_report(run_dir: str | Path, *, n_boot: int | None = None, html: bool =
     loc_raw, loc = _localisation(docs, n_boot)
     report = Report(run_dir, trials, board, per_label, groups, significance, friedman, loc, label_names, grid,
                     dataset, split, run)
+    if not loc_raw.empty:
+        from reports.localisation import paired_against
+
+        report.localisation_significance = paired_against(loc_raw, rep_cfg.get("baseline", "bce"))
     files = {"leaderboard.csv": board, "trials.csv": trials, "per_label.csv": per_label, "groups.csv": groups,
              "significance.csv": significance}
     if not loc.empty:
         files["localisation.csv"] = loc
+        files["localisation_significance.csv"] = report.localisation_significance
     for name, df in files.items():
         write_csv(df, run_dir / name)
         report.files[name] = str(run_dir / name)

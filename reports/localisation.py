@@ -28,7 +28,7 @@ from scipy import ndimage
 __all__ = ["IOBB_THRESHOLDS", "IOU_THRESHOLDS", "DEFAULT_GRID", "NIH_BOX_SPACE", "scale_boxes",
            "nih_box_to_pixels", "box_mask", "pointing_game", "energy_pointing", "binarise", "predicted_box",
            "iou", "iobb", "score_map", "score_findings", "tune_threshold", "random_map", "centre_prior_map",
-           "accuracy_at", "summarise"]
+           "accuracy_at", "summarise", "paired_against"]
 
 IOBB_THRESHOLDS = (0.1, 0.25, 0.5, 0.75, 0.9)
 IOU_THRESHOLDS = (0.1, 0.3, 0.5)
@@ -397,3 +397,79 @@ def summarise(rows: pd.DataFrame, by: Sequence[str] = ("finding",), *, n_boot: i
             out.append({**dict(zip(by, key)), "metric": name, "value": mean[j], "ci_low": lo[j],
                         "ci_high": hi[j], "n": n[j], "n_images": n_images})
     return pd.DataFrame(out, columns=[*by, "metric", "value", "ci_low", "ci_high", "n", "n_images"])
+
+
+PAIRED_METRICS = ("hit", "energy")
+PAIRED_COLUMNS = ["backbone", "method", "strategy", "baseline", "metric", "n_trials", "n_images", "value",
+                  "baseline_value", "mean_diff", "ci_low", "ci_high", "p", "p_holm"]
+
+
+def paired_against(raw: pd.DataFrame, baseline: str = "bce", *, metrics: Sequence[str] = PAIRED_METRICS,
+                   chance: Sequence[str] = ("random", "centre")) -> pd.DataFrame:
+    """Paired tests of each strategy's localisation against ``baseline``'s, per backbone and map method.
+
+    ``raw`` holds one row per scored (image, finding) pair with the columns ``backbone``, ``strategy``,
+    ``method``, ``fold``, ``seed``, ``image_id``, ``finding`` and the metric columns (as the trials write
+    them, with the trial's keys added). A strategy's trial and the baseline's trial of the same backbone,
+    fold and seed score the same held-out images, so the unit of pairing is (fold, seed, image): each
+    side's metric is averaged over the image's findings, the pairs present on both sides are kept, and
+    ``scipy.stats.ttest_rel`` (:func:`reports.stats.paired_test`) tests the mean difference. ``ci_low`` /
+    ``ci_high`` is the t interval (95%) of that difference. Holm's correction (``p_holm``) runs over the
+    strategies within each backbone x method x metric. Chance maps (``chance``) are not compared.
+
+    The test conditions on the trained models: it asks whether these models look at the boxes differently
+    on these images, not how much that varies between training runs (the trial-level spread is in the
+    localisation leaderboard's per-trial rows).
+
+    >>> rows = pd.DataFrame({"backbone": "r", "method": "gradcam", "fold": 0, "seed": 0, "finding": "Mass",
+    ...                      "strategy": ["bce"] * 4 + ["focal"] * 4, "image_id": list("abcd") * 2,
+    ...                      "hit": [0, 0, 1, 0, 1, 1, 1, 0.0], "energy": [.1, .2, .3, .1, .3, .4, .3, .2]})
+    >>> r = paired_against(rows).set_index("metric")
+    >>> r.loc["hit", ["n_images", "value", "baseline_value", "mean_diff"]].tolist()
+    [4.0, 0.75, 0.25, 0.5]
+    """
+    from scipy import stats as sps
+
+    from reports.stats import holm, paired_test
+
+    need = ["backbone", "strategy", "method", "fold", "seed", "image_id"]
+    missing = [c for c in need if c not in raw]
+    if missing:
+        raise ValueError(f"rows lack column(s) {missing}; they have {list(raw)}")
+    metrics = [m for m in metrics if m in raw]
+    out = []
+    if raw.empty or not metrics:
+        return pd.DataFrame(columns=PAIRED_COLUMNS)
+    maps = raw[~raw["method"].isin(list(chance))]
+    unit = ["fold", "seed", "image_id"]
+    for (backbone, method), g in maps.groupby(["backbone", "method"], sort=False):
+        per_image = g.groupby(["strategy", *unit], sort=False)[metrics].mean()
+        if baseline not in per_image.index.get_level_values("strategy"):
+            continue
+        base = per_image.xs(baseline, level="strategy")
+        block = []
+        for strategy in dict.fromkeys(g["strategy"]):
+            if strategy == baseline:
+                continue
+            mine = per_image.xs(strategy, level="strategy")
+            common = mine.index.intersection(base.index)
+            n_trials = len(common.droplevel("image_id").unique()) if len(common) else 0
+            for m in metrics:
+                a, b = mine.loc[common, m].to_numpy(float), base.loc[common, m].to_numpy(float)
+                t = paired_test(a, b)
+                lo = hi = float("nan")
+                if t["n"] > 1 and np.isfinite(t["std_diff"]):
+                    half = sps.t.ppf(0.975, t["n"] - 1) * t["std_diff"] / np.sqrt(t["n"])
+                    lo, hi = t["mean_diff"] - half, t["mean_diff"] + half
+                ok = ~(np.isnan(a) | np.isnan(b))
+                block.append({"backbone": backbone, "method": method, "strategy": strategy, "baseline": baseline,
+                              "metric": m, "n_trials": n_trials, "n_images": t["n"],
+                              "value": float(a[ok].mean()) if ok.any() else float("nan"),
+                              "baseline_value": float(b[ok].mean()) if ok.any() else float("nan"),
+                              "mean_diff": t["mean_diff"], "ci_low": lo, "ci_high": hi, "p": t["p"]})
+        if block:
+            df = pd.DataFrame(block)
+            for _, idx in df.groupby("metric").groups.items():
+                df.loc[idx, "p_holm"] = holm(df.loc[idx, "p"].to_numpy())
+            out.append(df)
+    return pd.concat(out, ignore_index=True)[PAIRED_COLUMNS] if out else pd.DataFrame(columns=PAIRED_COLUMNS)

@@ -351,6 +351,12 @@ def test_dataset_split_localisation_and_provenance(nih_run):
     loc = page.split('<table id="loc"', 1)[1].split("</table>", 1)[0]
     assert loc.count("<tr") - 1 == n_rows
     assert loc.count('class="chance"') == n_rows * 2 // 3
+    # paired tests of the maps against bce: every (backbone, other strategy, metric) once, as in the CSV
+    sig = pd.read_csv(report.run_dir / "localisation_significance.csv")
+    assert set(sig["strategy"]) == {"focal", "asl", "ml_ros"} and set(sig["metric"]) == {"hit", "energy"}
+    assert len(sig) == 2 * 3 * 2 and (sig["n_images"] > 0).all() and sig["p_holm"].between(0, 1).all()
+    table_html = page.split('<table id="locsig"', 1)[1].split("</table>", 1)[0]
+    assert table_html.count("<tr") - 1 == len(sig)
 
 
 def test_cd_diagram_names_every_strategy(nih_run):

@@ -282,3 +282,70 @@ def test_summarise_edge_cases():
         L.summarise(_rows().drop(columns="image_id"), n_boot=10, rng=np.random.default_rng(0))
     with pytest.raises(TypeError):
         L.summarise(_rows(), n_boot=10, rng=0)
+
+
+# ---- paired tests of a strategy's maps against the baseline's ----------------------------------------------
+
+def _paired_rows(diff_hit: float, n: int = 40, seed: int = 0) -> pd.DataFrame:
+    """Two backbones' trials on 2 folds; 'focal' hits more often than 'bce' by about diff_hit, 'asl' the same."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for backbone in ("r18", "mnv3"):
+        for fold in (0, 1):
+            for i in range(n):
+                image = f"img{fold}_{i}"
+                base = rng.random()
+                for strategy, shift in (("bce", 0.0), ("focal", diff_hit), ("asl", 0.0)):
+                    for finding in ("Mass", "Nodule"):
+                        rows.append({"backbone": backbone, "strategy": strategy, "method": "gradcam", "fold": fold,
+                                     "seed": 0, "image_id": image, "finding": finding,
+                                     "hit": float(base + shift + rng.normal(0, 0.05) > 0.5),
+                                     "energy": base / 2 + shift / 4, "iou": 0.1})
+                rows.append({"backbone": backbone, "strategy": "bce", "method": "centre", "fold": fold, "seed": 0,
+                             "image_id": image, "finding": "Mass", "hit": 1.0, "energy": 0.9, "iou": 0.1})
+    return pd.DataFrame(rows)
+
+
+def test_paired_against_finds_a_real_shift_and_not_a_null_one():
+    out = L.paired_against(_paired_rows(0.3))
+    assert set(out["method"]) == {"gradcam"}  # the chance map is never compared
+    assert len(out) == 2 * 2 * 2  # backbones x strategies (not the baseline) x metrics (hit, energy)
+    assert (out["n_images"] == 80).all() and (out["n_trials"] == 2).all()
+    focal = out[(out["strategy"] == "focal")].set_index(["backbone", "metric"])
+    asl = out[(out["strategy"] == "asl")].set_index(["backbone", "metric"])
+    for backbone in ("r18", "mnv3"):
+        assert focal.loc[(backbone, "energy"), "mean_diff"] == pytest.approx(0.075)
+        assert focal.loc[(backbone, "hit"), "p_holm"] < 1e-4
+        assert focal.loc[(backbone, "hit"), "ci_low"] > 0
+        assert asl.loc[(backbone, "energy"), "mean_diff"] == pytest.approx(0.0)
+        assert asl.loc[(backbone, "hit"), "p_holm"] > 0.05 or np.isnan(asl.loc[(backbone, "hit"), "p_holm"])
+        assert focal.loc[(backbone, "hit"), "value"] - focal.loc[(backbone, "hit"), "baseline_value"] == \
+            pytest.approx(focal.loc[(backbone, "hit"), "mean_diff"])
+
+
+def test_paired_against_matches_a_hand_computed_t_test():
+    from scipy import stats as sps
+
+    rows = pd.DataFrame({"backbone": "b", "method": "gradcam", "seed": 0, "finding": "Mass",
+                         "fold": [0, 0, 1, 1, 0, 0, 1, 1, 1], "strategy": ["bce"] * 4 + ["focal"] * 5,
+                         "image_id": ["a", "b", "c", "d", "a", "b", "c", "d", "e"],  # 'e' has no baseline pair
+                         "energy": [0.1, 0.2, 0.4, 0.3, 0.3, 0.25, 0.5, 0.6, 0.9]})
+    r = L.paired_against(rows, metrics=("energy", "hit")).iloc[0]  # 'hit' is absent: only energy
+    t = sps.ttest_rel([0.3, 0.25, 0.5, 0.6], [0.1, 0.2, 0.4, 0.3])
+    assert r["metric"] == "energy" and r["n_images"] == 4 and r["p"] == pytest.approx(t.pvalue)
+    half = sps.t.ppf(0.975, 3) * np.std([0.2, 0.05, 0.1, 0.3], ddof=1) / 2
+    assert (r["ci_low"], r["ci_high"]) == pytest.approx((0.1625 - half, 0.1625 + half))
+    assert r["p_holm"] == pytest.approx(r["p"])  # a family of one
+
+
+def test_paired_against_pairs_findings_within_an_image_and_needs_the_baseline():
+    rows = pd.DataFrame({"backbone": "b", "method": "gradcam", "seed": 0, "fold": 0,
+                         "strategy": ["bce", "bce", "focal", "focal", "bce", "focal"],
+                         "image_id": ["a", "a", "a", "a", "b", "b"],
+                         "finding": ["Mass", "Nodule", "Mass", "Nodule", "Mass", "Mass"],
+                         "hit": [1.0, 0.0, 1.0, 1.0, 0.0, 1.0]})
+    r = L.paired_against(rows).iloc[0]
+    assert r["n_images"] == 2 and r["mean_diff"] == pytest.approx((0.5 + 1.0) / 2)
+    assert L.paired_against(rows, baseline="asl").empty
+    with pytest.raises(ValueError, match="lack column"):
+        L.paired_against(rows.drop(columns="fold"))
