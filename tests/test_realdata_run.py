@@ -36,7 +36,7 @@ def test_nih_sample_grid_runs_end_to_end(ray_session, nih_root, tmp_path):
     dataset = json.loads((out / "dataset.json").read_text())
     assert dataset["images"] == 1891 and dataset["patients"] == 1000
     loc = pd.read_csv(out / "trials" / "test_resnet-bce-f0-s0" / "localisation.csv")
-    assert set(loc["method"]) == {"gradcam", "random", "centre"}
+    assert set(loc["method"]) == {"gradcam", "gradcam++", "random", "centre"}
     assert set(loc["finding"]) <= {"Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule",
                                    "Pneumonia", "Pneumothorax"}
     assert loc.loc[loc["method"] == "gradcam", "image_id"].nunique() == 40
