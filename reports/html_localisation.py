@@ -15,6 +15,7 @@ from urllib.parse import quote
 import pandas as pd
 
 from reports.html import esc, figure, fmt_p, num, ptext, section
+from reports.html_figures import is_nih
 from reports.html_tables import best_flags, controls, int_cell, num_cell, table, text_cell, th
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,17 @@ LOC_METRICS = [("hit", "hit rate", "pointing game: the map's maximum inside a bo
                ("acc_iobb_0.1", "acc IoBB>0.1", "share of pairs with IoBB above 0.1 (Wang et al. 2017, Table 4)"),
                ("acc_iobb_0.25", "acc IoBB>0.25", "share of pairs with IoBB above 0.25"),
                ("acc_iobb_0.5", "acc IoBB>0.5", "share of pairs with IoBB above 0.5")]
+#: Wang et al. 2017 (ChestX-ray8, Table 4): accuracy at T(IoBB) of their heatmap boxes on the NIH boxes
+#: (../shared/REFERENCES.md); shown beside NIH runs only, as a published reference row.
+REFERENCE_IOBB = {
+    "acc_iobb_0.1": {"Atelectasis": 0.728, "Cardiomegaly": 0.993, "Effusion": 0.712, "Infiltration": 0.789,
+                     "Mass": 0.435, "Nodule": 0.165, "Pneumonia": 0.750, "Pneumothorax": 0.459},
+    "acc_iobb_0.25": {"Atelectasis": 0.550, "Cardiomegaly": 0.979, "Effusion": 0.542, "Infiltration": 0.577,
+                      "Mass": 0.282, "Nodule": 0.051, "Pneumonia": 0.558, "Pneumothorax": 0.347},
+    "acc_iobb_0.5": {"Atelectasis": 0.283, "Cardiomegaly": 0.877, "Effusion": 0.333, "Infiltration": 0.423,
+                     "Mass": 0.141, "Nodule": 0.013, "Pneumonia": 0.383, "Pneumothorax": 0.184},
+}
+REFERENCE_ROW = "<i>published: Wang et al. 2017, Table 4</i>"
 GALLERY_PER_MODEL, GALLERY_MAX, IMAGE_BYTES, GALLERY_BYTES = 2, 32, 120_000, 3_000_000
 
 
@@ -35,7 +47,8 @@ def localisation(report, raw: pd.DataFrame | None = None) -> str:
     if loc is None or loc.empty:
         return ""
     parts = [_table(loc), _paired(getattr(report, "localisation_significance", None)),
-             _heatmap(loc, report.label_names), _gallery(report)]
+             _heatmap(loc, report.label_names, nih=is_nih(report)),
+             _gallery(report)]
     lead = ("Saliency maps of the held-out images against the ground-truth boxes. Rows in grey italics are chance "
             "baselines scored the same way (<code>random</code>: a random map; <code>centre</code>: a centred "
             "blob); a map is only useful where it beats them. Values are means with 95% bootstrap intervals over "
@@ -109,13 +122,14 @@ def _paired(sig: pd.DataFrame | None) -> str:
             + controls("locsig", placeholder="filter rows", selects=selects) + table("locsig", head, rows, short=True))
 
 
-def _heatmap(loc: pd.DataFrame, label_names: list[str]) -> str:
+def _heatmap(loc: pd.DataFrame, label_names: list[str], *, nih: bool = False) -> str:
+    """Per-finding heatmap, one metric at a time; on NIH data the published accuracies at T(IoBB) are a row."""
     import plotly.graph_objects as go
 
     from reports.html_figures import dropdown
 
     per = loc[loc["finding"].astype(str) != "all"]
-    metrics = [(m, n) for m, n, _ in LOC_METRICS if m in set(per["metric"])][:5]
+    metrics = [(m, n) for m, n, _ in LOC_METRICS if m in set(per["metric"])]
     if per.empty or not metrics:
         return ""
     present = set(per["finding"].astype(str))
@@ -130,7 +144,10 @@ def _heatmap(loc: pd.DataFrame, label_names: list[str]) -> str:
         chance = sub[sub["method"].isin(CHANCE)].pivot_table(index="method", columns="finding", values="value")
         chance.index = [f"<i>chance: {ptext(i)} (mean)</i>" for i in chance.index]
         models.index = [ptext(i) for i in models.index]
-        w = pd.concat([models, chance]).reindex(columns=findings)
+        parts = [models, chance]
+        if nih:
+            parts.append(pd.DataFrame([REFERENCE_IOBB.get(m, {})], index=[REFERENCE_ROW]))
+        w = pd.concat(parts).reindex(columns=findings)
         fig.add_trace(go.Heatmap(
             z=[[num(v) for v in row] for row in w.to_numpy()], x=[ptext(f) for f in findings], y=list(w.index),
             colorscale="Blues", zmin=0, zmax=1, visible=k == 0, xgap=1, ygap=1, colorbar=dict(thickness=12),
@@ -143,7 +160,12 @@ def _heatmap(loc: pd.DataFrame, label_names: list[str]) -> str:
                       xaxis=dict(type="category", tickangle=-40), yaxis=dict(type="category", autorange="reversed"),
                       margin=dict(l=300, r=30, t=80, b=130))
     return "<h3>Per finding</h3>" + figure("fig-loc", fig, caption="Scale 0 to 1 for every metric; the last rows "
-                                                                 "are the chance baselines averaged over models.")
+                                                                 "are the chance baselines averaged over models"
+                                                                 + ("; on NIH data, the published accuracies of "
+                                                                    "Wang et al. 2017 (ImageNet-pretrained, all "
+                                                                    "112,120 images, full resolution) are the "
+                                                                    "last row for the IoBB accuracies." if nih
+                                                                    else "."))
 
 
 def _png_data(path: Path) -> str | None:

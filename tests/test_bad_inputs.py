@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from _tiny import tiny_spec, tiny_trial_data
 from PIL import Image
 
 from bench.cli import main
@@ -618,30 +619,10 @@ def test_full_disk_on_the_first_write_leaves_a_folder_the_next_run_accepts(tmp_p
 
 @pytest.fixture(scope="module")
 def trial_data(synth_root):
-    from bench.config import parse_grid, resolve_paths
-    from bench.data.cache import build_cache
-    from bench.data.nih import read_nih
-    from bench.data.splits import make_split
-    from bench.trial import TrialData
-
-    rec = read_nih(synth_root)
-    cfg = resolve_paths(parse_grid({
-        "dataset": {"kind": "synthetic", "root": str(synth_root), "image_size": 32},
-        "splits": {"folds": 2, "val_fraction": 0.25}, "backbones": ["test_resnet"], "strategies": ["bce"],
-        "train": {"epochs": 1, "batch_size": 32, "lr": 0.003}, "localisation": {"enabled": False},
-    }))
-    cache = build_cache(rec, 32)
-    manifest = make_split(rec, n_folds=2, val_fraction=0.25, seed=0, min_positives_per_fold=0)
-    return TrialData(records=rec, manifest=manifest, cache_key=cache.key, cache_dir=str(cache.path), image_size=32,
-                     grid=cfg.to_dict(), run_meta={})
+    return tiny_trial_data(synth_root, {"enabled": False})
 
 
-def trial_spec(fold: int = 0) -> dict:
-    from bench.trial import trial_id
-    from strategies import resolve_spec
-
-    return {"id": trial_id("test_resnet", "bce", fold, 0), "backbone": "test_resnet", "strategy": resolve_spec("bce"),
-            "fold": fold, "seed": 0}
+trial_spec = tiny_spec
 
 
 CPU_ALLOC = ("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you tried to "

@@ -337,6 +337,8 @@ def test_nih_reference_rows_only_for_nih(nih_run, hostile_run):
     assert "published: Wang et al. 2017" in nih and "CheXNet" in nih
     assert "published reference figures from a different" in nih
     assert "published: " not in synthetic and "CheXNet" not in synthetic
+    # the localisation heatmap's published row (Wang et al. 2017, Table 4), one per metric trace, NIH only
+    assert nih.count("published: Wang et al. 2017, Table 4") >= 3 and "0.993" in nih
 
 
 def test_dataset_split_localisation_and_provenance(nih_run):

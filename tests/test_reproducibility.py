@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from _tiny import tiny_spec, tiny_trial_data
 
 from bench.cli import main
 from test_distributed import tune_state
@@ -138,31 +139,10 @@ def test_every_run_records_config_split_versions_and_commit(runs):
 
 @pytest.fixture(scope="module")
 def data(synth_root):
-    from bench.config import parse_grid, resolve_paths
-    from bench.data.cache import build_cache
-    from bench.data.nih import read_nih
-    from bench.data.splits import make_split
-    from bench.trial import TrialData
-
-    rec = read_nih(synth_root)
-    cfg = resolve_paths(parse_grid({
-        "dataset": {"kind": "synthetic", "root": str(synth_root), "image_size": 32},
-        "splits": {"folds": 2, "val_fraction": 0.25}, "backbones": ["test_resnet"], "strategies": ["bce"],
-        "train": {"epochs": 1, "batch_size": 32, "lr": 0.003},
-        "localisation": {"max_images": 0, "gallery": 0},
-    }))
-    cache = build_cache(rec, 32)
-    manifest = make_split(rec, n_folds=2, val_fraction=0.25, seed=0, min_positives_per_fold=0)
-    return TrialData(records=rec, manifest=manifest, cache_key=cache.key, cache_dir=str(cache.path), image_size=32,
-                     grid=cfg.to_dict(), run_meta={})
+    return tiny_trial_data(synth_root, {"max_images": 0, "gallery": 0})
 
 
-def spec(fold: int = 0) -> dict:
-    from bench.trial import trial_id
-    from strategies import resolve_spec
-
-    return {"id": trial_id("test_resnet", "bce", fold, 0), "backbone": "test_resnet", "strategy": resolve_spec("bce"),
-            "fold": fold, "seed": 0}
+spec = tiny_spec
 
 
 def leak_one_patient(manifest, rec):
