@@ -206,3 +206,30 @@ def test_group_metrics_means_over_defined_labels():
     assert np.isnan(empty["auc"]) and empty["n_labels"] == 0
     with pytest.raises(KeyError, match="nope"):
         group_metrics(df, {"x": ["nope"]})
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_label_metrics_counts_match_sklearn_per_label(seed):
+    """F1, sensitivity and specificity from one confusion matrix per threshold equal sklearn's own scorers,
+    zero-division cases included (a label with no positives, one never predicted, one always predicted)."""
+    from sklearn.metrics import recall_score
+
+    from reports.metrics import label_metrics
+
+    rng = np.random.default_rng(seed)
+    y = (rng.random((300, 6)) < [0.3, 0.1, 0.02, 0.5, 0.0, 0.2]).astype(float)
+    y[rng.random(y.shape) < 0.1] = np.nan
+    p = rng.random(y.shape)
+    thr = np.array([0.5, 0.9, 0.3, 1.01, 0.5, -0.01])  # label 3 never predicted, label 5 always
+    df = label_metrics(y, p, thresholds=thr, label_names=[f"l{j}" for j in range(6)])
+    for j in range(6):
+        k = ~np.isnan(y[:, j])
+        yj, d, d5 = y[k, j].astype(int), (p[k, j] >= thr[j]).astype(int), (p[k, j] >= 0.5).astype(int)
+        r = df.iloc[j]
+        assert r["f1"] == pytest.approx(f1_score(yj, d, zero_division=0.0))
+        assert r["f1_fixed"] == pytest.approx(f1_score(yj, d5, zero_division=0.0))
+        sens = recall_score(yj, d, zero_division=np.nan)
+        spec = recall_score(yj, d, pos_label=0, zero_division=np.nan)
+        assert (np.isnan(r["sensitivity"]) and np.isnan(sens)) or r["sensitivity"] == pytest.approx(sens)
+        assert (np.isnan(r["specificity"]) and np.isnan(spec)) or r["specificity"] == pytest.approx(spec)
+    assert np.isnan(df.iloc[4]["sensitivity"]) and df.iloc[4]["f1"] == 0.0  # no positives at all
