@@ -266,7 +266,9 @@ def test_killed_worker_resumes_from_its_checkpoint(drivers, baseline, tmp_path):
         last = rows[-1] if rows else {}
         return last["pid"] if last.get("pid") not in (None, pid) and not last.get("done") else None
 
-    os.kill(wait_for("the retried trial's next epoch", retried, driver), signal.SIGKILL)
+    retried_pid = wait_for("the retried trial's next epoch", retried, driver)
+    in_flight = {1, results(out / "tune", victim)[-1]["epoch"]}  # the epochs logged just before each kill
+    os.kill(retried_pid, signal.SIGKILL)
     assert driver.wait() == 3, driver.output()[-3000:]  # GridIncomplete
     assert f"{victim}: attempt failed (worker lost or error); retrying from its last checkpoint" in driver.output()
     assert f"errored: {victim}: " in driver.output()
@@ -277,8 +279,12 @@ def test_killed_worker_resumes_from_its_checkpoint(drivers, baseline, tmp_path):
     assert again.proc.returncode == 0, again.output()[-3000:]
     assert "restoring the Ray Tune experiment" in again.output()
     epochs = [r["epoch"] for r in results(out / "tune", victim)]
-    # Always continued from a checkpoint: no epoch ran twice (a restart would repeat epoch 1).
-    assert epochs == list(range(1, EPOCHS + 1)), epochs
+    # Always continued from its last registered checkpoint. Ray Tune logs an epoch's result before it registers
+    # the checkpoint reported with it, so a worker killed in between repeats that one epoch; nothing else runs
+    # twice (restarts from scratch would log epoch 1 three times).
+    assert epochs == sorted(epochs) and sorted(set(epochs)) == list(range(1, EPOCHS + 1)), epochs
+    assert max(epochs.count(e) for e in epochs) <= 2 and {e for e in epochs if epochs.count(e) > 1} <= in_flight, \
+        (epochs, in_flight)
     for tid in set(TRIALS) - {victim}:  # the others ran once, uninterrupted
         assert [r["epoch"] for r in results(out / "tune", tid)] == list(range(1, EPOCHS + 1)), tid
     assert not (out / "errors.json").exists()
