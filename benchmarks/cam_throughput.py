@@ -17,9 +17,7 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -27,15 +25,7 @@ import torch
 import backbones
 from bench import seeding
 from bench.cam import METHODS, compute_cams, compute_cams_per_image
-
-
-def best_time(fn: Callable[[], np.ndarray], repeats: int) -> tuple[float, np.ndarray]:
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, out
+from bench.perf_eval import best_of
 
 
 def measure(name: str, size: int, *, n_images: int, n_classes: int, method: str, batch_size: int,
@@ -47,8 +37,8 @@ def measure(name: str, size: int, *, n_images: int, n_classes: int, method: str,
     kw = dict(method=method, batch_size=batch_size)
     compute_cams(model, name, images[:2], targets[:2], **kw)  # warm-up (lazy init, allocator)
     compute_cams_per_image(model, name, images[:2], targets[:2], **kw)
-    t_batched, batched = best_time(lambda: compute_cams(model, name, images, targets, **kw), repeats)
-    t_naive, naive = best_time(lambda: compute_cams_per_image(model, name, images, targets, **kw), repeats)
+    t_batched, batched = best_of(lambda: compute_cams(model, name, images, targets, **kw), repeats)
+    t_naive, naive = best_of(lambda: compute_cams_per_image(model, name, images, targets, **kw), repeats)
     return {"backbone": name, "size": size, "method": method, "pairs": len(targets),
             "batched_s": t_batched, "per_image_s": t_naive,
             "batched_per_s": len(targets) / t_batched, "per_image_per_s": len(targets) / t_naive,

@@ -89,8 +89,9 @@ def slug(*parts) -> str:
 
 
 def clean(obj):
-    """Replace NaN / inf with None and numpy scalars with Python ones, recursively (JSON has no NaN)."""
-    if isinstance(obj, dict):
+    """Replace NaN / inf with None and numpy scalars with Python ones, recursively (JSON has no NaN);
+    dicts and pandas Series become dicts with string keys."""
+    if isinstance(obj, (dict, pd.Series)):
         return {str(k): clean(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [clean(v) for v in obj]

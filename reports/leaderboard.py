@@ -209,22 +209,10 @@ def _friedman(trials: pd.DataFrame, metric: str = "macro_auc") -> dict:
     wide = wide.dropna()
     if len(wide) < 2:
         return {"reason": "fewer than 2 complete blocks"}
+    from reports.html import clean
+
     res = stats.friedman_nemenyi(wide)
-    return {**_plain(res), "metric": metric, "blocks": int(len(wide))}
-
-
-def _plain(obj):
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, pd.Series):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (np.floating, float)):
-        return None if not np.isfinite(obj) else float(obj)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj
+    return {**clean(res), "metric": metric, "blocks": int(len(wide))}
 
 
 def _localisation(docs: list[dict], n_boot: int) -> tuple[pd.DataFrame, pd.DataFrame]:
