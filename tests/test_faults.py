@@ -38,9 +38,15 @@ def test_lost_node_keeps_finished_trials_and_a_rerun_completes(cluster, drivers,
     worker_node = cluster.procs[1]
     first = drivers.start(grid, out)
 
+    def finished():
+        """Trials whose outputs were collected *and* whose every epoch the driver has logged (the trial
+        copies its outputs before Tune's driver writes the last result row, so for a moment a collected
+        trial can still lack it)."""
+        return [tid for tid in collected(out) if len(results(out / "tune", tid)) >= EPOCHS]
+
     def running_on_worker_node():
         """A trial still training in a process of the worker node, after some trial finished."""
-        done = collected(out)
+        done = finished()
         if not done or len(done) == len(TRIALS):
             return None
         on_node = set(_descendants(worker_node.pid))
@@ -53,7 +59,7 @@ def test_lost_node_keeps_finished_trials_and_a_rerun_completes(cluster, drivers,
     victim = wait_for("a finished trial and one training on the worker node", running_on_worker_node, first)
     kill_tree(worker_node)  # the whole node: `ray start` process, raylet, object store, its trial workers
     lost_at = [r["epoch"] for r in results(out / "tune", victim)][-1]  # the last epoch the driver logged
-    done = collected(out)
+    done = finished()
     assert victim not in done and 0 < len(done) < len(TRIALS)
     before = {tid: snapshot(out / "trials" / tid) for tid in done}
     lines = {tid: len(results(out / "tune", tid)) for tid in done}
