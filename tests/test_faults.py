@@ -39,9 +39,9 @@ def test_lost_node_keeps_finished_trials_and_a_rerun_completes(cluster, drivers,
     first = drivers.start(grid, out)
 
     def finished():
-        """Trials whose outputs were collected *and* whose every epoch the driver has logged (the trial
-        copies its outputs before Tune's driver writes the last result row, so for a moment a collected
-        trial can still lack it)."""
+        """Trials whose outputs were collected *and* whose every epoch shows in the storage copy of Tune's
+        result log (Tune writes result rows to the driver's staging folder and copies them to the storage
+        path, ``RUN/tune``, only at its next experiment sync: a collected trial can lag there for a moment)."""
         return [tid for tid in collected(out) if len(results(out / "tune", tid)) >= EPOCHS]
 
     def running_on_worker_node():
