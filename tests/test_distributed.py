@@ -267,7 +267,11 @@ def test_killed_worker_resumes_from_its_checkpoint(drivers, baseline, tmp_path):
         return last["pid"] if last.get("pid") not in (None, pid) and not last.get("done") else None
 
     retried_pid = wait_for("the retried trial's next epoch", retried, driver)
-    in_flight = {1, results(out / "tune", victim)[-1]["epoch"]}  # the epochs logged just before each kill
+    # The epochs that may be in flight at each kill: the last one the storage copy of the result log shows,
+    # or the next (Tune writes result rows to the driver's staging folder and syncs them to RUN/tune a moment
+    # later, once the checkpoint reported with them is registered).
+    last = results(out / "tune", victim)[-1]["epoch"]
+    in_flight = {1, 2, last, last + 1}
     os.kill(retried_pid, signal.SIGKILL)
     assert driver.wait() == 3, driver.output()[-3000:]  # GridIncomplete
     assert f"{victim}: attempt failed (worker lost or error); retrying from its last checkpoint" in driver.output()
@@ -280,10 +284,11 @@ def test_killed_worker_resumes_from_its_checkpoint(drivers, baseline, tmp_path):
     assert "restoring the Ray Tune experiment" in again.output()
     epochs = [r["epoch"] for r in results(out / "tune", victim)]
     # Always continued from its last registered checkpoint. Ray Tune logs an epoch's result before it registers
-    # the checkpoint reported with it, so a worker killed in between repeats that one epoch; nothing else runs
-    # twice (restarts from scratch would log epoch 1 three times).
+    # the checkpoint reported with it, so a worker killed in between repeats that one epoch: at most one epoch
+    # per kill runs twice, and only one in flight at a kill (a restart from scratch repeats every epoch before).
     assert epochs == sorted(epochs) and sorted(set(epochs)) == list(range(1, EPOCHS + 1)), epochs
-    assert max(epochs.count(e) for e in epochs) <= 2 and {e for e in epochs if epochs.count(e) > 1} <= in_flight, \
+    repeated = {e for e in epochs if epochs.count(e) > 1}
+    assert max(epochs.count(e) for e in epochs) <= 2 and len(repeated) <= 2 and repeated <= in_flight, \
         (epochs, in_flight)
     for tid in set(TRIALS) - {victim}:  # the others ran once, uninterrupted
         assert [r["epoch"] for r in results(out / "tune", tid)] == list(range(1, EPOCHS + 1)), tid

@@ -58,7 +58,9 @@ def test_lost_node_keeps_finished_trials_and_a_rerun_completes(cluster, drivers,
 
     victim = wait_for("a finished trial and one training on the worker node", running_on_worker_node, first)
     kill_tree(worker_node)  # the whole node: `ray start` process, raylet, object store, its trial workers
-    lost_at = [r["epoch"] for r in results(out / "tune", victim)][-1]  # the last epoch the driver logged
+    # The last epoch the storage copy of the result log shows (Tune syncs rows there from the driver's staging
+    # folder once the checkpoint reported with them is registered): that epoch or the next was in flight.
+    lost_at = [r["epoch"] for r in results(out / "tune", victim)][-1]
     done = finished()
     assert victim not in done and 0 < len(done) < len(TRIALS)
     before = {tid: snapshot(out / "trials" / tid) for tid in done}
@@ -82,4 +84,5 @@ def test_lost_node_keeps_finished_trials_and_a_rerun_completes(cluster, drivers,
     # epoch 1 was the one in flight.
     epochs = [r["epoch"] for r in results(out / "tune", victim)]
     assert epochs == sorted(epochs) and sorted(set(epochs)) == list(range(1, EPOCHS + 1)), epochs
-    assert [e for e in set(epochs) if epochs.count(e) > 1] in ([], [lost_at]), (epochs, lost_at)
+    repeated = [e for e in set(epochs) if epochs.count(e) > 1]
+    assert repeated in ([], [lost_at], [lost_at + 1]), (epochs, lost_at)
