@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from bench import __version__
-from bench.errors import BenchError
+from bench.errors import BenchError, GridIncomplete
 
 
 def say(text: str) -> None:
@@ -55,8 +55,6 @@ def cmd_run(args) -> int:
     outcome = run_grid(args.grid, out=args.out, address=args.address, storage=args.storage, resume=args.resume,
                        say=say if not args.quiet else (lambda s: None), bar=make_bar(args.quiet))
     if not outcome.completed:
-        from bench.errors import GridIncomplete
-
         raise GridIncomplete(f"no trial finished; errors: {_first_errors(outcome.errors)}. Re-run the same command "
                              "to retry them")
     report = build_report(outcome.run_dir)
@@ -64,8 +62,6 @@ def cmd_run(args) -> int:
     say(format_top(report.leaderboard))
     say(f"\nleaderboard: {report.files['leaderboard.csv']}\npage:        {report.files.get('leaderboard.html')}")
     if outcome.errors:
-        from bench.errors import GridIncomplete
-
         for tid, err in sorted(outcome.errors.items()):
             say(f"  errored: {tid}: {err}")
         raise GridIncomplete(f"{len(outcome.errors)} of {len(outcome.errors) + len(outcome.completed)} trials errored; "
@@ -132,7 +128,7 @@ def _dataset_from_args(args):
     """A DatasetConfig from --grid or --dataset/--root."""
     import dataclasses
 
-    from bench.config import DatasetConfig, load_grid, resolve_paths
+    from bench.config import load_grid, resolve_paths
 
     if args.grid:
         cfg = resolve_paths(load_grid(args.grid))

@@ -46,7 +46,7 @@ def validate_cluster_file(path: str | os.PathLike) -> list[str]:
     >>> validate_cluster_file("cluster.yaml")  # doctest: +SKIP
     []
     """
-    from bench.config import read_yaml
+    from bench.config import line_map, line_of, read_yaml
     from bench.errors import BenchError
 
     shown = str(path)
@@ -60,13 +60,13 @@ def validate_cluster_file(path: str | os.PathLike) -> list[str]:
     if not isinstance(data, Mapping):
         return [f"{shown}: a cluster file must be a mapping of keys (cluster_name, provider, ...), "
                 f"got {type(data).__name__ if data is not None else 'an empty file'}"]
-    lines = _line_map(node)
+    lines = line_map(node)
 
     def fmt(key_path: Iterable, message: str) -> str:
-        key_path = tuple(key_path)
-        line = _line_of(lines, key_path)
-        dotted = "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in key_path).lstrip(".") or "(top level)"
-        return f"{shown}:{line}: {dotted}: {message}" if line else f"{shown}: {dotted}: {message}"
+        dotted = "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in key_path).lstrip(".")
+        line = line_of(lines, dotted)
+        return f"{shown}:{line}: {dotted or '(top level)'}: {message}" if line else \
+            f"{shown}: {dotted or '(top level)'}: {message}"
 
     raw_problems = _check_raw(data)
     if raw_problems:
@@ -239,33 +239,6 @@ def _project_checks(config: Mapping) -> list[tuple[tuple, str]]:
 
 
 # ---- helpers ------------------------------------------------------------------------------------
-
-def _line_map(node, prefix: tuple = (), out: dict | None = None) -> dict[tuple, int]:
-    """Key paths (as tuples) -> 1-based line numbers in the YAML file."""
-    import yaml
-
-    out = {} if out is None else out
-    if isinstance(node, yaml.MappingNode):
-        for k, v in node.value:
-            key = (*prefix, k.value)
-            out[key] = k.start_mark.line + 1
-            _line_map(v, key, out)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, v in enumerate(node.value):
-            key = (*prefix, i)
-            out[key] = v.start_mark.line + 1
-            _line_map(v, key, out)
-    return out
-
-
-def _line_of(lines: dict[tuple, int], key_path: tuple) -> int | None:
-    key_path = tuple(str(k) if not isinstance(k, int) else k for k in key_path)
-    while key_path:
-        if key_path in lines:
-            return lines[key_path]
-        key_path = key_path[:-1]
-    return None
-
 
 def _unique(items: list) -> list:
     seen, out = set(), []

@@ -176,14 +176,22 @@ class _Where:
         self.path, self.lines = path, lines
 
     def __call__(self, key: str) -> str:
-        line = self.lines.get(key)
-        while line is None and "." in key:
-            key = key.rsplit(".", 1)[0]
-            line = self.lines.get(key)
+        line = line_of(self.lines, key)
         return f"{self.path}:{line}" if line else self.path
 
 
-def _line_map(node, prefix: str = "", out: dict | None = None) -> dict[str, int]:
+def line_of(lines: dict[str, int], key: str) -> int | None:
+    """The line of ``key`` ("train.epochs", "head_start_ray_commands[1]") in a :func:`line_map`, or of
+    the nearest key that encloses it."""
+    while key:
+        if key in lines:
+            return lines[key]
+        key = key[:max(key.rfind("."), key.rfind("["), 0)]
+    return None
+
+
+def line_map(node, prefix: str = "", out: dict | None = None) -> dict[str, int]:
+    """Key paths of a composed YAML node ("train.epochs", "a[0].b") -> 1-based line numbers."""
     import yaml
 
     out = {} if out is None else out
@@ -191,17 +199,17 @@ def _line_map(node, prefix: str = "", out: dict | None = None) -> dict[str, int]
         for k, v in node.value:
             key = f"{prefix}.{k.value}" if prefix else str(k.value)
             out[key] = k.start_mark.line + 1
-            _line_map(v, key, out)
+            line_map(v, key, out)
     elif isinstance(node, yaml.SequenceNode):
         for i, v in enumerate(node.value):
             key = f"{prefix}[{i}]"
             out[key] = v.start_mark.line + 1
-            _line_map(v, key, out)
+            line_map(v, key, out)
     return out
 
 
 def read_yaml(path: Path, *, shown: str | None = None):
-    """Safely load a YAML file; returns (data, node) where ``node`` locates keys (see :func:`_line_map`).
+    """Safely load a YAML file; returns (data, node) where ``node`` locates keys (see :func:`line_map`).
 
     Raises BenchError ``FILE:LINE: YAML syntax error: ...`` on malformed YAML; only plain YAML types are
     constructed (``yaml.SafeLoader``), so a ``!!python/...`` tag is an error, never code.
@@ -223,7 +231,7 @@ def load_grid(path: str | os.PathLike) -> GridConfig:
     """Read, parse and validate a grid YAML file.
 
     >>> cfg = load_grid("grids/demo.yaml")  # doctest: +SKIP
-    >>> cfg.backbones
+    >>> cfg.backbones  # doctest: +SKIP
     ('resnet18', 'mobilenetv3_small_100')
     """
     p = Path(path)
@@ -237,7 +245,7 @@ def load_grid(path: str | os.PathLike) -> GridConfig:
     if not isinstance(data, Mapping):
         raise BenchError(f"{shown}: a grid must be a mapping of keys (name, dataset, backbones, ...), "
                          f"got {type(data).__name__}")
-    where = _Where(shown, _line_map(node))
+    where = _Where(shown, line_map(node))
     return parse_grid(data, where=where, source=str(p))
 
 

@@ -102,10 +102,10 @@ def localise_trial(spec: dict, data, *, model, images, val, test, dev, out: Path
             s = L.score_map(cam, bx, threshold=0.5)
             results.append({"image_id": str(rec.image_ids[row]), "finding": finding, "method": name,
                             "threshold": 0.5, "prob": float(prob[row_pos[row], cls]), **_plain(s)})
+    from reports.leaderboard import write_atomic
+
     df = pd.DataFrame(results)
-    tmp = out / "localisation.csv.tmp"
-    df.to_csv(tmp, index=False)
-    tmp.replace(out / "localisation.csv")
+    write_atomic(out / "localisation.csv", lambda tmp: df.to_csv(tmp, index=False))
     return results
 
 

@@ -23,6 +23,7 @@ Working files (run folders, the synthetic dataset when ``BENCH_PERF_DATA`` is se
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -98,11 +99,9 @@ class Context:
     def grid(self, **changes):
         """The demo grid (grids/demo.yaml) with its dataset at ``data_root`` and ``changes`` applied
         (top-level keys replace; ``train`` / ``resources`` / ``localisation`` dicts update)."""
-        import yaml
+        from bench.config import parse_grid, read_yaml, resolve_paths
 
-        from bench.config import parse_grid, resolve_paths
-
-        data = yaml.safe_load((REPO / "grids" / "demo.yaml").read_text())
+        data, _ = read_yaml(REPO / "grids" / "demo.yaml")
         data["dataset"]["root"] = str(self.data_root)
         for key, value in changes.items():
             if isinstance(value, dict) and isinstance(data.get(key), dict):
@@ -143,6 +142,43 @@ def fmt(x: float, digits: int = 3) -> str:
     if abs(x) >= 1000:
         return f"{x:,.0f}"
     return f"{x:.{digits}g}"
+
+
+def best_of(fn: Callable, repeats: int) -> tuple[float, object]:
+    """(the shortest of ``repeats`` timed calls of ``fn()`` in seconds, the last call's result)."""
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """torch's intra-op thread count set to ``n`` for the block, then restored."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def random_memmap(path: Path, n: int, size: int, seed: int = 0):
+    """``n`` random uint8 ``size`` x ``size`` images written to the .npy ``path`` (in chunks) and opened
+    memory-mapped read-only, like the image cache."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    arr = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(n, size, size))
+    for i in range(0, n, 256):
+        arr[i:i + 256] = rng.integers(0, 256, arr[i:i + 256].shape, dtype=np.uint8)
+    arr.flush()
+    del arr
+    return np.load(path, mmap_mode="r")
 
 
 def ratio(a: float, b: float) -> float:
@@ -208,11 +244,11 @@ def write_benchmarks(path: Path, sections: dict[str, str]) -> None:
         out.append(f'<a id="{name}"></a>\n')
         out.append(sections.get(name) or (BEGIN.format(name) + f"\n## {title} (`{name}`)\n\nNot measured yet: "
                                           f"run `bench perf --only {name}`.\n{END.format(name)}\n"))
+    from reports.leaderboard import write_atomic
+
     text = "\n".join(out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: tmp.write_text(text))
 
 
 def parse_only(only: str | None) -> list[str]:

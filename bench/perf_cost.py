@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.perf import REPO, Context, Result, Target, fmt
+from bench.perf import REPO, Context, Result, Target, fmt, random_memmap
 
 NIH = REPO.parent / "shared" / "data" / "nih-cxr14"
 RESULTS = REPO / "benchmarks" / "results"
@@ -99,10 +99,7 @@ def cpu_costs(backbone: str, size: int, *, quick: bool, threads: int, n_labels: 
     batch = 4 if quick else 8
     n = batch * (1 if quick else 2)
     with tempfile.TemporaryDirectory(prefix="bench-perf-") as tmp:
-        arr = np.lib.format.open_memmap(Path(tmp) / "x.npy", mode="w+", dtype=np.uint8, shape=(2 * n, size, size))
-        arr[:] = np.random.default_rng(0).integers(0, 256, arr.shape, dtype=np.uint8)
-        del arr
-        images = np.load(Path(tmp) / "x.npy", mmap_mode="r")
+        images = random_memmap(Path(tmp) / "x.npy", 2 * n, size)
         labels = (np.random.default_rng(1).random((2 * n, n_labels)) < 0.1).astype(np.float32)
         train = engine_train(backbone, images, labels, np.arange(n), epochs=2, batch_size=batch, threads=threads)
         torch.set_num_threads(threads)
@@ -178,7 +175,7 @@ def run_cost(ctx: Context) -> Result:
             ctx.say(f"  measuring {b} at {size} px on the CPU ...")
             costs[b] = cpu_costs(b, size, quick=ctx.quick, threads=ctx.threads, n_labels=14, methods=methods)
     m_sum = sum(factors.values())
-    rows = [["backbone", f"train ms/img", f"eval ms/img", "CAM ms/map (" + ", ".join(methods) + ")",
+    rows = [["backbone", "train ms/img", "eval ms/img", "CAM ms/map (" + ", ".join(methods) + ")",
              f"{unit}-hours per trial (bce)", f"{unit}-hours, all {len(factors)} strategies x {F} folds x {S} seeds"]]
     total = 0.0
     for b, c in costs.items():

@@ -5,24 +5,18 @@ training speed of the smallest backbones."""
 from __future__ import annotations
 
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-from bench.perf import REPO, Context, Result, Target, fmt, ratio
+from bench.perf import REPO, Context, Result, Target, best_of, fmt, random_memmap, ratio
 
 NIH_SUBSET = REPO.parent / "shared" / "data" / "nih-cxr14"
 
 
 def best_rate(fn, n_items: int, repeats: int) -> float:
     """Items per second of ``fn()`` (which handles ``n_items``), best of ``repeats`` runs."""
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return n_items / best
+    return n_items / best_of(fn, repeats)[0]
 
 
 def decode_rate(paths, size: int) -> float:
@@ -108,11 +102,7 @@ def run_data(ctx: Context) -> Result:
     # The GPU case: 224 px, where one loader process must keep up with a GPU.
     n224 = 256 if ctx.quick else 1024
     with tempfile.TemporaryDirectory(prefix="bench-perf-") as tmp:
-        arr = np.lib.format.open_memmap(Path(tmp) / "x.npy", mode="w+", dtype=np.uint8, shape=(n224, 224, 224))
-        arr[:] = np.random.default_rng(0).integers(0, 256, arr.shape, dtype=np.uint8)
-        arr.flush()
-        del arr
-        big = np.load(Path(tmp) / "x.npy", mmap_mode="r")
+        big = random_memmap(Path(tmp) / "x.npy", n224, 224)
         read224, loader224 = loader_rates(big, np.zeros((n224, labels.shape[1]), np.float32), batch_size=batch,
                                           seed=1, repeats=2)
         del big
@@ -123,7 +113,7 @@ def run_data(ctx: Context) -> Result:
     big_png = [p for p in nih if p.stat().st_size > 40_000][: (20 if ctx.quick else 100)]
     if big_png:
         dec224 = decode_rate([str(p) for p in big_png], 224)
-        table.append([f"loader at 224 px (as above)", fmt(loader224), f"NIH PNG decode + resize (512 -> 224 px, "
+        table.append(["loader at 224 px (as above)", fmt(loader224), f"NIH PNG decode + resize (512 -> 224 px, "
                       f"{len(big_png)} real images, one thread)", fmt(dec224), f"**{ratio(loader224, dec224):,.0f}x**",
                       ""])
         res.ratios["loader224_vs_nih_decode"] = ratio(loader224, dec224)

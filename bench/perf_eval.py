@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from bench.perf import Context, Result, Target, fmt, ratio
+from bench.perf import Context, Result, Target, best_of, fmt, ratio
 
 # NIH ChestX-ray14 label prevalences (full label file), rounded: a realistic long tail.
 NIH_PREVALENCE = (0.103, 0.025, 0.119, 0.177, 0.052, 0.056, 0.013, 0.047, 0.042, 0.021, 0.022, 0.015, 0.030,
@@ -69,15 +69,6 @@ def naive_replicate(y: np.ndarray, p: np.ndarray, d: np.ndarray, w: np.ndarray) 
             "micro_auc": roc_auc_score(yr[known].astype(int), pr[known]),
             "micro_ap": average_precision_score(yr[known].astype(int), pr[known]),
             "micro_f1": f1_score(yr[known].astype(int), dr[known].astype(int), zero_division=0.0)}
-
-
-def best_of(fn, repeats: int):
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
 
 
 def metrics_rows(ctx: Context, res: Result) -> list[list[str]]:

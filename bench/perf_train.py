@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.perf import Context, Result, Target, fmt, ratio
+from bench.perf import Context, Result, Target, fmt, ratio, torch_threads
 
 # The engine's grayscale normalisation, restated (the baseline must not import the engine).
 _MEAN, _STD = 0.449, 0.226
@@ -47,9 +47,7 @@ def plain_train(backbone: str, x_u8: np.ndarray, y: np.ndarray, *, epochs: int, 
     import backbones
     from bench import seeding
 
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         seeding.seed_torch("perf-plain", backbone, seed)
         model = backbones.create_model(backbone, y.shape[1])
         x = torch.from_numpy(np.ascontiguousarray(x_u8)).unsqueeze(1).float().div_(255.0).sub_(_MEAN).div_(_STD)
@@ -72,8 +70,6 @@ def plain_train(backbone: str, x_u8: np.ndarray, y: np.ndarray, *, epochs: int, 
                 opt.step()
                 seen += len(idx)
             per_epoch.append((seen, time.perf_counter() - t0))
-    finally:
-        torch.set_num_threads(previous)
     return summarise(per_epoch)
 
 
@@ -86,9 +82,7 @@ def engine_train(backbone: str, images: np.ndarray, y: np.ndarray, rows: np.ndar
     import backbones
     from bench import engine, seeding
 
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         dev = engine.Device.resolve(gpu=0)
         seeding.seed_torch("perf-engine", backbone, seed)
         model = backbones.create_model(backbone, y.shape[1])
@@ -102,8 +96,6 @@ def engine_train(backbone: str, images: np.ndarray, y: np.ndarray, rows: np.ndar
             s = engine.train_epoch(model, images, y, rows[rng.permutation(len(rows))], loss_fn=loss, optimizer=opt,
                                    batch_size=batch_size, dev=dev, num_workers=num_workers)
             per_epoch.append((s["images"], s["seconds"]))
-    finally:
-        torch.set_num_threads(previous)
     return summarise(per_epoch)
 
 
@@ -171,9 +163,7 @@ def overhead_case(ctx: Context, out: Path, name: str, *, threads: int, epochs: i
                    train={"epochs": epochs, "batch_size": batch}, resources={"cpu": threads, "gpu": 0})
     rec, cache, manifest = prepare_data(cfg, say=quiet)
     train = manifest.rows(0)[0]
-    images = cache.open()
-    if len(cache.bad):  # the trial's row order when the run excluded unreadable images
-        images = images[cache.rows_for(rec.image_ids)]
+    images = cache.open_for(rec.image_ids)  # as the trial opens it
     x_train = np.asarray(images[train])
     ctx.say(f"  {name}: {len(train)} training images at {cfg.dataset.image_size} px, {epochs} epochs, batch {batch}, "
             f"{threads} thread(s)")

@@ -7,7 +7,6 @@ Ray Tune restores the experiment and only unfinished or errored trials run again
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import platform
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from bench.config import GridConfig, resolve_paths
-from bench.errors import BenchError, GridIncomplete
+from bench.errors import BenchError
 from reports.leaderboard import write_atomic
 
 log = logging.getLogger(__name__)
@@ -133,14 +132,11 @@ def prepare_data(cfg: GridConfig, *, say: Callable[[str], None], bar=None):
 def check_patient_disjoint(manifest, rec, source: str) -> None:
     """Refuse a split manifest (given as a file, so possibly edited by hand) in which a patient has images
     on both sides of a fold's boundaries; every trial checks its own fold again."""
-    from bench.data.splits import assert_patient_disjoint
+    from bench.data.splits import assert_fold_disjoint
 
     for fold in range(manifest.n_folds):
-        train, val, test = manifest.rows(fold)
         try:
-            assert_patient_disjoint(rec.patients, train, test, what=f"fold {fold} (training and held-out rows)")
-            assert_patient_disjoint(rec.patients, val, test, what=f"fold {fold} (validation and held-out rows)")
-            assert_patient_disjoint(rec.patients, train, val, what=f"fold {fold} (training and validation rows)")
+            assert_fold_disjoint(rec.patients, *manifest.rows(fold), fold=fold)
         except RuntimeError as exc:
             raise BenchError(f"splits.file {source!r}: {exc}; make the split again (bench data split --out FILE)") \
                 from None
@@ -176,7 +172,8 @@ def split_summary(manifest, records=None) -> str:
 def run_grid(grid_path: str | Path, *, out: str | Path | None = None, address: str | None = None,
              storage: str | None = None, resume: bool = False, say: Callable[[str], None] = lambda s: None,
              bar=None, cfg: GridConfig | None = None) -> RunOutcome:
-    """Run (or resume) a grid; returns the outcome. Raises GridIncomplete when trials errored."""
+    """Run (or resume) a grid; returns the outcome, errored trials in ``outcome.errors`` (``bench run``
+    turns them into GridIncomplete, exit 3)."""
     from bench.config import load_grid
 
     t0 = time.time()

@@ -70,15 +70,13 @@ def run_trial(spec: dict, data: TrialData, *, report: Callable[[dict, str | None
     """
     try:
         return _run(spec, data, report=report, checkpoint_dir=checkpoint_dir)
-    except MemoryError as exc:
-        raise OutOfMemory(f"trial {spec['id']} ran out of host memory ({exc}); lower train.batch_size "
-                          "or run fewer trials at once (resources.max_concurrent)") from None
-    except RuntimeError as exc:
-        text = str(exc)
+    except (MemoryError, RuntimeError) as exc:
         if isinstance(exc, OutOfMemory):
             raise
-        if "DefaultCPUAllocator" in text:  # torch's host allocator raises a plain RuntimeError
-            detail = text.split("DefaultCPUAllocator: ", 1)[-1].strip().splitlines()[0]
+        text = str(exc).strip()
+        # numpy raises MemoryError; torch's host allocator a plain RuntimeError naming itself.
+        if isinstance(exc, MemoryError) or "DefaultCPUAllocator" in text:
+            detail = (text.split("DefaultCPUAllocator: ", 1)[-1].splitlines() or ["no detail"])[0]
             raise OutOfMemory(f"trial {spec['id']} ran out of host memory ({detail}); lower train.batch_size "
                               "or run fewer trials at once (resources.max_concurrent)") from None
         if "out of memory" in text.lower():
@@ -93,11 +91,11 @@ def _run(spec: dict, data: TrialData, *, report, checkpoint_dir) -> dict:
 
     from backbones import create_model
     from bench import engine, seeding
-    from bench.data.cache import ImageCache, open_cache
-    from bench.data.splits import assert_patient_disjoint
+    from bench.data.cache import open_cache
+    from bench.data.splits import assert_fold_disjoint
     from strategies import create_strategy
 
-    grid, tr, res = data.grid, data.grid["train"], data.grid["resources"]
+    tr, res = data.grid["train"], data.grid["resources"]
     seed, fold, rec = int(spec["seed"]), int(spec["fold"]), data.records
     threads = max(1, int(res["cpu"]))
     torch.set_num_threads(threads)
@@ -113,15 +111,9 @@ def _run(spec: dict, data: TrialData, *, report, checkpoint_dir) -> dict:
         cache = build_cache(rec, data.image_size, Path(data.cache_dir))
     if cache.key != data.cache_key:
         raise RuntimeError(f"image cache {cache.key} is not the run's cache {data.cache_key}")
-    images = cache.open()
-    crow = cache.rows_for(rec.image_ids)  # cache rows in record order; refuses unreadable images
-    if not np.array_equal(crow, np.arange(len(rec))):
-        images = images[crow]  # reorder once (only if the run excluded rows)
+    images = cache.open_for(rec.image_ids)
     train, val, test = data.manifest.rows(fold)
-    if rec.patients is not None:
-        assert_patient_disjoint(rec.patients, train, test, what="training and held-out rows")
-        assert_patient_disjoint(rec.patients, val, test, what="validation and held-out rows")
-        assert_patient_disjoint(rec.patients, train, val, what="training and validation rows")
+    assert_fold_disjoint(rec.patients, train, val, test)
     y = rec.labels
 
     # ---- strategy, model, optimizer (restored from the checkpoint when resuming) ----
@@ -250,13 +242,12 @@ def evaluate(spec: dict, data: TrialData, *, model, strategy, images, rows, hist
 
     n_train = len(train)
     train_prev = (positives(rec.labels[train]) / max(n_train, 1)).tolist()
-    loc_rows, loc_seconds = [], 0.0
+    loc_seconds = 0.0
     if data.grid["localisation"]["enabled"] and len(rec.boxes):
         from bench.localise import localise_trial
 
         t1 = time.perf_counter()
-        loc_rows = localise_trial(spec, data, model=model, images=images, val=val, test=test, dev=dev,
-                                  out=out, prob=prob)
+        localise_trial(spec, data, model=model, images=images, val=val, test=test, dev=dev, out=out, prob=prob)
         loc_seconds = time.perf_counter() - t1
 
     np.savez_compressed(
@@ -297,14 +288,10 @@ def _jsonable(v):
 
 
 def _write_json(path: Path, obj) -> None:
-    """Write ``obj`` to a temporary name and rename it into place; a failed write (full disk) leaves nothing."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    try:
-        tmp.write_text(json.dumps(obj, indent=1, default=_jsonable))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Write ``obj`` atomically (:func:`reports.leaderboard.write_atomic`): a full disk leaves nothing."""
+    from reports.leaderboard import write_atomic
+
+    write_atomic(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=1, default=_jsonable)))
 
 
 def copy_outputs(src: Path, dest: Path) -> None:

@@ -13,7 +13,6 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 log = logging.getLogger(__name__)

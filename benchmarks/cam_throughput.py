@@ -25,7 +25,7 @@ import torch
 import backbones
 from bench import seeding
 from bench.cam import METHODS, compute_cams, compute_cams_per_image
-from bench.perf_eval import best_of
+from bench.perf import best_of
 
 
 def measure(name: str, size: int, *, n_images: int, n_classes: int, method: str, batch_size: int,

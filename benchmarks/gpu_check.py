@@ -116,17 +116,14 @@ def peak_memory(device: torch.device, reset: bool = False) -> float | None:
 
 def make_cache(folder: Path, n: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, Path, Path]:
     """Random uint8 images in a .npy opened memory-mapped (like the image cache) and random labels."""
-    rng = np.random.default_rng(seed)
+    from bench.perf import random_memmap
+
     path = folder / f"images-{size}.npy"
-    arr = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(n, size, size))
-    for i in range(0, n, 256):
-        arr[i:i + 256] = rng.integers(0, 256, arr[i:i + 256].shape, dtype=np.uint8)
-    arr.flush()
-    del arr
-    labels = (rng.random((n, N_LABELS)) < 0.1).astype(np.float32)
+    images = random_memmap(path, n, size, seed)
+    labels = (np.random.default_rng(seed + 1).random((n, N_LABELS)) < 0.1).astype(np.float32)
     lpath = folder / "labels.npy"
     np.save(lpath, labels)
-    return np.load(path, mmap_mode="r"), labels, path, lpath
+    return images, labels, path, lpath
 
 
 def new_model(name: str, dev, *, channels_last: bool):

@@ -166,12 +166,12 @@ class ThresholdRule(Component):
 
 
 class Strategy:
-    """A named combination of a loss, a sampler and a threshold rule.
+    """A named combination of a loss, a sampler and a threshold rule. In a trial::
 
-    >>> s = Strategy("bce", loss=..., sampler=..., threshold=...)  # doctest: +SKIP
-    >>> s.fit(y_train); loss = s.loss(logits, targets); rows = s.sampler.epoch_indices(rng)
-    >>> probs = torch.sigmoid(s.loss.adjust_logits(logits))                    # at prediction time
-    >>> decisions = s.threshold.fit(y_val, p_val).predict(probs)
+        s = Strategy("bce", loss=..., sampler=..., threshold=...)   # usually strategies.create_strategy(spec)
+        s.fit(y_train); loss = s.loss(logits, targets); rows = s.sampler.epoch_indices(rng)
+        probs = torch.sigmoid(s.loss.adjust_logits(logits))           # at prediction time
+        decisions = s.threshold.fit(y_val, p_val).predict(probs)
     """
 
     def __init__(self, name: str, *, loss: Loss, sampler: Sampler, threshold: ThresholdRule,

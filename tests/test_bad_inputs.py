@@ -73,6 +73,14 @@ def one_line_error(err: str, *parts: str) -> str:
     return lines[0]
 
 
+def refused(capsys, grid, out: Path, *parts: str) -> str:
+    """``bench -q run --grid GRID --out OUT`` is refused: exit 2, ``OUT`` never created, and one error line
+    holding every one of ``parts`` (see :func:`one_line_error`)."""
+    rc, _, err = bench(capsys, "-q", "run", "--grid", grid, "--out", out)
+    assert rc == 2 and not out.exists(), err
+    return one_line_error(err, *parts)
+
+
 def write_grid(folder: Path, text: str, name: str = "g.yaml") -> Path:
     path = folder / name
     path.write_text(text)
@@ -190,19 +198,17 @@ def test_grid_file_not_found(tmp_path, capsys, monkeypatch):
 
 def test_label_the_data_lacks(tmp_path, capsys):
     grid = nih_grid(tmp_path, nih_folder(tmp_path / "d"), ", labels: [Efusion, Mass]")
-    rc, _, err = bench(capsys, "-q", "run", "--grid", grid, "--out", tmp_path / "run")
-    assert rc == 2 and not (tmp_path / "run").exists()
-    one_line_error(err, "dataset.labels: 'Efusion' is not a label of this dataset; did you mean 'Effusion'?",
-                   "(labels: Atelectasis, Cardiomegaly, Effusion,")
+    refused(capsys, grid, tmp_path / "run",
+            "dataset.labels: 'Efusion' is not a label of this dataset; did you mean 'Effusion'?",
+            "(labels: Atelectasis, Cardiomegaly, Effusion,")
 
 
 def test_label_too_rare_to_spread_over_the_folds(tmp_path, capsys):
     root = nih_folder(tmp_path / "d", finding=lambda i: "Hernia" if i == 0 else "Effusion" if i % 3 == 0 else "")
     grid = nih_grid(tmp_path, root, ", labels: [Effusion, Hernia]", splits="folds: 3")
-    rc, _, err = bench(capsys, "-q", "run", "--grid", grid, "--out", tmp_path / "run")
-    assert rc == 2 and not (tmp_path / "run").exists()
-    one_line_error(err, "label 'Hernia' has 1 positive image(s), too few to spread over 3 folds; drop it "
-                        "(dataset.labels or dataset.min_positives) or use fewer folds")
+    refused(capsys, grid, tmp_path / "run",
+            "label 'Hernia' has 1 positive image(s), too few to spread over 3 folds; drop it "
+            "(dataset.labels or dataset.min_positives) or use fewer folds")
     # The remedy it names works as far as the split (min_positives drops Hernia; the split is made).
     rc, out, err = bench(capsys, "data", "split", "--grid",
                          nih_grid(tmp_path, root, ", labels: [Effusion, Hernia], min_positives: 3",
@@ -212,48 +218,47 @@ def test_label_too_rare_to_spread_over_the_folds(tmp_path, capsys):
 
 def test_missing_dataset_root(tmp_path, capsys):
     grid = nih_grid(tmp_path, tmp_path / "nowhere")
-    rc, _, err = bench(capsys, "-q", "run", "--grid", grid, "--out", tmp_path / "run")
-    assert rc == 2 and not (tmp_path / "run").exists()
-    one_line_error(err, f"dataset.root: '{tmp_path / 'nowhere'}' does not exist", "use kind: synthetic")
+    refused(capsys, grid, tmp_path / "run",
+            f"dataset.root: '{tmp_path / 'nowhere'}' does not exist", "use kind: synthetic")
 
 
 def test_label_file_missing_a_column(tmp_path, capsys):
     root = nih_folder(tmp_path / "d", drop_column="Patient ID")
-    rc, _, err = bench(capsys, "-q", "run", "--grid", nih_grid(tmp_path, root), "--out", tmp_path / "run")
-    assert rc == 2 and not (tmp_path / "run").exists()
-    one_line_error(err, f"{root / 'Data_Entry_2017.csv'}: column 'Patient ID' is missing", "(found: Image Index,")
+    grid = nih_grid(tmp_path, root)
+    refused(capsys, grid, tmp_path / "run",
+            f"{root / 'Data_Entry_2017.csv'}: column 'Patient ID' is missing", "(found: Image Index,")
 
 
 def test_duplicate_image_rows(tmp_path, capsys):
     root = nih_folder(tmp_path / "d", extra_rows=["00000003_000.png,Mass,1,1,50,M,PA,16,16,0.1,0.1"])
-    rc, _, err = bench(capsys, "-q", "run", "--grid", nih_grid(tmp_path, root), "--out", tmp_path / "run")
-    assert rc == 2 and not (tmp_path / "run").exists()
-    one_line_error(err, f"{root / 'Data_Entry_2017.csv'}:26: duplicate image row '00000003_000.png' (each image "
-                        "must appear once)")
+    grid = nih_grid(tmp_path, root)
+    refused(capsys, grid, tmp_path / "run",
+            f"{root / 'Data_Entry_2017.csv'}:26: duplicate image row '00000003_000.png' (each image "
+            "must appear once)")
 
 
 def test_missing_patient_id(tmp_path, capsys):
     root = nih_folder(tmp_path / "d", patient=lambda i: "" if i == 5 else str(i // 2))
-    rc, _, err = bench(capsys, "-q", "run", "--grid", nih_grid(tmp_path, root), "--out", tmp_path / "run")
-    assert rc == 2 and not (tmp_path / "run").exists()
-    one_line_error(err, f"{root / 'Data_Entry_2017.csv'}:7: patient id is missing for image '00000005_000.png'")
+    grid = nih_grid(tmp_path, root)
+    refused(capsys, grid, tmp_path / "run",
+            f"{root / 'Data_Entry_2017.csv'}:7: patient id is missing for image '00000005_000.png'")
 
 
 def test_box_naming_an_unknown_image(tmp_path, capsys):
     root = nih_folder(tmp_path / "d", boxes=["00000000_000.png,Effusion,10,10,100,100",
                                              "99999999_000.png,Effusion,1,1,10,10"])
-    rc, _, err = bench(capsys, "-q", "run", "--grid", nih_grid(tmp_path, root), "--out", tmp_path / "run")
-    assert rc == 2 and not (tmp_path / "run").exists()
-    one_line_error(err, f"{root / 'BBox_List_2017.csv'}:3: box names image '99999999_000.png', which is not in the "
-                        "label file")
+    grid = nih_grid(tmp_path, root)
+    refused(capsys, grid, tmp_path / "run",
+            f"{root / 'BBox_List_2017.csv'}:3: box names image '99999999_000.png', which is not in the "
+            "label file")
 
 
 def test_box_outside_the_image(tmp_path, capsys):
     root = nih_folder(tmp_path / "d", boxes=["00000000_000.png,Effusion,1000,10,100,100"])
-    rc, _, err = bench(capsys, "-q", "run", "--grid", nih_grid(tmp_path, root), "--out", tmp_path / "run")
-    assert rc == 2 and not (tmp_path / "run").exists()
-    one_line_error(err, f"{root / 'BBox_List_2017.csv'}:2: box [1000.0, 10.0, 100.0, 100.0] of '00000000_000.png' "
-                        "lies outside the 1024x1024 image frame (x, y >= 0, w, h > 0, x + w and y + h <= 1024)")
+    grid = nih_grid(tmp_path, root)
+    refused(capsys, grid, tmp_path / "run",
+            f"{root / 'BBox_List_2017.csv'}:2: box [1000.0, 10.0, 100.0, 100.0] of '00000000_000.png' "
+            "lies outside the 1024x1024 image frame (x, y >= 0, w, h > 0, x + w and y + h <= 1024)")
 
 
 def test_missing_images_are_dropped_and_counted(tmp_path, capsys):
@@ -267,27 +272,24 @@ def test_nothing_left_after_filtering(tmp_path, capsys):
     root = nih_folder(tmp_path / "d")
     (root / "test_list.txt").write_text("\n".join(f"{i:08d}_000.png" for i in range(24)) + "\n")
     grid = nih_grid(tmp_path, root, ", labels: [Effusion], official_test: exclude")
-    rc, _, err = bench(capsys, "-q", "run", "--grid", grid, "--out", tmp_path / "run")
-    assert rc == 2 and not (tmp_path / "run").exists()
-    one_line_error(err, f"dataset '{root}': no images left after filtering (24 in the official test list)")
+    refused(capsys, grid, tmp_path / "run",
+            f"dataset '{root}': no images left after filtering (24 in the official test list)")
 
 
 def test_csv_whose_images_are_all_missing(tmp_path, capsys):
     (tmp_path / "labels.csv").write_text("path,Effusion\n" + "".join(f"img{i}.png,{i % 2}\n" for i in range(6)))
     grid = write_grid(tmp_path, GRID.replace("kind: synthetic, root: ROOT, n: 60, size: 32,",
                                              f"kind: csv, csv: {tmp_path / 'labels.csv'}, labels: [Effusion],"))
-    rc, _, err = bench(capsys, "-q", "run", "--grid", grid, "--out", tmp_path / "run")
-    assert rc == 2 and not (tmp_path / "run").exists()
-    one_line_error(err, f"{tmp_path / 'labels.csv'} (image root {tmp_path}): none of the 6 images exists (first: "
-                        f"{tmp_path / 'img0.png'}); point the image root at the folder holding them")
+    refused(capsys, grid, tmp_path / "run",
+            f"{tmp_path / 'labels.csv'} (image root {tmp_path}): none of the 6 images exists (first: "
+            f"{tmp_path / 'img0.png'}); point the image root at the folder holding them")
 
 
 def test_dataset_root_not_given(tmp_path, capsys):
     grid = write_grid(tmp_path, GRID.replace("kind: synthetic, root: ROOT, n: 60, size: 32,", "kind: nih,"))
-    rc, _, err = bench(capsys, "-q", "run", "--grid", grid, "--out", tmp_path / "run")
-    assert rc == 2 and not (tmp_path / "run").exists()
-    one_line_error(err, f"{grid}:2: dataset.root is required for kind 'nih' (the folder holding Data_Entry_2017.csv "
-                        "and images/)")
+    refused(capsys, grid, tmp_path / "run",
+            f"{grid}:2: dataset.root is required for kind 'nih' (the folder holding Data_Entry_2017.csv "
+            "and images/)")
 
 
 def test_unreadable_images_with_on_bad_image_fail_are_listed(tmp_path, capsys):
@@ -313,9 +315,8 @@ def test_an_unreadable_image_replaced_is_read_again(tmp_path, capsys):
     assert rc == 2
     one_line_error(err, "error: 1 unreadable image(s): ", "00000003_000.png: cannot decode image")
     (root / "images" / "00000003_000.png").write_bytes(good)  # fixed: the cached verdict must not stick
-    rc, _, err = bench(capsys, "-q", "run", "--grid", grid, "--out", tmp_path / "run")
-    assert rc == 2 and not (tmp_path / "run").exists()
-    one_line_error(err, "label 'Hernia' has 1 positive image(s), too few to spread over 2 folds")
+    refused(capsys, grid, tmp_path / "run",
+            "label 'Hernia' has 1 positive image(s), too few to spread over 2 folds")
 
 
 def test_chexpert_reader_names_the_valid_uncertainty_policies(tmp_path):
@@ -351,10 +352,9 @@ def test_split_file_with_a_patient_in_two_folds(tmp_path, capsys, synth_root):
     grid = write_grid(tmp_path, GRID.replace("ROOT", str(synth_root)).replace("n: 60, size: 32, image_size: 16",
                                                                               "n: 200, size: 64, image_size: 32")
                       .replace("seed: 0}", f"seed: 0, file: {tmp_path / 'split.json'}}}"))
-    rc, _, err = bench(capsys, "-q", "run", "--grid", grid, "--out", tmp_path / "run")
-    assert rc == 2 and not (tmp_path / "run").exists()
-    one_line_error(err, f"splits.file '{tmp_path / 'split.json'}': patient leakage in fold 0 (training and held-out "
-                        "rows): 1 patient(s) have images on both sides", "make the split again")
+    refused(capsys, grid, tmp_path / "run",
+            f"splits.file '{tmp_path / 'split.json'}': patient leakage in fold 0 (training and held-out "
+            "rows): 1 patient(s) have images on both sides", "make the split again")
 
 
 # ---- a run over hostile and damaged data: it trains, counts, warns, escapes, stays off the network ------

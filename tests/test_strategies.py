@@ -12,7 +12,6 @@ import sys
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from strategies import (LOSSES, SAMPLERS, STRATEGIES, THRESHOLDS, UnknownNameError, apply_params,
                         create_loss, create_sampler, create_strategy, create_threshold, preset_space,

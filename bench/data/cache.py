@@ -71,6 +71,13 @@ class ImageCache:
     def open(self) -> np.ndarray:
         return np.load(self.array_file, mmap_mode="r")
 
+    def open_for(self, image_ids) -> np.ndarray:
+        """The images of ``image_ids``, in that order: the memory map itself when its first rows are
+        exactly those images (the usual case), else a copy of their rows. Refuses unreadable images."""
+        rows = self.rows_for(image_ids)
+        images = self.open()
+        return images if np.array_equal(rows, np.arange(len(rows))) else images[rows]
+
     def rows_for(self, image_ids) -> np.ndarray:
         """Cache rows of ``image_ids``; raises if one is absent or was unreadable (never zeros)."""
         pos = {k: i for i, k in enumerate(self.image_ids)}

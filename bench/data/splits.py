@@ -525,6 +525,14 @@ def assert_patient_disjoint(patients: np.ndarray | None, a_rows: np.ndarray, b_r
                            f"sides, e.g. {examples}")
 
 
+
+def assert_fold_disjoint(patients: np.ndarray | None, train, val, test, *, fold: int | None = None) -> None:
+    """Leakage guard for one fold: no patient has rows in two of its training, validation and held-out
+    parts (:func:`assert_patient_disjoint` on each pair; messages name ``fold`` when given)."""
+    for a, b, parts in ((train, test, "training and held-out rows"), (val, test, "validation and held-out rows"),
+                        (train, val, "training and validation rows")):
+        assert_patient_disjoint(patients, a, b, what=parts if fold is None else f"fold {fold} ({parts})")
+
 # --------------------------------------------------------------------------------------------------
 # The manifest every trial reads
 # --------------------------------------------------------------------------------------------------
