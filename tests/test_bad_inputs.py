@@ -222,43 +222,30 @@ def test_missing_dataset_root(tmp_path, capsys):
             f"dataset.root: '{tmp_path / 'nowhere'}' does not exist", "use kind: synthetic")
 
 
-def test_label_file_missing_a_column(tmp_path, capsys):
-    root = nih_folder(tmp_path / "d", drop_column="Patient ID")
-    grid = nih_grid(tmp_path, root)
-    refused(capsys, grid, tmp_path / "run",
-            f"{root / 'Data_Entry_2017.csv'}: column 'Patient ID' is missing", "(found: Image Index,")
+# A damaged NIH folder: (nih_folder's arguments, the file named, what follows its name in the error line, and
+# any further parts the line holds)
+BROKEN_NIH = {
+    "a column missing": ({"drop_column": "Patient ID"}, "Data_Entry_2017.csv",
+                         ": column 'Patient ID' is missing", "(found: Image Index,"),
+    "a duplicate image row": ({"extra_rows": ["00000003_000.png,Mass,1,1,50,M,PA,16,16,0.1,0.1"]},
+                              "Data_Entry_2017.csv",
+                              ":26: duplicate image row '00000003_000.png' (each image must appear once)"),
+    "a patient id missing": ({"patient": lambda i: "" if i == 5 else str(i // 2)}, "Data_Entry_2017.csv",
+                             ":7: patient id is missing for image '00000005_000.png'"),
+    "a box naming an unknown image": ({"boxes": ["00000000_000.png,Effusion,10,10,100,100",
+                                                 "99999999_000.png,Effusion,1,1,10,10"]}, "BBox_List_2017.csv",
+                                      ":3: box names image '99999999_000.png', which is not in the label file"),
+    "a box outside the image": ({"boxes": ["00000000_000.png,Effusion,1000,10,100,100"]}, "BBox_List_2017.csv",
+                                ":2: box [1000.0, 10.0, 100.0, 100.0] of '00000000_000.png' lies outside the "
+                                "1024x1024 image frame (x, y >= 0, w, h > 0, x + w and y + h <= 1024)"),
+}
 
 
-def test_duplicate_image_rows(tmp_path, capsys):
-    root = nih_folder(tmp_path / "d", extra_rows=["00000003_000.png,Mass,1,1,50,M,PA,16,16,0.1,0.1"])
-    grid = nih_grid(tmp_path, root)
-    refused(capsys, grid, tmp_path / "run",
-            f"{root / 'Data_Entry_2017.csv'}:26: duplicate image row '00000003_000.png' (each image "
-            "must appear once)")
-
-
-def test_missing_patient_id(tmp_path, capsys):
-    root = nih_folder(tmp_path / "d", patient=lambda i: "" if i == 5 else str(i // 2))
-    grid = nih_grid(tmp_path, root)
-    refused(capsys, grid, tmp_path / "run",
-            f"{root / 'Data_Entry_2017.csv'}:7: patient id is missing for image '00000005_000.png'")
-
-
-def test_box_naming_an_unknown_image(tmp_path, capsys):
-    root = nih_folder(tmp_path / "d", boxes=["00000000_000.png,Effusion,10,10,100,100",
-                                             "99999999_000.png,Effusion,1,1,10,10"])
-    grid = nih_grid(tmp_path, root)
-    refused(capsys, grid, tmp_path / "run",
-            f"{root / 'BBox_List_2017.csv'}:3: box names image '99999999_000.png', which is not in the "
-            "label file")
-
-
-def test_box_outside_the_image(tmp_path, capsys):
-    root = nih_folder(tmp_path / "d", boxes=["00000000_000.png,Effusion,1000,10,100,100"])
-    grid = nih_grid(tmp_path, root)
-    refused(capsys, grid, tmp_path / "run",
-            f"{root / 'BBox_List_2017.csv'}:2: box [1000.0, 10.0, 100.0, 100.0] of '00000000_000.png' "
-            "lies outside the 1024x1024 image frame (x, y >= 0, w, h > 0, x + w and y + h <= 1024)")
+@pytest.mark.parametrize("case", sorted(BROKEN_NIH))
+def test_damaged_nih_files_are_named_with_the_line(tmp_path, capsys, case):
+    damage, name, message, *more = BROKEN_NIH[case]
+    root = nih_folder(tmp_path / "d", **damage)
+    refused(capsys, nih_grid(tmp_path, root), tmp_path / "run", f"{root / name}{message}", *more)
 
 
 def test_missing_images_are_dropped_and_counted(tmp_path, capsys):
