@@ -174,13 +174,14 @@ def run_grid(grid_path: str | Path, *, out: str | Path | None = None, address: s
              bar=None, cfg: GridConfig | None = None) -> RunOutcome:
     """Run (or resume) a grid; returns the outcome, errored trials in ``outcome.errors`` (``bench run``
     turns them into GridIncomplete, exit 3)."""
+    from bench import tuner
     from bench.config import load_grid
 
     t0 = time.time()
     cfg = resolve_paths(cfg or load_grid(grid_path))
     run_dir = Path(out or Path("runs") / cfg.name).resolve()
     existing = check_run_dir(run_dir, cfg)
-    if str(address or "").startswith("ray://") and not storage:
+    if tuner.is_client(address) and not storage:
         # Under Ray Client, Tune's driver loop runs on the head node: it cannot reach this machine's folder.
         raise BenchError(f"--address {address}: add --storage s3://BUCKET/PREFIX (or gs://..., or a path that every "
                          "node and this machine share): the cluster cannot write into this machine's run folder")
@@ -213,7 +214,6 @@ def run_grid(grid_path: str | Path, *, out: str | Path | None = None, address: s
     write_json(run_json, {**previous, **meta, "started": previous.get("started") or time.strftime("%Y-%m-%dT%H:%M:%S"),
                           "status": "running", "trials": len(trials)})
 
-    from bench import tuner
     from bench.trial import TrialData
 
     for stale in (run_dir / "trials").glob(".*.tmp*"):  # a copy of outputs cut short by a killed driver
@@ -230,7 +230,7 @@ def run_grid(grid_path: str | Path, *, out: str | Path | None = None, address: s
                          run_meta={"versions": meta["versions"], "git": meta["git"]})
         progress = tuner.Progress(total=len(trials), done=set(done_ids))
 
-        client = str(address or "").startswith("ray://")
+        client = tuner.is_client(address)
 
         def on_done(tid: str, checkpoint) -> None:
             # Under Ray Client this runs on the head node: outputs are collected below, on this machine.
@@ -238,7 +238,9 @@ def run_grid(grid_path: str | Path, *, out: str | Path | None = None, address: s
             if not client and not (run_dir / "trials" / tid / "metrics.json").is_file():
                 collect_trial(run_dir, tid, checkpoint)
 
-        callback = tuner.make_callback(progress, say, on_done, epochs=cfg.train.epochs)
+        # Under Ray Client the callback prints on the head node; tagged lines are shown here.
+        callback = tuner.make_callback(progress, tuner.remote_say if client else say, on_done,
+                                       epochs=cfg.train.epochs)
         finished = {tid: _final_metrics(run_dir / "trials" / tid / "metrics.json", cfg.train.epochs)
                     for tid in done_ids}
         # Shared storage may hold the experiment even when the run folder is gone (a lost head node).

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -17,6 +18,10 @@ from typing import Callable
 
 log = logging.getLogger(__name__)
 EXPERIMENT = "tune"
+# Under Ray Client, Tune's loop (and our progress callback) runs on the head node; its printed lines
+# reach this machine through Ray's log stream, marked with this tag so that only they are shown.
+CLIENT_TAG = "\x1fbench\x1f "
+CLIENT_ATTEMPTS = 3
 
 
 def ray_env() -> None:
@@ -48,10 +53,63 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, num_gpu
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     kwargs: dict = {"include_dashboard": False, "logging_level": logging.WARNING,
                     "log_to_driver": bool(os.environ.get("BENCH_DEBUG"))}
-    if address:
+    if address and address.startswith("ray://"):
+        # Ray Client: Tune's loop runs on the head node; its progress lines are streamed back here (the
+        # rest of the cluster's output only with BENCH_DEBUG). No runtime_env: through Ray Client's proxy
+        # it needs the head's runtime-env agent at a fixed port, and otherwise the connection times out.
+        debug = bool(os.environ.get("BENCH_DEBUG"))
+        if not debug:  # the head's own Ray log records (e.g. its client server's startup notices)
+            logging.getLogger("ray.util.client.logsclient").setLevel(logging.ERROR)
+        for attempt in range(1, CLIENT_ATTEMPTS + 1):
+            try:
+                ray.init(address=address, **{**kwargs, "log_to_driver": True})
+                break
+            except ConnectionAbortedError as exc:
+                # Ray's proxy sometimes fails to start the per-client server, mostly on the first
+                # connection after the head starts ("SpecificServer startup failed" in its log).
+                if attempt == CLIENT_ATTEMPTS:
+                    raise
+                log.warning("Ray Client at %s: the head's per-client server did not start (%s); retrying (%d/%d)",
+                            address, str(exc).splitlines()[0], attempt + 1, CLIENT_ATTEMPTS)
+                time.sleep(2.0 * attempt)
+        _client_console(debug=debug)
+    elif address:
         ray.init(address=address, **kwargs)
     else:  # a private local instance, reachable from this machine only
         ray.init(num_cpus=num_cpus, num_gpus=num_gpus, _node_ip_address="127.0.0.1", **kwargs)
+
+
+def is_client(address: str | None) -> bool:
+    """Whether ``address`` connects through Ray Client (``ray://HOST:PORT``)."""
+    return str(address or "").startswith("ray://")
+
+
+def remote_say(text: str) -> None:
+    """``say`` for code that runs on the head node under Ray Client: printed there, shown here
+    (without Ray's ``(TunerInternal pid=...)`` prefix) by :func:`_client_console`."""
+    print(CLIENT_TAG + text, flush=True)
+
+
+def _client_console(*, debug: bool) -> None:
+    """Show the cluster's tagged progress lines on this console as they are, drop the rest of its
+    output (workers' logs, Tune's notices) unless ``debug``. Uses Ray Client's documented hook
+    (``LogstreamClient.stdstream``: "by default, calls print but this can be overridden")."""
+    from ray.util.client import ray as client_api
+
+    try:
+        log_client = client_api.get_context().client_worker.log_client
+    except AttributeError:  # another Ray version: its default printing (prefixed lines) stays
+        log.debug("Ray Client's log stream has no stdstream hook; cluster output is shown as Ray prints it")
+        return
+
+    def stdstream(level: int, msg: str) -> None:
+        for line in msg.splitlines():
+            if CLIENT_TAG in line:
+                print(line.split(CLIENT_TAG, 1)[1], flush=True)
+            elif debug:
+                print(line, file=sys.stderr if level == -2 else sys.stdout, flush=True)
+
+    log_client.stdstream = stdstream
 
 
 def storage_filesystem(storage: str):

@@ -125,6 +125,8 @@ class Cluster:
     env: dict
     logs: list
     procs: list = field(default_factory=list)  # [head, worker] `ray start --block` processes
+    client_address: str | None = None  # ray://127.0.0.1:PORT (Ray Client), with services=True
+    dashboard: str | None = None  # http://127.0.0.1:PORT (the Jobs API of `ray job submit`), with services=True
 
 
 def _start_node(args: list[str], *, temp: str, log: Path, env: dict) -> subprocess.Popen:
@@ -145,6 +147,23 @@ def _wait_started(proc: subprocess.Popen, log: Path, *, timeout: float = 90) -> 
     pytest.fail(f"`ray start` did not start (exit {proc.poll()}):\n{log.read_text(errors='replace')[-3000:]}")
 
 
+def _wait_http(url: str, proc: subprocess.Popen, log: Path, *, timeout: float = 90) -> None:
+    """Wait until ``url`` (on 127.0.0.1) answers 200."""
+    import urllib.error
+    import urllib.request
+
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"{url} did not answer within {timeout}s:\n{log.read_text(errors='replace')[-3000:]}")
+
+
 def _node_ports(taken: set[int]) -> tuple[list[str], int]:
     """``ray start`` options giving one node ports of its own (several nodes share this host), and one
     more free port (the head's GCS port)."""
@@ -159,10 +178,11 @@ def _node_ports(taken: set[int]) -> tuple[list[str], int]:
 
 
 @contextlib.contextmanager
-def two_node_cluster(logs: Path, *, extra_env: dict | None = None):
+def two_node_cluster(logs: Path, *, extra_env: dict | None = None, services: bool = False):
     """Head (1 CPU, 1 fake GPU) and worker (1 CPU) as separate `ray start` processes; stopped afterwards.
 
-    ``extra_env`` reaches both nodes (e.g. Ray's ``RAY_health_check_*`` settings)."""
+    ``extra_env`` reaches both nodes (e.g. Ray's ``RAY_health_check_*`` settings). With ``services`` the
+    head also serves Ray Client and the dashboard's Jobs API, on 127.0.0.1, as a `ray up` head does."""
     env = {**os.environ, **S3_ENV, **(extra_env or {})}  # nodes inherit BENCH_CACHE_DIR: the image cache is reused
     env.pop("RAY_ADDRESS", None)
     # Ray 2.60 refuses to start a second node (`ray start --address`) with this off (conftest turns it off
@@ -174,17 +194,23 @@ def two_node_cluster(logs: Path, *, extra_env: dict | None = None):
     procs: list[subprocess.Popen] = []
     try:
         head_ports, gcs = _node_ports(taken)
-        dash = free_ports(1)[0]
+        dash, client = [p for p in free_ports(4) if p not in taken][:2]
+        taken.update((dash, client))
+        extra = (["--include-dashboard", "true", "--dashboard-host", "127.0.0.1", "--ray-client-server-port",
+                  str(client)] if services else ["--include-dashboard", "false"])
         procs.append(_start_node(["--head", "--port", str(gcs), "--num-cpus", "1", "--num-gpus", "1",
-                                  "--include-dashboard", "false", "--dashboard-port", str(dash), *head_ports],
+                                  "--dashboard-port", str(dash), *extra, *head_ports],
                                  temp=temps[0], log=logs / "head.log", env=env))
         _wait_started(procs[0], logs / "head.log")
+        if services:
+            _wait_http(f"http://127.0.0.1:{dash}/api/version", procs[0], logs / "head.log")
         worker_ports, _ = _node_ports(taken)
         procs.append(_start_node(["--address", f"127.0.0.1:{gcs}", "--num-cpus", "1", *worker_ports],
                                  temp=temps[1], log=logs / "worker.log", env=env))
         _wait_started(procs[1], logs / "worker.log")
         yield Cluster(address=f"127.0.0.1:{gcs}", env=env, logs=[logs / "head.log", logs / "worker.log"],
-                      procs=procs)
+                      procs=procs, client_address=f"ray://127.0.0.1:{client}" if services else None,
+                      dashboard=f"http://127.0.0.1:{dash}" if services else None)
     finally:
         for proc in reversed(procs):
             kill_tree(proc)

@@ -326,6 +326,14 @@ def test_out_folder_that_is_not_a_run_folder(tmp_path, capsys, synth_root):
     assert snapshot(out) == {"notes.txt": b"keep me"}
 
 
+def test_ray_client_without_storage(tmp_path, capsys, synth_root):
+    """Under Ray Client Tune's loop runs on the head node, which cannot write into this machine's folder."""
+    grid, out = write_grid(tmp_path, GRID.replace("ROOT", str(synth_root))), tmp_path / "run"
+    rc, _, err = bench(capsys, "-q", "run", "--grid", grid, "--out", out, "--address", "ray://127.0.0.1:10001")
+    assert rc == 2 and not out.exists(), err
+    one_line_error(err, "--address ray://127.0.0.1:10001: add --storage s3://BUCKET/PREFIX")
+
+
 def test_split_file_with_a_patient_in_two_folds(tmp_path, capsys, synth_root):
     """A hand-edited manifest whose hash was recomputed to match: refused by the driver, nothing written."""
     from bench.data.nih import read_nih

@@ -1,5 +1,6 @@
 """Distribution on real Ray processes, no mocks of Ray: a two-node cluster on this machine, a killed
-trial worker, a killed driver, fractional GPUs and ``s3://`` storage on a local S3 server.
+trial worker, a killed driver, fractional GPUs, ``s3://`` storage on a local S3 server, a run driven
+from outside the cluster through Ray Client (``ray://``) and one submitted with ``ray job submit``.
 
 One cluster serves the module: a head node (1 CPU, 1 fake GPU) and a worker node (1 CPU), each a
 separate ``ray start --block`` process with its own temp dir and ports. ``bench run --address``
@@ -49,8 +50,9 @@ TRIALS = sorted(f"test_resnet-{s}-f{f}-s0" for s in ("bce", "focal") for f in (0
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    """Head (1 CPU, 1 fake GPU) and worker (1 CPU) as separate `ray start` processes; stopped afterwards."""
-    with two_node_cluster(tmp_path_factory.mktemp("ray-logs")) as c:
+    """Head (1 CPU, 1 fake GPU, Ray Client and Jobs API) and worker (1 CPU) as separate `ray start` processes;
+    stopped afterwards."""
+    with two_node_cluster(tmp_path_factory.mktemp("ray-logs"), services=True) as c:
         yield c
 
 
@@ -83,9 +85,11 @@ class Drivers:
         path.write_text(GRID.format(root=self.root, epochs=EPOCHS, resources=resources))
         return path
 
-    def start(self, grid: Path, out: Path, *, storage: str | None = None, env: dict | None = None) -> Driver:
+    def start(self, grid: Path, out: Path, *, storage: str | None = None, env: dict | None = None,
+              address: str | None = None) -> Driver:
         log = self.folder / f"driver-{out.name}-{len(self.started)}.log"
-        cmd = [str(BIN / "bench"), "run", "--grid", str(grid), "--out", str(out), "--address", self.cluster.address]
+        cmd = [str(BIN / "bench"), "run", "--grid", str(grid), "--out", str(out),
+               "--address", address or self.cluster.address]
         if storage:
             cmd += ["--storage", storage]
         with open(log, "wb") as f:
@@ -403,4 +407,43 @@ def test_s3_storage_run_and_restore(drivers, baseline, s3, tmp_path):
     for tid in TRIALS:
         final = re.compile(rf"runs/{re.escape(experiment)}/{re.escape(tid)}{suffix}/checkpoint_\d+/outputs/metrics\.json")
         assert any(final.fullmatch(k) for k in keys), (tid, sorted(k for k in keys if k.endswith("metrics.json")))
+    assert_same_leaderboard(out, baseline["out"])
+
+
+def test_ray_client_drives_the_grid_from_outside_the_cluster(drivers, baseline, tmp_path):
+    """``--address ray://HOST:10001``: Tune's loop runs on the head node, the outputs come back through the
+    storage both sides share, and this console shows the progress lines as a local run does."""
+    from bench.tuner import CLIENT_TAG
+
+    out, store = tmp_path / "run", tmp_path / "store"
+    driver = drivers.run(drivers.grid("grid"), out, address=drivers.cluster.client_address, storage=str(store))
+    output = driver.output()
+    assert driver.proc.returncode == 0, output[-3000:]
+    for tid in TRIALS:
+        assert f"  {tid}: epoch 1/{EPOCHS}  train loss " in output, tid
+        assert re.search(rf"^\[\d/{len(TRIALS)}\] {re.escape(tid)} done: macro AUC ", output, re.M), tid
+    # Only the progress lines cross over: no Ray prefixes, tags, worker logs or Tune notices.
+    assert "pid=" not in output and CLIENT_TAG.strip() not in output and "Checkpoint successfully" not in output
+    experiment = json.loads((out / "run.json").read_text())["experiment"]
+    assert not (out / "tune").exists() and (store / experiment / "tuner.pkl").is_file()
+    assert_same_metrics(out, baseline["out"])
+    assert_same_leaderboard(out, baseline["out"])
+
+
+def test_ray_job_submit_runs_the_grid_on_the_head(drivers, baseline, tmp_path):
+    """``ray job submit --address http://HEAD:8265 -- bench run ...``: the driver runs on the head node
+    (Ray sets RAY_ADDRESS for it), the CLI streams its output and exits 0 when the job succeeds."""
+    out, grid = tmp_path / "run", drivers.grid("grid")
+    cmd = [str(BIN / "ray"), "job", "submit", "--address", drivers.cluster.dashboard, "--",
+           str(BIN / "bench"), "run", "--grid", str(grid), "--out", str(out)]
+    proc = subprocess.run(cmd, env=drivers.cluster.env, cwd=tmp_path, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=300)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-3000:]
+    assert "succeeded" in output and f"finished {len(TRIALS)} trial(s)" in output, output[-3000:]
+    for tid in TRIALS:
+        assert f"{tid} done: macro AUC" in output, tid
+    run = json.loads((out / "run.json").read_text())
+    assert run["status"] == "complete" and run["storage"] == str(out)
+    assert_same_metrics(out, baseline["out"])
     assert_same_leaderboard(out, baseline["out"])
