@@ -185,6 +185,7 @@ def two_node_cluster(logs: Path, *, extra_env: dict | None = None, services: boo
     head also serves Ray Client and the dashboard's Jobs API, on 127.0.0.1, as a `ray up` head does."""
     env = {**os.environ, **S3_ENV, **(extra_env or {})}  # nodes inherit BENCH_CACHE_DIR: the image cache is reused
     env.pop("RAY_ADDRESS", None)
+    env.pop("BENCH_DEBUG", None)  # drivers print what a user sees without --debug
     # Ray 2.60 refuses to start a second node (`ray start --address`) with this off (conftest turns it off
     # to keep single-machine instances on loopback); with it on, Ray advertises this host's own interface
     # address for --node-ip-address 127.0.0.1. Nodes and drivers must agree on it.

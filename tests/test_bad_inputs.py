@@ -163,9 +163,12 @@ def test_grid_that_would_run_code_is_refused(tmp_path, capsys):
     assert not marker.exists() and not (tmp_path / "run").exists()
 
 
-def test_debug_shows_the_traceback(tmp_path, capsys):
+def test_debug_shows_the_traceback(tmp_path, capsys, monkeypatch):
     from bench.errors import BenchError
 
+    # `--debug` sets BENCH_DEBUG for the process (Ray workers and Ray Client then show their logs): undone
+    # after the test, or every later cluster in this session would inherit it.
+    monkeypatch.setenv("BENCH_DEBUG", "1")
     grid = write_grid(tmp_path, GRID.replace("ROOT", str(tmp_path)).replace("epochs: 1,", "epochs: -1,"))
     with pytest.raises(BenchError, match="train.epochs: -1 is not valid"):
         main(["--debug", "run", "--grid", str(grid), "--out", str(tmp_path / "run")])
