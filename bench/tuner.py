@@ -53,7 +53,7 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, num_gpu
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     kwargs: dict = {"include_dashboard": False, "logging_level": logging.WARNING,
                     "log_to_driver": bool(os.environ.get("BENCH_DEBUG"))}
-    if address and address.startswith("ray://"):
+    if is_client(address):
         # Ray Client: Tune's loop runs on the head node; its progress lines are streamed back here (the
         # rest of the cluster's output only with BENCH_DEBUG). No runtime_env: through Ray Client's proxy
         # it needs the head's runtime-env agent at a fixed port, and otherwise the connection times out.
