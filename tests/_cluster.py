@@ -136,32 +136,31 @@ def _start_node(args: list[str], *, temp: str, log: Path, env: dict) -> subproce
                                 stdin=subprocess.DEVNULL, env=env, start_new_session=True)
 
 
-def _wait_started(proc: subprocess.Popen, log: Path, *, timeout: float = 90) -> None:
+def _wait_until(ready, what: str, proc: subprocess.Popen, log: Path, *, timeout: float = 90) -> None:
+    """Poll ``ready()`` until true; fail with the node's log if ``proc`` exits or ``timeout`` passes."""
     deadline = time.time() + timeout
-    while time.time() < deadline:
-        if "Ray runtime started" in log.read_text(errors="replace"):
+    while time.time() < deadline and proc.poll() is None:
+        if ready():
             return
-        if proc.poll() is not None:
-            break
-        time.sleep(0.2)
-    pytest.fail(f"`ray start` did not start (exit {proc.poll()}):\n{log.read_text(errors='replace')[-3000:]}")
+        time.sleep(0.3)
+    pytest.fail(f"{what} (exit {proc.poll()}, {timeout}s):\n{log.read_text(errors='replace')[-3000:]}")
 
 
-def _wait_http(url: str, proc: subprocess.Popen, log: Path, *, timeout: float = 90) -> None:
-    """Wait until ``url`` (on 127.0.0.1) answers 200."""
+def _wait_started(proc: subprocess.Popen, log: Path) -> None:
+    _wait_until(lambda: "Ray runtime started" in log.read_text(errors="replace"), "`ray start` did not start",
+                proc, log)
+
+
+def _answers(url: str) -> bool:
+    """Whether ``url`` (on 127.0.0.1) answers 200."""
     import urllib.error
     import urllib.request
 
-    deadline = time.time() + timeout
-    while time.time() < deadline and proc.poll() is None:
-        try:
-            with urllib.request.urlopen(url, timeout=5) as r:
-                if r.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"{url} did not answer within {timeout}s:\n{log.read_text(errors='replace')[-3000:]}")
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
 
 
 def _node_ports(taken: set[int]) -> tuple[list[str], int]:
@@ -204,7 +203,8 @@ def two_node_cluster(logs: Path, *, extra_env: dict | None = None, services: boo
                                  temp=temps[0], log=logs / "head.log", env=env))
         _wait_started(procs[0], logs / "head.log")
         if services:
-            _wait_http(f"http://127.0.0.1:{dash}/api/version", procs[0], logs / "head.log")
+            _wait_until(lambda: _answers(f"http://127.0.0.1:{dash}/api/version"), "the head's dashboard did not answer",
+                        procs[0], logs / "head.log")
         worker_ports, _ = _node_ports(taken)
         procs.append(_start_node(["--address", f"127.0.0.1:{gcs}", "--num-cpus", "1", *worker_ports],
                                  temp=temps[1], log=logs / "worker.log", env=env))

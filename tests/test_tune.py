@@ -49,3 +49,38 @@ def test_tune_refuses_presets_without_a_space(synth_root, tmp_path, capsys):
     assert "declares no tunable parameters" in capsys.readouterr().err
     assert main(["tune", "--grid", str(grid), "--strategy", "focl", "--trials", "2"]) == 2
     assert "did you mean 'focal'" in capsys.readouterr().err
+
+
+def test_ray_client_connection_is_retried_when_the_head_fails_to_start_its_server(monkeypatch, caplog):
+    """Ray's proxy sometimes fails to start the per-client server (ConnectionAbortedError): two retries,
+    each announced; a third failure is raised."""
+    import ray
+
+    from bench import tuner
+
+    calls = []
+
+    def init(address, **kw):
+        calls.append((address, kw["log_to_driver"]))
+        if len(calls) < 3:
+            raise ConnectionAbortedError("Initialization failure from server:\nTraceback ...")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.setattr(tuner, "_client_console", lambda debug: calls.append("console"))
+    monkeypatch.setattr(tuner.time, "sleep", lambda s: None)
+    monkeypatch.delenv("BENCH_DEBUG", raising=False)
+    tuner.init_ray("ray://127.0.0.1:10001")
+    assert calls == [("ray://127.0.0.1:10001", True)] * 3 + ["console"]
+    retries = [r.getMessage() for r in caplog.records if "per-client server did not start" in r.getMessage()]
+    assert len(retries) == 2 and "Initialization failure from server:" in retries[0] and "(2/3)" in retries[0]
+
+    def always_fails(address, **kw):
+        calls.append(address)
+        raise ConnectionAbortedError("Initialization failure from server:")
+
+    calls.clear()
+    monkeypatch.setattr(ray, "init", always_fails)
+    with pytest.raises(ConnectionAbortedError):
+        tuner.init_ray("ray://127.0.0.1:10001")
+    assert len(calls) == tuner.CLIENT_ATTEMPTS
