@@ -7,7 +7,9 @@ fingerprint, its image paths and the size, so two datasets or two sizes never sh
 
 Building is guarded by a file lock (one builder per node; other trials wait and reuse it), writes
 to temporary names and renames them into place last, so an interrupted build is never mistaken
-for a finished one.
+for a finished one. It uses every core of the node: a pool of processes decodes chunks of images
+and writes them straight into the temporary memory-mapped array, while the builder reports
+progress with a rate and an ETA (a callback such as the CLI's progress bar, and a log line).
 """
 
 from __future__ import annotations
@@ -15,9 +17,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
+import multiprocessing
 import os
+import signal
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -30,6 +35,8 @@ from bench.errors import BenchError
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 1
+CHUNK = 256  # images per task of the decoding pool
+PROGRESS_LOG_S = 30.0  # seconds between the build's progress log lines
 
 
 def default_cache_dir() -> Path:
@@ -130,10 +137,24 @@ def _bad_images_replaced(records: Records, bad: dict[str, str], *, since: float)
     return False
 
 
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity, else the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def build_cache(records: Records, size: int, cache_dir: Path | None = None, *,
-                progress: Callable[[int, int], None] | None = None, threads: int | None = None,
-                source: ImageCache | None = None) -> ImageCache:
+                progress: Callable[[int, int], None] | None = None, workers: int | None = None,
+                chunk: int = CHUNK, source: ImageCache | None = None) -> ImageCache:
     """Open the cache for (records, size), building it first if needed.
+
+    The images are decoded by ``workers`` processes (default: every core this process may use,
+    :func:`available_cores`), ``chunk`` images per task, each writing its rows into the memory-mapped
+    array; with one worker, or a single chunk, they are decoded in this process. The array is the same
+    byte for byte whatever the number of workers. ``progress(done, total)`` is called after each chunk;
+    a log line gives the rate and the ETA every ``PROGRESS_LOG_S`` seconds.
 
     Unreadable images are recorded in ``cache.bad`` (path -> reason) and their rows left zero;
     callers must exclude or refuse them (:meth:`ImageCache.rows_for` refuses them). ``source``, an
@@ -142,6 +163,10 @@ def build_cache(records: Records, size: int, cache_dir: Path | None = None, *,
     """
     from filelock import FileLock
 
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be >= 1, not {workers}")
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, not {chunk}")
     cache_dir = Path(cache_dir or default_cache_dir())
     cache_dir.mkdir(parents=True, exist_ok=True)
     key = cache_key(records, size)
@@ -149,10 +174,11 @@ def build_cache(records: Records, size: int, cache_dir: Path | None = None, *,
         found = open_cache(records, size, cache_dir)
         if found is not None:
             return found
-        return _build(records, size, cache_dir, key, progress=progress, threads=threads, source=source)
+        return _build(records, size, cache_dir, key, progress=progress, workers=workers or available_cores(),
+                      chunk=chunk, source=source)
 
 
-def _build(records: Records, size: int, cache_dir: Path, key: str, *, progress, threads,
+def _build(records: Records, size: int, cache_dir: Path, key: str, *, progress, workers: int, chunk: int,
            source: ImageCache | None = None) -> ImageCache:
     n = len(records)
     t0 = time.perf_counter()
@@ -160,16 +186,7 @@ def _build(records: Records, size: int, cache_dir: Path, key: str, *, progress, 
     tmp_json = cache_dir / f"{key}.json.tmp{os.getpid()}"
     arr = np.lib.format.open_memmap(tmp_npy, mode="w+", dtype=np.uint8, shape=(n, size, size))
     bad: dict[str, str] = {}
-
-    def work(i: int):
-        path = records.paths[i]
-        try:
-            return i, resize_gray(load_gray(path), size), None
-        except FileNotFoundError:
-            return i, None, "file missing"
-        except ImageReadError as exc:
-            return i, None, str(exc).split(": ", 1)[-1]
-
+    used = 1
     try:
         if source is not None:
             if source.size != size:
@@ -177,17 +194,23 @@ def _build(records: Records, size: int, cache_dir: Path, key: str, *, progress, 
             rows, src = source.rows_for(records.image_ids), source.open()  # refuses images it lacks or could not read
             for start in range(0, n, 1024):
                 arr[start:start + 1024] = src[rows[start:start + 1024]]
+            arr.flush()
+            del arr
             if progress:
                 progress(n, n)
         else:
-            _decode_into(arr, records, work, threads=threads, bad=bad, progress=progress)
-        arr.flush()
-        del arr
+            arr.flush()
+            del arr  # the decoders write through their own maps of the file
+            failed, used = _decode_into(tmp_npy, [str(p) for p in records.paths], size, workers=workers, chunk=chunk,
+                                        progress=_Progress(n, progress, size=size))
+            for i in sorted(failed):  # in row order, whatever order the chunks finished in
+                bad[str(records.image_ids[i])] = f"{records.paths[i]}: {failed[i]}"
         seconds = time.perf_counter() - t0
         meta = {"key": key, "version": CACHE_VERSION, "size": size, "n": n, "kind": records.kind,
                 "root": records.root, "fingerprint": records.fingerprint(),
                 "image_ids_sha256": hashlib.sha256("\n".join(map(str, records.image_ids)).encode()).hexdigest(),
-                "bad": bad, "seconds": round(seconds, 3), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                "bad": bad, "seconds": round(seconds, 3), "workers": used,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
         os.replace(tmp_npy, cache_dir / f"{key}.npy")
         tmp_json.write_text(json.dumps(meta, indent=1))
         os.replace(tmp_json, _manifest_file(cache_dir, key))  # the manifest last: it marks completion
@@ -195,23 +218,85 @@ def _build(records: Records, size: int, cache_dir: Path, key: str, *, progress, 
         tmp_npy.unlink(missing_ok=True)
         tmp_json.unlink(missing_ok=True)
         raise
-    log.info("built image cache %s: %d images at %d px in %.1fs (%d unreadable)", key, n, size, seconds, len(bad))
+    log.info("built image cache %s: %d images at %d px in %.1fs with %d worker(s) (%.0f images/s; %d unreadable)",
+             key, n, size, seconds, used, n / max(seconds, 1e-9), len(bad))
     return ImageCache(cache_dir, key, size, list(map(str, records.image_ids)), bad, seconds)
 
 
-def _decode_into(arr: np.ndarray, records: Records, work, *, threads, bad: dict, progress) -> None:
-    n = len(records)
-    workers = threads or min(8, os.cpu_count() or 1)
-    done = 0
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for i, img, err in pool.map(work, range(n), chunksize=64):
-            if err is None:
-                arr[i] = img
-            else:
-                bad[str(records.image_ids[i])] = f"{records.paths[i]}: {err}"
-            done += 1
-            if progress and (done % 256 == 0 or done == n):
-                progress(done, n)
+class _Progress:
+    """Counts decoded images; calls the caller's ``progress(done, total)`` and logs the rate and ETA."""
+
+    def __init__(self, total: int, callback: Callable[[int, int], None] | None, *, size: int):
+        self.total, self.callback, self.size = total, callback, size
+        self.done, self.t0 = 0, time.perf_counter()
+        self.logged = self.t0
+
+    def add(self, count: int) -> None:
+        self.done += count
+        if self.callback:
+            self.callback(self.done, self.total)
+        now = time.perf_counter()
+        if now - self.logged >= PROGRESS_LOG_S and self.done < self.total:
+            self.logged = now
+            rate = self.done / max(now - self.t0, 1e-9)
+            log.info("caching %d px images: %d/%d (%.0f images/s, ETA %s)", self.size, self.done, self.total, rate,
+                     _clock((self.total - self.done) / rate))
+
+
+def _clock(seconds: float) -> str:
+    """``seconds`` as h:mm:ss (or m:ss under an hour)."""
+    s = int(math.ceil(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+def _decode_chunk(npy: str, start: int, paths: list[str], size: int) -> dict[int, str]:
+    """Decode ``paths`` into rows ``start...`` of the ``.npy`` file ``npy``; returns {row: reason} of the
+    unreadable ones (their rows stay zero). Runs in the pool's processes, or in the builder's."""
+    arr = np.load(npy, mmap_mode="r+")
+    failed: dict[int, str] = {}
+    for j, path in enumerate(paths):
+        try:
+            arr[start + j] = resize_gray(load_gray(path), size)
+        except FileNotFoundError:
+            failed[start + j] = "file missing"
+        except ImageReadError as exc:
+            failed[start + j] = str(exc).split(": ", 1)[-1]
+    arr.flush()
+    return failed
+
+
+def _ignore_sigint() -> None:
+    # Ctrl-C reaches every process of the terminal's group: the builder alone handles it (it cancels the
+    # chunks not started, waits for the running ones and removes its temporary file).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _decode_into(npy: Path, paths: list[str], size: int, *, workers: int, chunk: int,
+                 progress: _Progress) -> tuple[dict[int, str], int]:
+    """Decode every image into ``npy``; returns ({row: reason} of the unreadable ones, workers used)."""
+    starts = list(range(0, len(paths), chunk))
+    workers = min(workers, len(starts))
+    failed: dict[int, str] = {}
+    if workers <= 1:
+        for start in starts:
+            failed.update(_decode_chunk(str(npy), start, paths[start:start + chunk], size))
+            progress.add(len(paths[start:start + chunk]))
+        return failed, 1
+    # spawn, not fork: the builder may be a Ray driver or worker with threads of its own.
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_ignore_sigint)
+    try:
+        pending = {pool.submit(_decode_chunk, str(npy), start, paths[start:start + chunk], size):
+                   len(paths[start:start + chunk]) for start in starts}
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                failed.update(fut.result())
+                progress.add(pending.pop(fut))
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    return failed, workers
 
 
 def exclude_bad(records: Records, cache: ImageCache, *, policy: str) -> Records:
