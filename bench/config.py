@@ -119,6 +119,7 @@ class LocalisationConfig:
     max_images: int = 200        # held-out boxed images scored per trial (0 = all)
     gallery: int = 4             # overlays kept per trial
     threshold: str = "tune"      # tune (on validation boxed images) | a number in (0, 1)
+    tolerance: float = 0.0       # pointing game: a hit within this many pixels of a box (Zhang et al.: 15)
 
 
 @dataclass(frozen=True)
@@ -491,6 +492,8 @@ def _validate(cfg: GridConfig, where) -> None:
                              f"{did_you_mean(m, CAM_METHODS)} (choose from: {', '.join(CAM_METHODS)})")
     if loc.max_images < 0:
         bad("localisation.max_images", loc.max_images, "an integer >= 0 (0 = all)")
+    if not loc.tolerance >= 0 or loc.tolerance == float("inf"):
+        bad("localisation.tolerance", loc.tolerance, "a number of pixels >= 0")
     if loc.threshold != "tune":
         try:
             value = float(loc.threshold)

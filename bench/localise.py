@@ -1,6 +1,7 @@
 """Grad-CAM localisation inside a trial: maps for the held-out fold's boxed images, scored
 against their boxes, with a binarisation threshold tuned on the validation part's boxed images
-only, and a random map and a centre-prior map scored the same way as chance references.
+only, and a random map and a centre-prior map scored through the same procedure (their own
+validation-tuned threshold included) as chance references.
 
 Targets are explicit: each (image, finding) pair of the box file, never the model's argmax.
 """
@@ -57,6 +58,13 @@ def refuse_held_out(rec, tuning_rows, test) -> None:
 
 
 def localise_trial(spec: dict, data, *, model, images, val, test, dev, out: Path, prob: np.ndarray) -> list[dict]:
+    """Score the CAMs of the held-out boxed images and the two chance maps through one procedure.
+
+    Every map, model or chance (``random``: uniform noise; ``centre``: a centred Gaussian), is scored
+    the same way: the pointing game with the grid's ``tolerance``, and the box metrics at a
+    binarisation threshold tuned on the validation part's boxed images *for that kind of map* (the
+    chance maps get their own validation maps and their own tuned threshold, as the CAMs do).
+    """
     import torch
 
     from bench import engine, seeding
@@ -64,6 +72,7 @@ def localise_trial(spec: dict, data, *, model, images, val, test, dev, out: Path
     from reports import localisation as L
 
     cfg = data.grid["localisation"]
+    tolerance = float(cfg.get("tolerance", 0.0))  # grids resolved before the option existed: its default
     rec, size = data.records, data.image_size
     boxes = boxes_at(rec.boxes, size)
     rng = seeding.numpy_rng(spec["seed"], spec["fold"], "localisation")
@@ -73,6 +82,7 @@ def localise_trial(spec: dict, data, *, model, images, val, test, dev, out: Path
     val_pairs = boxed_pairs(rec, val, boxes, int(cfg["max_images"]), rng)
     refuse_held_out(rec, [p[0] for p in val_pairs], test)
     row_pos = {r: i for i, r in enumerate(test)}
+    val_boxes = [p[3] for p in val_pairs]
 
     def maps(pairs, method):
         rows = np.array(sorted({p[0] for p in pairs}))
@@ -81,27 +91,36 @@ def localise_trial(spec: dict, data, *, model, images, val, test, dev, out: Path
         return compute_cams(model, spec["backbone"], x, [(at[p[0]], p[1]) for p in pairs], method=method,
                             batch_size=32, device=dev.device)
 
+    def threshold(name: str, val_maps) -> float:
+        if cfg["threshold"] != "tune":
+            return float(cfg["threshold"])
+        if not val_pairs:
+            log.warning("trial %s: no boxed validation image to tune the %s threshold on; using 0.5", spec["id"], name)
+            return 0.5
+        return float(L.tune_threshold(list(val_maps()), val_boxes))
+
+    def score(name: str, cams, thr: float) -> list[dict]:
+        rows = []
+        for (row, cls, finding, bx), cam in zip(test_pairs, cams):
+            s = L.score_map(cam, bx, threshold=thr, tolerance=tolerance)
+            rows.append({"image_id": str(rec.image_ids[row]), "finding": finding, "method": name, "threshold": thr,
+                         "tolerance": tolerance, "prob": float(prob[row_pos[row], cls]), **_plain(s)})
+        return rows
+
     results = []
-    shape = (size, size)
     for method in list(cfg["methods"]):
         cams = maps(test_pairs, method)
-        if cfg["threshold"] == "tune" and val_pairs:
-            thr = float(L.tune_threshold(list(maps(val_pairs, method)), [p[3] for p in val_pairs]))
-        else:
-            thr = 0.5 if cfg["threshold"] == "tune" else float(cfg["threshold"])
-        for (row, cls, finding, bx), cam in zip(test_pairs, cams):
-            s = L.score_map(cam, bx, threshold=thr)
-            results.append({"image_id": str(rec.image_ids[row]), "finding": finding, "method": method,
-                            "threshold": thr, "prob": float(prob[row_pos[row], cls]), **_plain(s)})
+        scored = score(method, cams, threshold(method, lambda: maps(val_pairs, method)))
+        results += scored
         if method == cfg["methods"][0]:
-            _gallery(out, spec, rec, images, test_pairs, cams, results, prob, row_pos, int(cfg["gallery"]))
+            _gallery(out, spec, rec, images, test_pairs, cams, scored, int(cfg["gallery"]))
+    shape = (size, size)
     base_rng = seeding.numpy_rng(spec["seed"], spec["fold"], "random-map")
+    val_random = [L.random_map(shape, base_rng) for _ in val_pairs]  # drawn first: the test maps never see them
+    test_random = [L.random_map(shape, base_rng) for _ in test_pairs]
     centre = L.centre_prior_map(shape)
-    for row, cls, finding, bx in test_pairs:
-        for name, cam in (("random", L.random_map(shape, base_rng)), ("centre", centre)):
-            s = L.score_map(cam, bx, threshold=0.5)
-            results.append({"image_id": str(rec.image_ids[row]), "finding": finding, "method": name,
-                            "threshold": 0.5, "prob": float(prob[row_pos[row], cls]), **_plain(s)})
+    results += score("random", test_random, threshold("random", lambda: val_random))
+    results += score("centre", [centre] * len(test_pairs), threshold("centre", lambda: [centre] * len(val_pairs)))
     from reports.leaderboard import write_atomic
 
     df = pd.DataFrame(results)
@@ -128,34 +147,70 @@ def colormap(x: np.ndarray) -> np.ndarray:
 
 
 def overlay_png(image: np.ndarray, cam: np.ndarray, boxes: np.ndarray, path: Path, *, scale: int = 3) -> None:
-    """Write the map over the X-ray with the boxes drawn, as a small PNG."""
+    """Write the map over the X-ray with the boxes drawn and a colour bar, as a small PNG.
+
+    Colours show each pixel's value relative to the map's maximum (0 dark blue to 1 dark red, the
+    bar on the right); a map without positive values is all dark blue.
+    """
     from PIL import Image, ImageDraw
 
+    c = np.asarray(cam, dtype=np.float32)
+    top = float(c.max())
+    rel = np.clip(c / top, 0.0, 1.0) if top > 0 else np.zeros_like(c)
     gray = np.repeat(image[..., None].astype(np.float32), 3, axis=2)
-    heat = colormap(cam).astype(np.float32)
-    mix = (0.55 * gray + 0.45 * heat).clip(0, 255).astype(np.uint8)
-    im = Image.fromarray(mix).resize((image.shape[1] * scale, image.shape[0] * scale), Image.Resampling.BILINEAR)
+    mix = (0.55 * gray + 0.45 * colormap(rel).astype(np.float32)).clip(0, 255).astype(np.uint8)
+    w, h = image.shape[1] * scale, image.shape[0] * scale
+    im = Image.fromarray(mix).resize((w, h), Image.Resampling.BILINEAR)
     draw = ImageDraw.Draw(im)
-    for x, y, w, h in boxes:
-        draw.rectangle([x * scale, y * scale, (x + w) * scale - 1, (y + h) * scale - 1], outline=(0, 255, 0), width=2)
-    im.save(path, optimize=True)
+    for x, y, bw, bh in boxes:
+        draw.rectangle([x * scale, y * scale, (x + bw) * scale - 1, (y + bh) * scale - 1], outline=(0, 255, 0), width=2)
+    bar_w, pad, label_w = 8, 4, 24
+    canvas = Image.new("RGB", (w + pad + bar_w + label_w, h), (255, 255, 255))
+    canvas.paste(im, (0, 0))
+    ramp = colormap(np.linspace(1.0, 0.0, h)[:, None].repeat(bar_w, axis=1))  # top = 1 (the map's maximum)
+    canvas.paste(Image.fromarray(ramp), (w + pad, 0))
+    text = ImageDraw.Draw(canvas)
+    text.text((w + pad + bar_w + 2, 0), "max", fill=(0, 0, 0))
+    text.text((w + pad + bar_w + 2, h - 11), "0", fill=(0, 0, 0))
+    canvas.save(path, optimize=True)
 
 
-def _gallery(out: Path, spec, rec, images, pairs, cams, results, prob, row_pos, n: int) -> None:
+def gallery_picks(scored: list[dict], cams, n: int) -> list[tuple[int, str]]:
+    """Indices of up to ``n`` hits and ``n`` misses among the maps with visible energy (maximum above
+    minimum), most confident first (highest probability), alternating hit and miss; with their rank.
+
+    A flat map (nothing to see) is never picked; the page keeps only the picks whose probability
+    reaches the label's tuned threshold.
+
+    >>> cams = [np.eye(2), np.zeros((2, 2)), np.eye(2), np.eye(2)]
+    >>> scored = [{"prob": 0.4, "hit": 1.0}, {"prob": 0.99, "hit": 1.0}, {"prob": 0.9, "hit": 0.0},
+    ...           {"prob": 0.7, "hit": 1.0}]
+    >>> gallery_picks(scored, cams, 1)
+    [(3, 'confident hit'), (2, 'confident miss')]
+    """
+    visible = [k for k, cam in enumerate(cams) if float(np.max(cam)) > float(np.min(cam))]
+    order = sorted(visible, key=lambda k: (-scored[k]["prob"], k))
+    hits = [k for k in order if scored[k]["hit"]][:n]
+    misses = [k for k in order if not scored[k]["hit"]][:n]
+    picks = []
+    for i in range(max(len(hits), len(misses))):
+        picks += [(k, "confident hit") for k in hits[i:i + 1]] + [(k, "confident miss") for k in misses[i:i + 1]]
+    return picks
+
+
+def _gallery(out: Path, spec, rec, images, pairs, cams, scored: list[dict], n: int) -> None:
     if n <= 0:
         return
-    scored = [r for r in results if r["method"] == results[-1]["method"]][-len(pairs):]
-    energy = np.array([r["energy"] for r in scored])
-    order = np.argsort(-energy, kind="stable")
-    picks = list(dict.fromkeys(list(order[: (n + 1) // 2]) + list(order[::-1][: n // 2])))
     folder = out / "gallery"
     folder.mkdir(exist_ok=True)
     meta = []
-    for k in picks:
+    for k, rank in gallery_picks(scored, cams, n):
         row, cls, finding, bx = pairs[k]
         name = f"{k:03d}.png"
         overlay_png(np.asarray(images[row]), cams[k], bx, folder / name)
         meta.append({"file": name, "image_id": str(rec.image_ids[row]), "finding": finding,
-                     "prob": float(prob[row_pos[row], cls]), "label": 1, "hit": bool(scored[k]["hit"]),
-                     "energy": float(scored[k]["energy"]), "rank": "best" if k in order[: (n + 1) // 2] else "worst"})
+                     "method": scored[k]["method"], "prob": float(scored[k]["prob"]), "label": 1,
+                     "hit": bool(scored[k]["hit"]),
+                     "energy": float(scored[k]["energy"]), "map_range": float(np.max(cams[k]) - np.min(cams[k])),
+                     "rank": rank})
     (folder / "gallery.json").write_text(json.dumps(meta, indent=1))

@@ -20,7 +20,8 @@ from reports.html_tables import best_flags, controls, int_cell, num_cell, table,
 
 log = logging.getLogger(__name__)
 CHANCE = ("random", "centre")
-LOC_METRICS = [("hit", "hit rate", "pointing game: the map's maximum inside a box of the finding"),
+LOC_METRICS = [("hit", "hit rate", "pointing game: the map's one point (its maximum; ties: the plateau's centroid) "
+                                   "inside a box of the finding"),
                ("energy", "energy", "share of the map's mass inside the boxes"),
                ("iou", "IoU", "mean IoU of the binarised map's box with the boxes"),
                ("iobb", "IoBB", "mean intersection over the predicted box's area"),
@@ -49,10 +50,15 @@ def localisation(report, raw: pd.DataFrame | None = None) -> str:
     parts = [_table(loc), _paired(getattr(report, "localisation_significance", None)),
              _heatmap(loc, report.label_names, nih=is_nih(report)),
              _gallery(report)]
+    tol = float((getattr(report, "grid", None) or {}).get("localisation", {}).get("tolerance", 0.0))
     lead = ("Saliency maps of the held-out images against the ground-truth boxes. Rows in grey italics are chance "
-            "baselines scored the same way (<code>random</code>: a random map; <code>centre</code>: a centred "
-            "blob); a map is only useful where it beats them. Values are means with 95% bootstrap intervals over "
-            "images.")
+            "baselines (<code>random</code>: a random map; <code>centre</code>: a centred blob) that go through "
+            "exactly the maps' procedure, their own validation-tuned binarisation threshold included, on the same "
+            "(image, finding) pairs; they do not depend on the model, so they appear once. A map is only useful "
+            "where it beats them. The pointing game takes one point per map: its maximum, and when several pixels "
+            "tie (the flat plateaus of an upsampled map), the pixel at the plateau's centroid; a hit is a point "
+            + ("inside a box of the finding" if tol == 0 else f"within {tol:g} px of a box of the finding")
+            + ". Values are means with 95% bootstrap intervals over images.")
     return section("localisation", "Localisation against boxes", "".join(parts), lead=lead)
 
 
@@ -107,7 +113,7 @@ def _paired(sig: pd.DataFrame | None) -> str:
                     + text_cell(verdict, html=f'<span class="{cls}">{esc(verdict)}</span>') + "</tr>")
     baseline = str(sig["baseline"].iloc[0])
     head = [th("backbone"), th("map"), th("strategy"), th("metric"),
-            th("images", numeric=True, title="held-out (fold, seed, image) units scored by both"),
+            th("images", numeric=True, title="held-out images scored by both (each averaged over its seeds)"),
             th("strategy", numeric=True), th(baseline, numeric=True),
             th("diff [95% CI]", numeric=True, title="strategy minus baseline, paired on the same images"),
             th("p", numeric=True), th("p (Holm)", numeric=True, title="Holm-adjusted within backbone, map and metric"),
@@ -116,9 +122,12 @@ def _paired(sig: pd.DataFrame | None) -> str:
                (3, "metrics", list(dict.fromkeys(names.get(str(m), str(m)) for m in sig["metric"])))]
     return (f"<h3>Does a strategy move the maps? Each against <code>{esc(baseline)}</code></h3>"
             '<p class="note">The trials of a backbone share their held-out folds, so each strategy\'s maps and the '
-            "baseline's are scored on the same images: per image (averaged over its findings), strategy minus "
-            "baseline, paired t-test, Holm-corrected within each backbone, map and metric. The test is conditional "
-            "on the trained models; “no evidence” is not “no difference”.</p>"
+            "baseline's are scored on the same images. Unit: the image of a held-out fold, its value averaged over "
+            "its findings and over the seeds (the seeds of a fold share its images, so they are not independent "
+            "replicates). Test: a paired t-test of the per-image differences (strategy minus baseline), "
+            "Holm-corrected within each backbone, map and metric. Assumption: the images are independent and the "
+            "trained models are held fixed, so a difference says the maps differ on these images, not that it "
+            "would survive retraining; “no evidence” is not “no difference”.</p>"
             + controls("locsig", placeholder="filter rows", selects=selects) + table("locsig", head, rows, short=True))
 
 
@@ -142,7 +151,7 @@ def _heatmap(loc: pd.DataFrame, label_names: list[str], *, nih: bool = False) ->
         models = sub[~sub["method"].isin(CHANCE)].pivot_table(index="model", columns="finding", values="value",
                                                               sort=False)
         chance = sub[sub["method"].isin(CHANCE)].pivot_table(index="method", columns="finding", values="value")
-        chance.index = [f"<i>chance: {ptext(i)} (mean)</i>" for i in chance.index]
+        chance.index = [f"<i>chance: {ptext(i)}</i>" for i in chance.index]
         models.index = [ptext(i) for i in models.index]
         parts = [models, chance]
         if nih:
@@ -160,7 +169,7 @@ def _heatmap(loc: pd.DataFrame, label_names: list[str], *, nih: bool = False) ->
                       xaxis=dict(type="category", tickangle=-40), yaxis=dict(type="category", autorange="reversed"),
                       margin=dict(l=300, r=30, t=80, b=130))
     return "<h3>Per finding</h3>" + figure("fig-loc", fig, caption="Scale 0 to 1 for every metric; the last rows "
-                                                                 "are the chance baselines averaged over models"
+                                                                 "are the chance baselines (once per run)"
                                                                  + ("; on NIH data, the published accuracies of "
                                                                     "Wang et al. 2017 (ImageNet-pretrained, all "
                                                                     "112,120 images, full resolution) are the "
@@ -185,6 +194,34 @@ def _png_data(path: Path) -> str | None:
     return base64.b64encode(data).decode("ascii") if len(data) <= IMAGE_BYTES else None
 
 
+def _tuned_thresholds(trial_dir: Path) -> dict[str, float]:
+    """The trial's validation-tuned decision threshold per label (its metrics.json); empty if unreadable."""
+    try:
+        doc = json.loads((trial_dir / "metrics.json").read_text())
+    except (OSError, ValueError) as exc:
+        log.warning("unreadable %s: %s", trial_dir / "metrics.json", exc)
+        return {}
+    return {str(k): float(v) for k, v in (doc.get("thresholds") or {}).items() if num(v) is not None}
+
+
+def confident_examples(meta: list[dict], thresholds: dict[str, float]) -> list[dict]:
+    """The gallery entries a reader can learn from: a visible map (``map_range`` > 0) of a positive that
+    the model predicts confidently (probability at or above the label's tuned threshold), most confident
+    first; entries without the threshold or the map's range are left out.
+
+    >>> meta = [{"finding": "Mass", "prob": 0.9, "map_range": 1.0}, {"finding": "Mass", "prob": 0.2, "map_range": 1.0},
+    ...         {"finding": "Mass", "prob": 0.95, "map_range": 0.0}, {"finding": "Edema", "prob": 0.99, "map_range": 1}]
+    >>> [m["prob"] for m in confident_examples(meta, {"Mass": 0.3})]
+    [0.9]
+    """
+    keep = []
+    for m in meta:
+        t, p, r = thresholds.get(str(m.get("finding"))), num(m.get("prob")), num(m.get("map_range"))
+        if t is not None and p is not None and r is not None and r > 0 and p >= t:
+            keep.append({**m, "threshold": t})
+    return sorted(keep, key=lambda m: -m["prob"])
+
+
 def _gallery(report) -> str:
     t = report.trials
     trial_info = {str(r["id"]): r for r in t.to_dict("records")} if not t.empty else {}
@@ -203,27 +240,34 @@ def _gallery(report) -> str:
         except (OSError, ValueError) as exc:
             log.warning("unreadable %s: %s", meta_path, exc)
             continue
-        for m in meta[:GALLERY_PER_MODEL]:
+        shown = 0
+        for m in confident_examples(meta, _tuned_thresholds(meta_path.parent.parent)):
             png = meta_path.parent / str(m.get("file", ""))
-            if png.parent != meta_path.parent or not png.is_file() or total > GALLERY_BYTES or len(figs) >= GALLERY_MAX:
+            if (shown >= GALLERY_PER_MODEL or png.parent != meta_path.parent or not png.is_file()
+                    or total > GALLERY_BYTES or len(figs) >= GALLERY_MAX):
                 continue
             data = _png_data(png)
             if data is None:
                 continue
             total += len(data)
+            shown += 1
             hit = bool(m.get("hit"))
             href = "trials/" + quote(str(trial["id"]), safe="") + "/metrics.json"
-            prob, energy = num(m.get("prob")), num(m.get("energy"))
+            energy = num(m.get("energy"))
+            method = f' · {esc(m["method"])}' if m.get("method") else ""
             figs.append(
                 f'<figure><img alt="{esc(m.get("finding"))} overlay of {esc(m.get("image_id"))}" '
-                f'src="data:image/png;base64,{data}"><figcaption><b>{esc(key[0])} / {esc(key[1])}</b><br>'
+                f'src="data:image/png;base64,{data}"><figcaption><b>{esc(key[0])} / {esc(key[1])}</b>{method}<br>'
                 f'{esc(m.get("finding"))} in {esc(m.get("image_id"))}<br>'
-                f'p = {"–" if prob is None else f"{prob:.2f}"} · <span class="{"hit" if hit else "miss"}">'
-                f'{"hit" if hit else "miss"}</span> · energy {"–" if energy is None else f"{energy:.2f}"} · '
-                f'{esc(m.get("rank", ""))}<br><a href="{esc(href)}">{esc(trial["id"])}</a></figcaption></figure>')
+                f'p = {m["prob"]:.2f} (threshold {m["threshold"]:.2f}) · <span class="{"hit" if hit else "miss"}">'
+                f'{"hit" if hit else "miss"}</span> · energy {"–" if energy is None else f"{energy:.2f}"}<br>'
+                f'<a href="{esc(href)}">{esc(trial["id"])}</a></figcaption></figure>')
     if not figs:
         return ""
-    return ("<h3>Overlays</h3><p class=\"note\">The best- and worst-localised held-out positives of one trial per "
-            "model (fold 0 of the first seed where present): saliency map over the image, ground-truth box in "
-            "green; p is the model's probability for the finding.</p>"
+    return ("<h3>Overlays</h3><p class=\"note\">Confidently predicted held-out positives of one trial per model "
+            "(fold 0 of the first seed where present): the most confident hit and the most confident miss whose "
+            "probability p reaches the label's validation-tuned threshold, among maps with something to see (a "
+            "flat map is never shown). Saliency map over the image, ground-truth box in green; colour is the map's "
+            "value relative to its maximum, from 0 (dark blue) to the maximum (dark red), as the bar beside each "
+            "overlay shows. Models without such an example are not shown.</p>"
             f'<div class="gallery">{"".join(figs)}</div>')

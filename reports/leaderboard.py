@@ -230,10 +230,23 @@ def _localisation(docs: list[dict], n_boot: int) -> tuple[pd.DataFrame, pd.DataF
     if not frames:
         return pd.DataFrame(), pd.DataFrame()
     raw = pd.concat(frames, ignore_index=True)
-    from reports.localisation import summarise
+    from reports.localisation import CHANCE_KEYS, CHANCE_METHODS, summarise
 
+    chance = raw["method"].isin(CHANCE_METHODS)
+    groups = list(raw[~chance].groupby(["backbone", "strategy", "method"], sort=False))
+    if chance.any():
+        # A chance map never sees the model: every trial of one (fold, seed) scores the same maps on the same
+        # images, so each (fold, seed, image, finding) is counted once and the chance rows appear once per run.
+        c = raw[chance]
+        key = ["fold", "seed", "image_id", "finding", "method"]
+        scores = [k for k in ("hit", "energy", "iou", "iobb", "mask_iou") if k in c]
+        once = c.drop_duplicates(subset=key)
+        if len(c.drop_duplicates(subset=key + scores)) != len(once):
+            raise ValueError("localisation.csv: the chance maps of one (fold, seed, image, finding) score differently "
+                             "in different trials; they must not depend on the model")
+        groups += [((*CHANCE_KEYS, m), g) for m, g in once.groupby("method", sort=False)]
     out = []
-    for (b, s, m), g in raw.groupby(["backbone", "strategy", "method"], sort=False):
+    for (b, s, m), g in groups:
         summ = summarise(g, by=("finding",), n_boot=n_boot, rng=np.random.default_rng(0))
         summ.insert(0, "method", m)
         summ.insert(0, "strategy", s)

@@ -26,15 +26,20 @@ import pandas as pd
 from scipy import ndimage
 
 __all__ = ["IOBB_THRESHOLDS", "IOU_THRESHOLDS", "DEFAULT_GRID", "NIH_BOX_SPACE", "scale_boxes",
-           "nih_box_to_pixels", "box_mask", "pointing_game", "energy_pointing", "binarise", "predicted_box",
+           "nih_box_to_pixels", "box_mask", "pointing_point", "pointing_game", "hit_coverage", "energy_pointing",
+           "binarise", "predicted_box",
            "iou", "iobb", "score_map", "score_findings", "tune_threshold", "random_map", "centre_prior_map",
-           "accuracy_at", "summarise", "paired_against"]
+           "accuracy_at", "summarise", "paired_against", "CHANCE_METHODS", "CHANCE_KEYS"]
 
 IOBB_THRESHOLDS = (0.1, 0.25, 0.5, 0.75, 0.9)
 IOU_THRESHOLDS = (0.1, 0.3, 0.5)
 DEFAULT_GRID = tuple(float(t) for t in np.round(np.linspace(0.1, 0.9, 17), 10))
 NIH_BOX_SPACE = 1024  # NIH BBox_List_2017.csv is in the pixels of the released 1024 x 1024 images
 _EPS = 1e-6
+#: The chance maps (:func:`random_map`, :func:`centre_prior_map`) and the (backbone, strategy) their rows
+#: carry in a run's summary: they are scored once per run, not once per model.
+CHANCE_METHODS = ("random", "centre")
+CHANCE_KEYS = ("(any)", "(chance)")
 _OBJECTIVES = ("iou", "iobb", "mask_iou")
 
 
@@ -103,21 +108,105 @@ def box_mask(boxes, shape: tuple[int, int]) -> np.ndarray:
 
 
 # ---- map against boxes ---------------------------------------------------------------------------
-def pointing_game(cam, boxes) -> bool:
-    """True when the map's maximum falls inside a box of the finding.
+def _tolerance(tolerance: float) -> float:
+    t = float(tolerance)
+    if not np.isfinite(t) or t < 0:
+        raise ValueError(f"tolerance must be a finite number of pixels >= 0, got {tolerance!r}")
+    return t
 
-    Ties: the hit counts when any pixel that attains the maximum is inside a box. A flat map (all
-    values equal) points nowhere and is always a miss.
 
-    >>> cam = np.zeros((4, 4)); cam[1, 2] = 1.0
-    >>> pointing_game(cam, [(2, 1, 1, 1)]), pointing_game(cam, [(0, 0, 2, 2)])
-    (True, False)
+def pointing_point(cam) -> tuple[int, int] | None:
+    """The one (row, col) pixel a map points at in the pointing game; ``None`` for a flat map.
+
+    The point is the map's maximum. When several pixels tie at the maximum (the flat plateaus of a
+    map upsampled from a low-resolution feature map), the point is the pixel that contains the
+    centroid of the tied pixels (centroid ``(mean row, mean col)`` of their indices; under the module's
+    pixel convention that is pixel ``floor(mean + 0.5)``, so an even-sided plateau resolves to the
+    pixel just below and right of its centre). If that pixel is not itself at the maximum (a
+    non-convex or split plateau), the tied pixel nearest the centroid is taken, ties in raster order.
+    The rule never looks at the boxes, so a map that is independent of the image scores at chance.
+
+    >>> cam = np.zeros((6, 6)); cam[1:3, 1:3] = 1.0   # a 2 x 2 plateau
+    >>> pointing_point(cam)
+    (2, 2)
+    >>> cam = np.zeros((5, 5)); cam[0, 0] = cam[0, 4] = 1.0  # the centroid (0, 2) is not on the plateau
+    >>> pointing_point(cam)
+    (0, 0)
     """
     c = _map(cam)
     top = c.max()
     if top == c.min():
-        return False
-    return bool(np.any(box_mask(boxes, c.shape) & (c == top)))
+        return None
+    rows, cols = np.nonzero(c == top)  # raster order
+    if len(rows) == 1:
+        return int(rows[0]), int(cols[0])
+    cy, cx = rows.mean(), cols.mean()
+    r, q = int(np.floor(cy + 0.5)), int(np.floor(cx + 0.5))
+    if c[r, q] == top:
+        return r, q
+    d = (rows - cy) ** 2 + (cols - cx) ** 2
+    k = int(np.flatnonzero(d <= d.min() + 1e-9)[0])
+    return int(rows[k]), int(cols[k])
+
+
+def _point_hits(point: tuple[int, int], b: np.ndarray, shape: tuple[int, int], tolerance: float) -> bool:
+    """Whether ``point`` is within ``tolerance`` px (centre to centre) of a pixel some box covers."""
+    r, q = point
+    for x, y, w, h in b:
+        c0, c1 = _span(x, w, shape[1])
+        r0, r1 = _span(y, h, shape[0])
+        if c1 <= c0 or r1 <= r0:
+            continue
+        dr, dc = max(r0 - r, 0, r - (r1 - 1)), max(c0 - q, 0, q - (c1 - 1))
+        if dr * dr + dc * dc <= tolerance * tolerance:
+            return True
+    return False
+
+
+def pointing_game(cam, boxes, *, tolerance: float = 0.0) -> bool:
+    """True when the map's one point (:func:`pointing_point`) falls inside a box of the finding, or
+    within ``tolerance`` pixels of one (Zhang et al.'s pointing game, IJCV 2018, allows 15 px at
+    their image size; distances are Euclidean between pixel centres). A flat map (all values
+    equal) points nowhere and is always a miss.
+
+    One point per map, ties broken by the plateau's centroid: counting a hit when *any* tied pixel
+    is in a box would let an upsampled low-resolution map (flat plateaus of many pixels) hit far
+    more often than chance.
+
+    >>> cam = np.zeros((4, 4)); cam[1, 2] = 1.0
+    >>> pointing_game(cam, [(2, 1, 1, 1)]), pointing_game(cam, [(0, 0, 2, 2)])
+    (True, False)
+    >>> pointing_game(cam, [(0, 0, 2, 2)], tolerance=1)   # column 2 is 1 px right of column 1
+    True
+    """
+    c, b = _map(cam), _boxes(boxes)
+    tol = _tolerance(tolerance)
+    point = pointing_point(c)
+    return point is not None and _point_hits(point, b, c.shape, tol)
+
+
+def hit_coverage(boxes_list: Sequence[object], shape: tuple[int, int], *, tolerance: float = 0.0) -> np.ndarray:
+    """(H, W) share of the box sets in ``boxes_list`` under which a map pointing at each pixel scores a
+    hit (inside a box, or within ``tolerance`` px of one).
+
+    It gives the exact chance level of the pointing game: a map drawn independently of the image,
+    paired with a box set drawn uniformly from ``boxes_list``, hits with probability
+    ``hit_coverage(...)[pointing_point(map)]``; a map whose point is uniform over the pixels hits
+    with probability ``hit_coverage(...).mean()``, the boxes' mean (pixel) area share.
+
+    >>> hit_coverage([[(0, 0, 2, 1)], [(1, 0, 1, 1)]], (1, 3)).tolist()
+    [[0.5, 1.0, 0.0]]
+    """
+    tol = _tolerance(tolerance)
+    if len(boxes_list) == 0:
+        raise ValueError("boxes_list is empty")
+    total = np.zeros(shape, dtype=float)
+    for boxes in boxes_list:
+        inside = box_mask(boxes, shape)
+        if tol > 0 and inside.any():
+            inside = ndimage.distance_transform_edt(~inside) <= tol
+        total += inside
+    return total / len(boxes_list)
 
 
 def energy_pointing(cam, boxes) -> float:
@@ -203,12 +292,13 @@ def iobb(pred, gt) -> float:
     return _intersection(p, g) / area if area > 0 else 0.0
 
 
-def score_map(cam, boxes, *, threshold: float) -> dict:
+def score_map(cam, boxes, *, threshold: float, tolerance: float = 0.0) -> dict:
     """All scores of one (image, finding) map against that finding's boxes.
 
-    ``hit`` (pointing game), ``energy`` (energy share), ``iou`` and ``iobb`` of the predicted box
-    (largest blob of the map binarised at ``threshold``; best over the boxes; 0 without a blob) and
-    ``mask_iou`` (binarised map against the union of the boxes; NaN if both are empty).
+    ``hit`` (pointing game, :func:`pointing_game` with ``tolerance`` px), ``energy`` (energy share),
+    ``iou`` and ``iobb`` of the predicted box (largest blob of the map binarised at ``threshold``; best
+    over the boxes; 0 without a blob) and ``mask_iou`` (binarised map against the union of the boxes;
+    NaN if both are empty).
 
     >>> cam = np.zeros((6, 6)); cam[1:3, 1:3] = 1.0
     >>> s = score_map(cam, [(0, 0, 2, 2), (1, 1, 2, 2)], threshold=0.5)
@@ -218,7 +308,7 @@ def score_map(cam, boxes, *, threshold: float) -> dict:
     c, b = _map(cam), _boxes(boxes)
     if len(b) == 0:
         raise ValueError("a finding needs at least one box to be scored")
-    return {"hit": pointing_game(c, b), "energy": energy_pointing(c, b),
+    return {"hit": pointing_game(c, b, tolerance=tolerance), "energy": energy_pointing(c, b),
             **_box_scores(c, b, box_mask(b, c.shape), threshold)}
 
 
@@ -235,10 +325,10 @@ def _box_scores(c: np.ndarray, b: np.ndarray, gt: np.ndarray, threshold: float) 
 
 
 def score_findings(cams: Mapping[str, np.ndarray], boxes: Mapping[str, object], *,
-                   threshold: float) -> dict[str, dict]:
+                   threshold: float, tolerance: float = 0.0) -> dict[str, dict]:
     """Score one image's maps, each finding's map against that finding's boxes only.
 
-    >>> cams = {"Mass": np.eye(4), "Nodule": np.eye(4)[::-1]}
+    >>> cams = {"Mass": np.diag([1.0, 0, 0, 0]), "Nodule": np.diag([0, 0, 0, 1.0])}
     >>> out = score_findings(cams, {"Mass": [(0, 0, 1, 1)], "Nodule": [(0, 0, 1, 1)]}, threshold=0.5)
     >>> out["Mass"]["hit"], out["Nodule"]["hit"]
     (True, False)
@@ -246,7 +336,7 @@ def score_findings(cams: Mapping[str, np.ndarray], boxes: Mapping[str, object], 
     missing = sorted(set(cams) - set(boxes))
     if missing:
         raise KeyError(f"no boxes for finding(s) {missing}")
-    return {f: score_map(cam, boxes[f], threshold=threshold) for f, cam in cams.items()}
+    return {f: score_map(cam, boxes[f], threshold=threshold, tolerance=tolerance) for f, cam in cams.items()}
 
 
 def tune_threshold(cams: Sequence[np.ndarray], boxes_list: Sequence[object], *,
@@ -405,28 +495,35 @@ PAIRED_COLUMNS = ["backbone", "method", "strategy", "baseline", "metric", "n_tri
 
 
 def paired_against(raw: pd.DataFrame, baseline: str = "bce", *, metrics: Sequence[str] = PAIRED_METRICS,
-                   chance: Sequence[str] = ("random", "centre")) -> pd.DataFrame:
+                   chance: Sequence[str] = CHANCE_METHODS) -> pd.DataFrame:
     """Paired tests of each strategy's localisation against ``baseline``'s, per backbone and map method.
 
     ``raw`` holds one row per scored (image, finding) pair with the columns ``backbone``, ``strategy``,
     ``method``, ``fold``, ``seed``, ``image_id``, ``finding`` and the metric columns (as the trials write
     them, with the trial's keys added). A strategy's trial and the baseline's trial of the same backbone,
-    fold and seed score the same held-out images, so the unit of pairing is (fold, seed, image): each
-    side's metric is averaged over the image's findings, the pairs present on both sides are kept, and
-    ``scipy.stats.ttest_rel`` (:func:`reports.stats.paired_test`) tests the mean difference. ``ci_low`` /
-    ``ci_high`` is the t interval (95%) of that difference. Holm's correction (``p_holm``) runs over the
-    strategies within each backbone x method x metric. Chance maps (``chance``) are not compared.
+    fold and seed score the same held-out images. Each side's metric is averaged over the image's
+    findings, the (fold, seed, image) triples scored by both sides are kept, and each image's value is
+    then averaged over its seeds: the seeds of a fold share its test images, so they are not
+    independent replicates.
 
-    The test conditions on the trained models: it asks whether these models look at the boxes differently
-    on these images, not how much that varies between training runs (the trial-level spread is in the
-    localisation leaderboard's per-trial rows).
+    - Unit: the image of a held-out fold (images are nested in folds), averaged over findings and seeds.
+    - Test: a paired t-test (``scipy.stats.ttest_rel`` via :func:`reports.stats.paired_test`) of the
+      per-image differences, with its 95% t interval (``ci_low`` / ``ci_high``); Holm's correction
+      (``p_holm``) runs over the strategies within each backbone x method x metric.
+    - Assumption: the images are independent draws and the trained models are held fixed, so the test
+      asks whether these models' maps differ on these images, not whether the difference would survive
+      retraining (the trial-level spread is in the localisation leaderboard's per-trial rows).
+
+    ``n_trials`` counts the (fold, seed) trials paired, ``n_images`` the images. Chance maps
+    (``chance``) are not compared.
 
     >>> rows = pd.DataFrame({"backbone": "r", "method": "gradcam", "fold": 0, "seed": 0, "finding": "Mass",
     ...                      "strategy": ["bce"] * 4 + ["focal"] * 4, "image_id": list("abcd") * 2,
     ...                      "hit": [0, 0, 1, 0, 1, 1, 1, 0.0], "energy": [.1, .2, .3, .1, .3, .4, .3, .2]})
-    >>> r = paired_against(rows).set_index("metric")
-    >>> r.loc["hit", ["n_images", "value", "baseline_value", "mean_diff"]].tolist()
-    [4.0, 0.75, 0.25, 0.5]
+    >>> two_seeds = pd.concat([rows, rows.assign(seed=1)])  # a second seed: the same images, not new units
+    >>> r = paired_against(two_seeds).set_index("metric")
+    >>> r.loc["hit", ["n_trials", "n_images", "value", "baseline_value", "mean_diff"]].tolist()
+    [2.0, 4.0, 0.75, 0.25, 0.5]
     """
     from scipy import stats as sps
 
@@ -441,21 +538,24 @@ def paired_against(raw: pd.DataFrame, baseline: str = "bce", *, metrics: Sequenc
     if raw.empty or not metrics:
         return pd.DataFrame(columns=PAIRED_COLUMNS)
     maps = raw[~raw["method"].isin(list(chance))]
-    unit = ["fold", "seed", "image_id"]
+    scored = ["fold", "seed", "image_id"]  # one trial's score of one image (findings averaged)
+    unit = ["fold", "image_id"]  # the replication unit: seeds averaged
     for (backbone, method), g in maps.groupby(["backbone", "method"], sort=False):
-        per_image = g.groupby(["strategy", *unit], sort=False)[metrics].mean()
-        if baseline not in per_image.index.get_level_values("strategy"):
+        per_trial = g.groupby(["strategy", *scored], sort=False)[metrics].mean()
+        if baseline not in per_trial.index.get_level_values("strategy"):
             continue
-        base = per_image.xs(baseline, level="strategy")
+        base_all = per_trial.xs(baseline, level="strategy")
         block = []
         for strategy in dict.fromkeys(g["strategy"]):
             if strategy == baseline:
                 continue
-            mine = per_image.xs(strategy, level="strategy")
-            common = mine.index.intersection(base.index)
+            mine_all = per_trial.xs(strategy, level="strategy")
+            common = mine_all.index.intersection(base_all.index)
             n_trials = len(common.droplevel("image_id").unique()) if len(common) else 0
+            mine = mine_all.loc[common].groupby(level=unit, sort=True).mean()
+            base = base_all.loc[common].groupby(level=unit, sort=True).mean()
             for m in metrics:
-                a, b = mine.loc[common, m].to_numpy(float), base.loc[common, m].to_numpy(float)
+                a, b = mine[m].to_numpy(float), base.loc[mine.index, m].to_numpy(float)
                 t = paired_test(a, b)
                 lo = hi = float("nan")
                 if t["n"] > 1 and np.isfinite(t["std_diff"]):

@@ -50,11 +50,60 @@ def test_hit_in_the_second_box():
     assert s["hit"] and s["iou"] == 1.0 and s["iobb"] == 1.0  # best over the finding's boxes
 
 
-def test_ties_hit_when_any_maximum_is_inside():
+def test_ties_resolve_to_one_point_the_plateau_centroid():
+    # two separate maxima: the centroid (2.5, 2.5) is not on the plateau; both are equally near, so the
+    # first in raster order wins. The old "any tied pixel" rule counted a hit in either box.
     cam = np.zeros((6, 6))
     cam[0, 0] = cam[5, 5] = 1.0
-    assert L.pointing_game(cam, [(5, 5, 1, 1)])
-    assert not L.pointing_game(cam, [(2, 2, 2, 2)])
+    assert L.pointing_point(cam) == (0, 0)
+    assert L.pointing_game(cam, [(0, 0, 1, 1)]) and not L.pointing_game(cam, [(5, 5, 1, 1)])
+    # a square plateau (an upsampled map's maximum): its centroid pixel, floor(mean + 0.5)
+    cam = np.zeros((10, 10))
+    cam[2:5, 6:9] = 1.0
+    assert L.pointing_point(cam) == (3, 7)
+    cam[2:6, 6:10] = 1.0  # even sides: the pixel below and right of the centre
+    assert L.pointing_point(cam) == (4, 8)
+    assert L.pointing_game(cam, [(8, 4, 1, 1)]) and not L.pointing_game(cam, [(6, 2, 2, 2)])
+    # an L-shaped plateau whose centroid pixel is off the plateau: the nearest plateau pixel
+    cam = np.zeros((7, 7))
+    cam[0, 0:5] = 1.0
+    cam[0:5, 0] = 1.0
+    cy = cx = (1 + 2 + 3 + 4) / 9  # over the 9 plateau pixels: the centroid pixel (1, 1) is not on it
+    assert cam[int(np.floor(cy + 0.5)), int(np.floor(cx + 0.5))] == 0
+    assert L.pointing_point(cam) == (0, 1)  # (0, 1) and (1, 0) are equally near: raster order
+    assert L.pointing_point(np.full((3, 3), 2.0)) is None
+
+
+@pytest.mark.parametrize("point, box, tol, hit", [
+    ((5, 5), (0, 0, 3, 3), 0, False),
+    ((5, 5), (0, 0, 3, 3), 3, False),             # nearest covered pixel (2, 2): distance sqrt(18) = 4.24
+    ((5, 5), (0, 0, 3, 3), 4.25, True),
+    ((5, 5), (0, 4, 3, 3), 3, True),              # same rows, columns 0..2: 3 px to the left
+    ((5, 5), (0, 4, 3, 3), 2.99, False),
+    ((5, 5), (4, 4, 0, 3), 10, False),            # an empty box is never near
+])
+def test_tolerance_is_the_euclidean_distance_to_the_box(point, box, tol, hit):
+    cam = peak((12, 12), *point)
+    assert L.pointing_game(cam, [box], tolerance=tol) is hit
+    assert L.score_map(cam, [box], threshold=0.5, tolerance=tol)["hit"] is hit
+    cover = L.hit_coverage([[box]], (12, 12), tolerance=tol)
+    assert bool(cover[point]) is hit  # the coverage map agrees with the rule
+
+
+def test_hit_coverage_against_brute_force():
+    rng = np.random.default_rng(5)
+    box_sets = [[(rng.uniform(-2, 14), rng.uniform(-2, 10), rng.uniform(0, 6), rng.uniform(0, 6))
+                 for _ in range(rng.integers(1, 3))] for _ in range(12)]
+    for tol in (0, 1.5, 4):
+        cover = L.hit_coverage(box_sets, (11, 15), tolerance=tol)
+        for r in range(11):
+            for c in range(15):
+                want = np.mean([L.pointing_game(peak((11, 15), r, c), b, tolerance=tol) for b in box_sets])
+                assert cover[r, c] == pytest.approx(want)
+    with pytest.raises(ValueError, match="tolerance"):
+        L.pointing_game(np.eye(3), [(0, 0, 1, 1)], tolerance=-1)
+    with pytest.raises(ValueError, match="empty"):
+        L.hit_coverage([], (3, 3))
 
 
 def test_each_finding_is_scored_against_its_own_boxes():
