@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.data.describe import describe, format_description
+from bench.data.describe import describe, format_description, scumble
 from bench.data.labels import Records
 from bench.errors import BenchError
 
@@ -63,17 +63,34 @@ def test_charte_measures_by_hand(records: Records) -> None:
     assert d["irlbl"] == pytest.approx({"A": 1.0, "B": 5 / 3, "C": 5.0, "D": 5.0})
     assert d["mean_ir"] == pytest.approx((1 + 5 / 3 + 5 + 5) / 4)
     assert d["max_ir"] == pytest.approx(5.0)
-    # SCUMBLE_i = 1 - geometric mean / arithmetic mean of the IRLbl of the image's labels, averaged
-    # over the six images with at least one label; single-label images score 0.
+    # SCUMBLE_i = 1 - geometric mean / arithmetic mean of the IRLbl of the image's labels; single-label
+    # images score 0, and so do the three images without a positive (6, 8, 9): the mean is over all nine
+    # images (Charte et al. 2014, mldr), not over the six with a label.
     s1 = 1 - math.sqrt(1 * 5 / 3) / ((1 + 5 / 3) / 2)  # image 1: A B
     s3 = 1 - math.sqrt(1 * 5) / ((1 + 5) / 2)  # image 3: A C
     s7 = 1 - (1 * 5 / 3 * 5) ** (1 / 3) / ((1 + 5 / 3 + 5) / 3)  # image 7: A B D
-    assert d["scumble"] == pytest.approx((s1 + 0 + s3 + 0 + 0 + s7) / 6)
-    assert d["scumble"] == pytest.approx(0.0821781, abs=1e-6)
+    assert d["scumble"] == pytest.approx((s1 + 0 + s3 + 0 + 0 + 0 + s7 + 0 + 0) / 9)
+    assert d["scumble"] == pytest.approx(0.0547854, abs=1e-6)
     # Cardinality = positives per image (2+1+2+1+1+0+3+0+0) / 9; density = cardinality / 4.
     assert d["cardinality"] == pytest.approx(10 / 9)
     assert d["density"] == pytest.approx(10 / 36)
     assert d["labels_without_positives"] == 0
+
+
+def test_scumble_counts_label_less_images_as_zero() -> None:
+    """The old rule (mean over images with a label) gives 0.0447 here; Charte et al. / mldr give 0.0223."""
+    # Two labels with 3 and 1 positives: IRLbl (1, 3). One image carries both, two only A, three none.
+    y = np.array([[1, 1], [1, 0], [1, 0], [0, 0], [0, 0], [nan, nan]])
+    s_both = 1 - math.sqrt(1 * 3) / ((1 + 3) / 2)
+    assert scumble(y) == pytest.approx(s_both / 6)
+    assert scumble(y) != pytest.approx(s_both / 3)  # what averaging over labelled images gave
+    recs = Records(labels=y, label_names=("A", "B"), image_ids=list("abcdef"), paths=["/p"] * 6)
+    assert describe(recs)["scumble"] == pytest.approx(0.0223291, abs=1e-6)
+    # Adding label-less images dilutes it; removing them gives the labelled-only mean back.
+    assert scumble(y[:3]) == pytest.approx(s_both / 3)
+    assert math.isnan(scumble(np.zeros((4, 2)))) and math.isnan(scumble(np.zeros((0, 2))))
+    with pytest.raises(ValueError, match=r"\(N, L\) matrix, got shape \(3,\)"):
+        scumble(np.ones(3))
 
 
 def test_pairs_and_lift_by_hand(records: Records) -> None:
@@ -123,7 +140,7 @@ def test_format_description(records: Records) -> None:
     lines = text.splitlines()
     assert lines[0] == "test: 9 images, 6 patients"
     assert "dropped: image file missing 2" in lines
-    assert "MeanIR 3.17" in text and "MaxIR 5.00" in text and "SCUMBLE 0.082" in text
+    assert "MeanIR 3.17" in text and "MaxIR 5.00" in text and "SCUMBLE 0.055" in text
     row_a = next(line for line in lines if line.startswith("A "))
     assert row_a.split() == ["A", "5", "0.7143", "2", "1.00", "2"]
     assert any(line.split() == ["A", "+", "B", "2", "2.14", "0.93"] for line in lines)

@@ -108,9 +108,32 @@ def test_describe_cli_reports_images_boxes_and_patients(nih_root):
     assert (d["boxes"]["count"] if isinstance(d["boxes"], dict) else d["boxes"]) == 984
     for key in ("dropped", "labels", "mean_ir", "max_ir", "scumble"):
         assert key in d
+    assert d["scumble"] == pytest.approx(_scumble_by_hand(nih_root, subset=True), abs=1e-9)
     r = bench_cli("data", "describe", "--dataset", "nih", "--root", str(nih_root), "--labels-only", "--json")
     d = json.loads(r.stdout)
     assert d["images"] == 112120 and d["patients"] == 30805
+    # ../shared/REFERENCES.md: SCUMBLE 0.0259, MeanIR 11.55, MaxIR 87.64 on the full label file (Charte et al.,
+    # label-less images counting 0); averaging over labelled images only would give about twice that.
+    assert d["scumble"] == pytest.approx(0.0259, abs=5e-4)
+    assert d["mean_ir"] == pytest.approx(11.55, abs=5e-3) and d["max_ir"] == pytest.approx(87.64, abs=5e-3)
+    assert d["scumble"] == pytest.approx(_scumble_by_hand(nih_root, subset=False), abs=1e-9)
+
+
+def _scumble_by_hand(root, *, subset: bool) -> float:
+    """SCUMBLE straight from the label strings, one image at a time (the mldr definition)."""
+    df = pd.read_csv(root / "Data_Entry_2017_v2020.csv", usecols=["Image Index", "Finding Labels"])
+    if subset:
+        present = {p.name for p in (root / "images").rglob("*.png")}
+        df = df[df["Image Index"].isin(present)]
+    sets = [set(s.split("|")) - {"No Finding"} for s in df["Finding Labels"]]
+    counts = pd.Series([lab for s in sets for lab in s]).value_counts()
+    ir = counts.max() / counts
+    total = 0.0
+    for s in sets:
+        if s:
+            v = np.array([ir[lab] for lab in s])
+            total += 1 - np.exp(np.log(v).mean()) / v.mean()
+    return total / len(sets)
 
 
 def test_split_cli_on_the_full_label_file(nih_root, tmp_path):
