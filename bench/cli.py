@@ -102,7 +102,8 @@ def cmd_list(args) -> int:
 
         reg = {"strategies": strategies.STRATEGIES, "losses": strategies.LOSSES, "samplers": strategies.SAMPLERS,
                "thresholds": strategies.THRESHOLDS}[args.what]
-        entries = reg.list(args.pattern)
+        # list_strategies also registers the preset files of ./presets and $BENCH_PRESETS (bench tune's)
+        entries = strategies.list_strategies(args.pattern) if args.what == "strategies" else reg.list(args.pattern)
         for e in entries:
             say(f"{e.name:<24} {e.description}")
     if not entries:
@@ -289,12 +290,12 @@ def build_parser() -> argparse.ArgumentParser:
             d.add_argument("--out", help="write the manifest here (a grid names it in splits.file)")
         d.set_defaults(func=func)
 
-    t = sub.add_parser("tune", help="search a strategy's hyper-parameters (Optuna + ASHA on Ray Tune)")
-    t.add_argument("--grid", required=True)
+    t = sub.add_parser("tune", help="search a strategy's hyper-parameters once per fold, on that fold's training "
+                       "part (Optuna + ASHA on Ray Tune)")
+    t.add_argument("--grid", required=True, help="grid whose dataset, split, training budget and resources are used")
     t.add_argument("--strategy", required=True, help="preset to tune, e.g. focal")
-    t.add_argument("--trials", type=int, default=16)
+    t.add_argument("--trials", type=int, default=16, help="search trials per fold (default 16)")
     t.add_argument("--backbone", help="backbone (default: the grid's first)")
-    t.add_argument("--fold", type=int, default=0, help="fold whose training part is searched (default 0)")
     t.add_argument("--out", help="folder for the search (default runs/tune-<strategy>)")
     t.add_argument("--preset-name", help="name of the preset written (default <strategy>_tuned)")
     t.add_argument("--address")

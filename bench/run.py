@@ -34,8 +34,10 @@ class RunOutcome:
 
 
 def expand(cfg: GridConfig) -> list[dict]:
-    """Every (backbone, strategy, fold, seed) of the grid as a trial spec, in a stable order."""
+    """Every (backbone, strategy, fold, seed) of the grid as a trial spec, in a stable order (a preset
+    tuned per fold by ``bench tune`` gets that fold's parameters)."""
     from bench.trial import trial_id
+    from strategies import fold_spec
 
     out = []
     for backbone in cfg.backbones:
@@ -43,7 +45,7 @@ def expand(cfg: GridConfig) -> list[dict]:
             for seed in cfg.seeds:
                 for fold in range(cfg.splits.folds):
                     out.append({"id": trial_id(backbone, strategy["name"], fold, seed), "backbone": backbone,
-                                "strategy": strategy, "fold": fold, "seed": seed})
+                                "strategy": fold_spec(strategy, fold), "fold": fold, "seed": seed})
     return out
 
 
@@ -191,6 +193,9 @@ def run_grid(grid_path: str | Path, *, out: str | Path | None = None, address: s
         say(f"resuming the run in {run_dir}")
 
     rec, cache, manifest = prepare_data(cfg, say=say, bar=bar)
+    from bench.tune_search import check_presets
+
+    check_presets(cfg.strategies, manifest, grid=str(cfg.source or grid_path or "GRID"))  # before anything is written
     trials = expand(cfg)
     storage_path, name, filesystem = _storage(run_dir, storage, cfg)
 

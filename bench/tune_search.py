@@ -1,20 +1,39 @@
-"""``bench tune``: search one strategy's declared space with Optuna (seeded) and ASHA on Ray Tune.
+"""``bench tune``: search one strategy's declared space with Optuna (seeded) and ASHA on Ray Tune, once
+per outer fold (nested), and write a preset that grids name like a built-in strategy.
 
-The search trains on one fold's training part and scores each epoch on that fold's VALIDATION
-part (macro AUC); the held-out fold is never touched. The best parameters are written as a preset
-file (``presets/<name>.yaml``) that any grid can then name like a built-in strategy. Leaderboard
-grids themselves never search: every trial there gets the same fixed epoch budget.
+Why per outer fold: the parameters a trial on fold F uses must be chosen without any image of fold F.
+Tuning on fold 0 and applying the result everywhere fails that (fold 0's training part *is* the other
+folds' test images); a reserved tuning partition would pass it but shrink every benchmark fold and
+change the split every run uses. So the search runs once per fold of the grid's own split, on that
+fold's training part (train on its training rows, score each epoch's macro AUC on its validation
+rows; the held-out fold is never touched), and the preset stores one parameter set per fold
+(``folds``) plus, in ``tuned.images``, every image id of the split with its held-out fold: fold F's
+search saw exactly the images whose held-out fold is not F. The cost is K searches instead of one.
+
+A run (:func:`check_presets`, called by ``bench run`` before it writes anything) applies fold F's
+parameters to its fold-F trials only after checking, image id by image id, that fold F's search saw
+none of the run's held-out fold F; a preset tuned on another split, or an older preset without that
+record, is refused with one line naming the file, the fold and the overlap. Leaderboard grids
+themselves never search: every trial there gets the same fixed epoch budget.
 """
 
 from __future__ import annotations
 
-import json
+import base64
+import binascii
+import hashlib
 import os
 import time
+import zlib
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Iterable
+
+import numpy as np
 
 from bench.errors import BenchError
+
+if TYPE_CHECKING:
+    from bench.data.splits import SplitManifest
 
 METRIC = "val_macro_auc"
 
@@ -57,6 +76,99 @@ def _search_trainable(config: dict, data=None):
     run_trial(spec, data, report=report)
 
 
+# ---- the record of which images each fold's search saw -------------------------------------------------
+
+def tuning_record(manifest: "SplitManifest") -> dict:
+    """What a tuned preset stores about its split: the hash and settings, and every image id with its
+    held-out fold (zlib + base64, with a sha256 of the decoded content). Fold F's search saw the images
+    whose held-out fold is not F.
+
+    >>> from bench.data.splits import SplitManifest
+    >>> m = SplitManifest(n_folds=2, seed=0, val_fraction=0.5, fingerprint="fp", image_ids=["a", "b", "c", "d"],
+    ...                   folds=[0, 1, 0, 1], val={0: [1], 1: [0]})
+    >>> ids, held = decode_images(tuning_record(m)["images"], where="x.yaml")
+    >>> ids[held != 0].tolist()
+    ['b', 'd']
+    """
+    ids = "\n".join(str(i) for i in manifest.image_ids).encode()
+    held = np.asarray(manifest.folds, dtype="<u2").tobytes()
+    return {
+        "split": {"hash": manifest.hash, "n_folds": int(manifest.n_folds), "seed": int(manifest.seed),
+                  "val_fraction": float(manifest.val_fraction), "fingerprint": manifest.fingerprint},
+        "images": {"count": len(manifest.image_ids), "encoding": "zlib+base64",
+                   "sha256": hashlib.sha256(ids + b"\0" + held).hexdigest(),
+                   "image_ids": base64.b64encode(zlib.compress(ids, 9)).decode(),
+                   "held_out_fold": base64.b64encode(zlib.compress(held, 9)).decode()},
+    }
+
+
+def decode_images(images: dict, *, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """(image ids, held-out fold of each) from a preset's ``tuned.images``; a damaged or edited record is
+    a :class:`BenchError` naming ``where``."""
+    damaged = f"{where}: tuned.images is damaged or was edited"
+    try:
+        ids = zlib.decompress(base64.b64decode(images["image_ids"], validate=True))
+        held = zlib.decompress(base64.b64decode(images["held_out_fold"], validate=True))
+        expected = str(images["sha256"])
+    except (KeyError, TypeError, ValueError, binascii.Error, zlib.error) as exc:
+        raise BenchError(f"{damaged} ({type(exc).__name__}); tune the preset again") from None
+    if hashlib.sha256(ids + b"\0" + held).hexdigest() != expected:
+        raise BenchError(f"{damaged} (its sha256 does not match its content); tune the preset again")
+    id_list = np.asarray(ids.decode().split("\n"), dtype=object)
+    folds = np.frombuffer(held, dtype="<u2").astype(np.int64)
+    if len(id_list) != len(folds):
+        raise BenchError(f"{damaged} ({len(id_list)} image ids, {len(folds)} fold numbers); tune the preset again")
+    return id_list, folds
+
+
+def check_presets(strategies: Iterable, manifest: "SplitManifest", *, grid: str = "GRID") -> None:
+    """Refuse a preset tuned by ``bench tune`` that could leak a held-out image into this run.
+
+    For every strategy named in the grid that is a tuned preset file: it must hold a parameter set for
+    every fold of ``manifest`` and the record of the images each fold's search saw; those images must not
+    include any image of the run's held-out fold F (compared by image id); each fold's parameters must be
+    valid. Raises :class:`BenchError` with one line naming the preset file, the fold and the overlap.
+    Compositions (``{preset: NAME_tuned, ...}``) are refused when the grid is read.
+    """
+    from strategies import STRATEGIES, create_strategy, fold_spec, resolve_spec
+
+    run_ids = np.asarray([str(i) for i in manifest.image_ids], dtype=object)
+    run_folds = np.asarray(manifest.folds, dtype=np.int64)
+    for name in strategies:
+        if not isinstance(name, str):
+            continue
+        meta = STRATEGIES.get(name).meta
+        tuned, folds = meta.get("tuned"), meta.get("folds")
+        if tuned is None and folds is None:
+            continue
+        where = meta.get("file") or f"preset {name!r}"
+        source = tuned.get("from") if isinstance(tuned, dict) else None
+        again = f"tune it again on this grid's split (bench tune --grid {grid} --strategy {source or 'STRATEGY'})"
+        if not folds or not isinstance(tuned, dict) or "images" not in tuned:
+            raise BenchError(f"{where}: preset {name!r} does not record per fold which images it was tuned on "
+                             f"(an older bench tune tuned it on one fold, whose images are other folds' test "
+                             f"images); {again}")
+        ids, held = decode_images(tuned["images"], where=where)
+        tuned_hash = str((tuned.get("split") or {}).get("hash", "unknown"))[:12]
+        for fold in range(manifest.n_folds):
+            if fold not in folds:
+                raise BenchError(f"{where}: preset {name!r} holds tuned parameters for folds {sorted(folds)}, "
+                                 f"this run also holds out fold {fold}; {again}")
+            seen = ids[held != fold]
+            overlap = int(np.isin(run_ids[run_folds == fold], seen).sum())
+            if overlap:
+                raise BenchError(f"{where}: preset {name!r} was tuned on {overlap} image(s) of this run's held-out "
+                                 f"fold {fold} (tuning split {tuned_hash}, this run's split {manifest.hash[:12]}); "
+                                 f"{again}")
+            try:
+                create_strategy(fold_spec(resolve_spec(name), fold))
+            except (KeyError, ValueError) as exc:
+                msg = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+                raise BenchError(f"{where}: preset {name!r}, folds.{fold}: {msg}") from None
+
+
+# ---- bench tune --------------------------------------------------------------------------------------
+
 def run_search(args, *, say: Callable[[str], None]) -> int:
     from bench.config import load_grid, resolve_paths
     from bench.run import prepare_data
@@ -77,8 +189,6 @@ def run_search(args, *, say: Callable[[str], None]) -> int:
 
     if backbone not in BACKBONES:
         raise BenchError(f"--backbone: {UnknownNameError('backbone', backbone, BACKBONES.names())}")
-    if not 0 <= args.fold < cfg.splits.folds:
-        raise BenchError(f"--fold: {args.fold} is not valid; expected 0 .. {cfg.splits.folds - 1}")
     name = args.preset_name or f"{args.strategy}_tuned"
     preset_file = Path("presets") / f"{name}.yaml"
     if name in STRATEGIES or preset_file.exists():
@@ -88,18 +198,56 @@ def run_search(args, *, say: Callable[[str], None]) -> int:
         raise BenchError(f"--out {str(out)!r} is not empty; choose another folder")
 
     rec, cache, manifest = prepare_data(cfg, say=say)
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.optuna import OptunaSearch
-
     from bench import tuner
     from bench.trial import TrialData
 
     tuner.init_ray(args.address)
     data = TrialData(records=rec, manifest=manifest, cache_key=cache.key, cache_dir=str(cache.path),
                      image_size=cfg.dataset.image_size, grid=cfg.to_dict(), run_meta={})
+    say(f"searching {len(space)} parameter(s) of {args.strategy!r} ({', '.join(space)}) with Optuna + ASHA, "
+        f"once per fold ({manifest.n_folds} folds): {args.trials} trials of up to {cfg.train.epochs} epochs each "
+        f"on {backbone}, scored on the fold's validation part; the held-out fold is never touched")
+    t0 = time.time()
+    rows, best = [], {}
+    for fold in range(manifest.n_folds):
+        fold_rows = _search_fold(args, cfg, data, base, space, backbone, fold, out)
+        full = [r for r in fold_rows if r["epochs"] == cfg.train.epochs] or fold_rows
+        best[fold] = max(full, key=lambda r: float("-inf") if r[METRIC] is None else r[METRIC])
+        rows += fold_rows
+        say(f"fold {fold}: best {METRIC} {best[fold][METRIC]:.4f} with "
+            f"{ {k: best[fold][k] for k in space} } ({len(fold_rows)} trials)")
+    import pandas as pd
+
+    table = pd.DataFrame(rows).sort_values(["fold", METRIC], ascending=[True, False])
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "search.csv", index=False)
+    params = {fold: {k: b[k] for k in space} for fold, b in best.items()}
+    chosen = "; ".join(f"fold {f}: " + ", ".join(f"{k}={_num(v)}" for k, v in p.items()) for f, p in params.items())
+    doc = {"name": name,
+           "description": f"{base['description']}; tuned per fold by bench tune ({chosen})",
+           "loss": base["loss"], "sampler": base["sampler"], "threshold": base["threshold"],
+           "folds": params,
+           "tuned": {"from": args.strategy, "grid": str(args.grid), "backbone": backbone, "trials": args.trials,
+                     "epochs": cfg.train.epochs, METRIC: {f: b[METRIC] for f, b in best.items()},
+                     "seconds": round(time.time() - t0, 1), "date": time.strftime("%Y-%m-%d"),
+                     **tuning_record(manifest)}}
+    write_preset(preset_file, doc)
+    say(table.head(10).to_string(index=False))
+    say(f"\nwrote preset {preset_file} (one parameter set per fold; name it in a grid on this split: "
+        f"strategies: [{name}]) and {out / 'search.csv'}")
+    return 0
+
+
+def _search_fold(args, cfg, data, base: dict, space: dict, backbone: str, fold: int, out: Path) -> list[dict]:
+    """One Optuna + ASHA search on ``fold``'s training part; one row per finished search trial."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    from bench.seeding import derive_seed
+
     seed = cfg.seeds[0]
-    trial = {"id": f"search-{args.strategy}", "backbone": backbone, "strategy": base, "fold": args.fold,
+    trial = {"id": f"search-{args.strategy}-f{fold}", "backbone": backbone, "strategy": base, "fold": fold,
              "seed": seed}
     res = cfg.resources
     trainable = tune.with_resources(tune.with_parameters(_search_trainable, data=data),
@@ -110,52 +258,44 @@ def run_search(args, *, say: Callable[[str], None]) -> int:
         param_space={"trial": trial, "params": search_space(space)},
         tune_config=tune.TuneConfig(
             metric=METRIC, mode="max", num_samples=args.trials,
-            search_alg=OptunaSearch(seed=seed),
+            search_alg=OptunaSearch(seed=derive_seed(seed, "search", fold)),
             scheduler=ASHAScheduler(max_t=epochs, grace_period=1, reduction_factor=2),
             max_concurrent_trials=int(res.max_concurrent) or None,
-            trial_dirname_creator=lambda tr: f"{args.strategy}-{tr.trial_id}",
+            trial_dirname_creator=lambda tr: f"{args.strategy}-f{fold}-{tr.trial_id}",
         ),
-        run_config=tune.RunConfig(name="search", storage_path=str(out), verbose=0),
+        run_config=tune.RunConfig(name=f"search-f{fold}", storage_path=str(out), verbose=0),
     )
-    say(f"searching {len(space)} parameter(s) of {args.strategy!r} ({', '.join(space)}) with Optuna + ASHA: "
-        f"{args.trials} trials of up to {epochs} epochs on {backbone}, fold {args.fold}'s validation part")
-    t0 = time.time()
     results = t.fit()
     rows = []
     for r in results:
         if r.error is not None or not r.metrics:
             continue
-        rows.append({**{k: r.config["params"][k] for k in space}, METRIC: r.metrics.get(METRIC),
+        rows.append({"fold": fold, **{k: r.config["params"][k] for k in space}, METRIC: r.metrics.get(METRIC),
                      "epochs": r.metrics.get("epoch")})
     if not rows:
-        raise BenchError(f"every search trial failed; first error: {next(iter(results.errors), 'unknown')}")
-    full = [r for r in rows if r["epochs"] == epochs] or rows
-    best = max(full, key=lambda r: float("-inf") if r[METRIC] is None else r[METRIC])
-    out.mkdir(parents=True, exist_ok=True)
-    import pandas as pd
+        raise BenchError(f"every search trial of fold {fold} failed; first error: "
+                         f"{next(iter(results.errors), 'unknown')}")
+    return rows
 
-    pd.DataFrame(rows).sort_values(METRIC, ascending=False).to_csv(out / "search.csv", index=False)
-    params = {k: best[k] for k in space}
-    from strategies import apply_params
 
-    spec = apply_params(base, params)
-    doc = {"name": name,
-           "description": f"{base['description']}; tuned by bench tune ({', '.join(f'{k}={_num(v)}' for k, v in params.items())}, "
-                          f"val macro AUC {best[METRIC]:.3f})",
-           "loss": spec["loss"], "sampler": spec["sampler"], "threshold": spec["threshold"],
-           "tuned": {"from": args.strategy, "grid": str(args.grid), "backbone": backbone, "fold": args.fold,
-                     "trials": args.trials, "epochs": epochs, METRIC: best[METRIC], "params": params,
-                     "seconds": round(time.time() - t0, 1), "date": time.strftime("%Y-%m-%d")}}
+def write_preset(path: Path, doc: dict) -> None:
+    """Write a preset document as YAML, atomically (a temporary name renamed into place)."""
     import yaml
 
-    preset_file.parent.mkdir(exist_ok=True)
-    tmp = preset_file.with_suffix(".yaml.tmp")
-    tmp.write_text(yaml.safe_dump(json.loads(json.dumps(doc, default=float)), sort_keys=False))
-    os.replace(tmp, preset_file)
-    say(pd.DataFrame(rows).sort_values(METRIC, ascending=False).head(10).to_string(index=False))
-    say(f"\nbest {METRIC} {best[METRIC]:.4f} with {params}\nwrote preset {preset_file} "
-        f"(name it in a grid: strategies: [{name}]) and {out / 'search.csv'}")
-    return 0
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".yaml.tmp")
+    tmp.write_text(yaml.safe_dump(_plain(doc), sort_keys=False, width=120))
+    os.replace(tmp, path)
+
+
+def _plain(x):
+    """``x`` with numpy scalars as Python ones (fold numbers stay integer keys, unlike a JSON round trip)."""
+    if isinstance(x, dict):
+        return {_plain(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    return x.item() if isinstance(x, np.generic) else x
 
 
 def _num(v):

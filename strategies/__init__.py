@@ -19,7 +19,7 @@ from strategies.catalogue import LOSSES, SAMPLERS, STRATEGIES, THRESHOLDS
 __all__ = [
     "LOSSES", "SAMPLERS", "THRESHOLDS", "STRATEGIES", "Registry", "UnknownNameError",
     "create_loss", "create_sampler", "create_threshold", "create_strategy", "list_strategies",
-    "resolve_spec", "preset_space", "apply_params",
+    "resolve_spec", "preset_space", "apply_params", "fold_spec",
 ]
 
 
@@ -86,6 +86,8 @@ def resolve_spec(spec: Any) -> dict:
         out = {"name": spec, "description": entry.description}
         for part in ("loss", "sampler", "threshold"):
             out[part] = _as_mapping(entry.meta[part])
+        if entry.meta.get("folds"):  # tuned per outer fold: a run applies them with fold_spec
+            out["folds"] = {int(f): dict(p) for f, p in entry.meta["folds"].items()}
         return out
     if not isinstance(spec, Mapping):
         raise ValueError(f"a strategy must be a preset name or a mapping, got {spec!r}")
@@ -97,6 +99,11 @@ def resolve_spec(spec: Any) -> dict:
             close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ValueError(f"unknown strategy key {key!r}{hint} (valid: {', '.join(sorted(allowed))})")
+    if "preset" in spec and isinstance(spec["preset"], str) and spec["preset"] in STRATEGIES \
+            and STRATEGIES.get(spec["preset"]).meta.get("tuned") is not None:
+        raise ValueError(f"preset {spec['preset']!r} ({STRATEGIES.get(spec['preset']).meta.get('file')}) was tuned "
+                         "by bench tune for the folds of one split; name it on its own in strategies, not as the "
+                         "'preset' of a composition")
     base = resolve_spec(spec["preset"]) if "preset" in spec else {
         "loss": {"name": "bce"}, "sampler": {"name": "none"}, "threshold": {"name": "f1"}, "description": ""}
     out = dict(base)
@@ -168,6 +175,29 @@ def apply_params(spec: Any, params: Mapping[str, Any]) -> dict:
                              f"'threshold.<name>'")
         full[part] = {**full[part], param: value}
     return full
+
+
+def fold_spec(spec: Mapping[str, Any], fold: int) -> dict:
+    """The resolved spec a trial on ``fold`` trains with: a preset tuned per fold by ``bench tune`` gets
+    the parameters chosen for that fold (``spec["folds"][fold]``); any other spec is returned unchanged.
+
+    >>> fold_spec(resolve_spec("focal"), 1) == resolve_spec("focal")
+    True
+    >>> tuned = {**resolve_spec("focal"), "folds": {0: {"loss.gamma": 3.0}, 1: {"loss.gamma": 1.5}}}
+    >>> fold_spec(tuned, 1)["loss"], "folds" in fold_spec(tuned, 1)
+    ({'name': 'focal', 'gamma': 1.5}, False)
+    """
+    spec = dict(spec)
+    folds = spec.pop("folds", None)
+    if folds is None:
+        return spec
+    if fold not in folds:
+        raise ValueError(f"strategy {spec['name']!r} holds tuned parameters for folds {sorted(folds)}, not for "
+                         f"fold {fold}")
+    out = apply_params(spec, folds[fold])
+    chosen = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in folds[fold].items())
+    out["description"] = f"{spec['description']} [fold {fold}: {chosen}]"
+    return out
 
 
 def list_strategies(pattern: str | None = None):

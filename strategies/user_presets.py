@@ -7,7 +7,20 @@ A preset file names a strategy and its three parts::
     loss: {name: focal, gamma: 2.71}
     sampler: {name: none}
     threshold: {name: f1}
-    tuned: {...}          # provenance, ignored when loading
+
+A preset written by ``bench tune`` is tuned **per outer fold** (nested): its ``loss`` / ``sampler`` /
+``threshold`` are the untuned base, ``folds`` maps each fold of the tuning split to the parameters chosen
+on that fold's training part alone, and ``tuned`` records where they came from, including which images
+each fold's search saw (``tuned.images``)::
+
+    folds:
+      0: {loss.gamma: 2.71}
+      1: {loss.gamma: 1.93}
+    tuned: {from: focal, split: {hash: ...}, images: {...}, ...}
+
+A run applies fold F's parameters to its fold-F trials and refuses the preset when the images fold F's
+search saw intersect the run's held-out fold F (``bench.tune_search.check_presets``); a preset with a
+``tuned`` block but no ``folds`` (written by an older ``bench tune``) is refused by runs.
 
 They are looked up in ``./presets`` and in every folder of ``$BENCH_PRESETS`` (``:``-separated).
 """
@@ -48,9 +61,13 @@ def load_preset_file(path: Path) -> str | None:
     for part in ("loss", "sampler", "threshold"):
         if part not in doc:
             raise ValueError(f"{path}: preset {name!r} has no {part!r}")
+    tuned = doc.get("tuned")
+    if tuned is not None and not isinstance(tuned, dict):
+        raise ValueError(f"{path}: preset {name!r}: 'tuned' must be a mapping (written by bench tune), got {tuned!r}")
     STRATEGIES.register(name, "strategies.base:Strategy", description=str(doc.get("description", "")),
                         loss=doc["loss"], sampler=doc["sampler"], threshold=doc["threshold"],
-                        space=dict(doc.get("space") or {}), file=str(path))
+                        space=dict(doc.get("space") or {}), file=str(path),
+                        folds=_fold_params(doc.get("folds"), path, name), tuned=tuned)
     _loaded.add(key)
     return name
 
@@ -64,3 +81,27 @@ def load_user_presets(dirs: list[Path] | None = None) -> list[str]:
             if name:
                 added.append(name)
     return added
+
+
+def _fold_params(raw, path: Path, name: str) -> dict[int, dict] | None:
+    """``folds`` of a preset file: {fold (int >= 0): {"loss.<p>" | "sampler.<p>" | "threshold.<p>": value}}."""
+    if raw is None:
+        return None
+    where = f"{path}: preset {name!r}: folds"
+    if not isinstance(raw, dict) or not raw:
+        raise ValueError(f"{where} must map each fold (0, 1, ...) to its tuned parameters, got {raw!r}")
+    out = {}
+    for fold, params in raw.items():
+        if isinstance(fold, bool) or not isinstance(fold, int) or fold < 0:
+            raise ValueError(f"{where}: key {fold!r} is not valid; expected a fold number 0, 1, ...")
+        if not isinstance(params, dict):
+            raise ValueError(f"{where}.{fold} must map 'loss.<param>' etc. to values, got {params!r}")
+        for key, value in params.items():
+            part, _, param = str(key).partition(".")
+            if part not in ("loss", "sampler", "threshold") or not param:
+                raise ValueError(f"{where}.{fold}: key {key!r} is not valid; expected 'loss.<param>', "
+                                 "'sampler.<param>' or 'threshold.<param>'")
+            if isinstance(value, (dict, list)):
+                raise ValueError(f"{where}.{fold}.{key}: {value!r} is not valid; expected a number, string or bool")
+        out[fold] = dict(params)
+    return out

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+
+import pandas as pd
 import pytest
 import yaml
 
@@ -11,33 +14,88 @@ from bench.config import load_grid
 pytestmark = pytest.mark.slow
 
 
-def test_tune_writes_a_preset_a_grid_can_name(ray_session, synth_root, tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    grid = tmp_path / "g.yaml"
-    grid.write_text(f"""\
+GRID = """\
 name: tune-test
-dataset: {{kind: synthetic, root: {synth_root}, n: 200, size: 64, image_size: 32}}
-splits: {{folds: 2, val_fraction: 0.25, seed: 0}}
+dataset: {{kind: synthetic, root: {root}, n: 200, size: 64, image_size: 32}}
+splits: {{folds: 2, val_fraction: 0.25, seed: {seed}}}
 backbones: [test_resnet]
-strategies: [bce]
-train: {{epochs: 2, batch_size: 32, lr: 0.003}}
+strategies: [{strategies}]
+train: {{epochs: {epochs}, batch_size: 32, lr: 0.003}}
 resources: {{cpu: 1}}
 localisation: {{enabled: false}}
-""")
-    assert main(["tune", "--grid", str(grid), "--strategy", "focal", "--trials", "3",
+report: {{bootstrap: 0}}
+"""
+
+
+def _split_of(grid):
+    """The split manifest ``bench run --grid grid`` would use."""
+    from bench.config import resolve_paths
+    from bench.run import prepare_data
+
+    return prepare_data(resolve_paths(load_grid(grid)), say=lambda s: None)[2]
+
+
+def test_tune_per_fold_preset_is_applied_fold_by_fold_and_never_saw_a_held_out_image(
+        ray_session, synth_root, tmp_path, monkeypatch, capsys):
+    """Nested tuning: one search per fold on that fold's training part; a run on the same split applies fold
+    F's parameters to fold F, and the images fold F's search saw are disjoint from fold F's held-out images
+    (checked on the image ids the run's trials actually held out). The same preset on another split, whose
+    held-out folds the searches did see, is refused with one line naming the file, the fold and the count."""
+    import numpy as np
+
+    from bench.tune_search import decode_images
+
+    monkeypatch.chdir(tmp_path)
+    grid = tmp_path / "g.yaml"
+    grid.write_text(GRID.format(root=synth_root, seed=0, strategies="bce", epochs=2))
+    assert main(["tune", "--grid", str(grid), "--strategy", "focal", "--trials", "2",
                  "--out", str(tmp_path / "search")]) == 0
     out = capsys.readouterr().out
-    assert "best val_macro_auc" in out
+    assert "fold 0: best val_macro_auc" in out and "fold 1: best val_macro_auc" in out
     preset = tmp_path / "presets" / "focal_tuned.yaml"
     doc = yaml.safe_load(preset.read_text())
-    assert doc["loss"]["name"] == "focal" and 1.0 <= doc["loss"]["gamma"] <= 4.0
-    assert doc["tuned"]["trials"] == 3 and (tmp_path / "search" / "search.csv").is_file()
-    # The preset is now a strategy like any other.
-    grid.write_text(grid.read_text().replace("strategies: [bce]", "strategies: [bce, focal_tuned]"))
-    cfg = load_grid(grid)
-    assert cfg.strategy_specs()[1]["loss"] == doc["loss"]
+    assert doc["loss"] == {"name": "focal", "gamma": 2.0}  # the untuned base; the tuned values are per fold
+    assert sorted(doc["folds"]) == [0, 1]
+    assert all(1.0 <= doc["folds"][f]["loss.gamma"] <= 4.0 for f in (0, 1))
+    search = pd.read_csv(tmp_path / "search" / "search.csv")
+    assert sorted(search["fold"].unique()) == [0, 1] and len(search) == 4
+    # The record names the grid's split and, per image, the fold the searches held out.
+    manifest = _split_of(grid)
+    assert doc["tuned"]["split"]["hash"] == manifest.hash
+    ids, held = decode_images(doc["tuned"]["images"], where=str(preset))
+    assert ids.tolist() == list(manifest.image_ids) and held.tolist() == list(manifest.folds)
     assert main(["list", "strategies", "focal_tuned"]) == 0
-    # A second search may not overwrite it.
+    capsys.readouterr()
+
+    # A run on the same split accepts it and applies each fold's own parameters.
+    run_grid = tmp_path / "run.yaml"
+    run_grid.write_text(GRID.format(root=synth_root, seed=0, strategies="focal_tuned", epochs=1))
+    assert main(["-q", "run", "--grid", str(run_grid), "--out", str(tmp_path / "run")]) == 0, capsys.readouterr().err
+    for fold in (0, 1):
+        trial = tmp_path / "run" / "trials" / f"test_resnet-focal_tuned-f{fold}-s0"
+        spec = json.loads((trial / "config.json").read_text())["trial"]["strategy"]
+        assert spec["loss"] == {"name": "focal", "gamma": doc["folds"][fold]["loss.gamma"]}
+        held_out = set(np.load(trial / "predictions.npz")["image_ids"].tolist())
+        tuned_on = set(ids[held != fold].tolist())
+        assert held_out and len(tuned_on) == len(ids) - len(held_out)
+        assert not held_out & tuned_on
+
+    # On another split the searches saw that split's held-out images: refused, nothing written.
+    other = tmp_path / "other.yaml"
+    other.write_text(GRID.format(root=synth_root, seed=1, strategies="focal_tuned", epochs=1))
+    m1 = _split_of(other)
+    leaked = len(set(np.asarray(m1.image_ids)[np.asarray(m1.folds) == 0].tolist()) & set(ids[held != 0].tolist()))
+    assert leaked > 0
+    rc = main(["-q", "run", "--grid", str(other), "--out", str(tmp_path / "leaky")])
+    err = capsys.readouterr().err
+    assert rc == 2 and not (tmp_path / "leaky").exists(), err
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert (f"{preset}: preset 'focal_tuned' was tuned on {leaked} image(s) of this run's held-out fold 0 "
+            f"(tuning split {manifest.hash[:12]}, this run's split {m1.hash[:12]})") in lines[0], lines[0]
+    assert f"bench tune --grid {other} --strategy focal" in lines[0]
+
+    # A second search may not overwrite the preset.
     assert main(["tune", "--grid", str(grid), "--strategy", "focal", "--trials", "1"]) == 2
     assert "exists already" in capsys.readouterr().err
 
