@@ -99,13 +99,12 @@ def resolve_spec(spec: Any) -> dict:
             close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ValueError(f"unknown strategy key {key!r}{hint} (valid: {', '.join(sorted(allowed))})")
-    if "preset" in spec and isinstance(spec["preset"], str) and spec["preset"] in STRATEGIES \
-            and STRATEGIES.get(spec["preset"]).meta.get("tuned") is not None:
+    base = resolve_spec(spec["preset"]) if "preset" in spec else {
+        "loss": {"name": "bce"}, "sampler": {"name": "none"}, "threshold": {"name": "f1"}, "description": ""}
+    if isinstance(spec.get("preset"), str) and STRATEGIES.get(spec["preset"]).meta.get("tuned") is not None:
         raise ValueError(f"preset {spec['preset']!r} ({STRATEGIES.get(spec['preset']).meta.get('file')}) was tuned "
                          "by bench tune for the folds of one split; name it on its own in strategies, not as the "
                          "'preset' of a composition")
-    base = resolve_spec(spec["preset"]) if "preset" in spec else {
-        "loss": {"name": "bce"}, "sampler": {"name": "none"}, "threshold": {"name": "f1"}, "description": ""}
     out = dict(base)
     for part in ("loss", "sampler", "threshold"):
         if part in spec:

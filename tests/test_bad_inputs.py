@@ -355,6 +355,82 @@ def test_split_file_with_a_patient_in_two_folds(tmp_path, capsys, synth_root):
             "rows): 1 patient(s) have images on both sides", "make the split again")
 
 
+
+# ---- a preset tuned by bench tune that could leak a held-out image: refused, nothing written ------------
+
+def _tuned_preset(name: str, manifest, folds=(0, 1)) -> dict:
+    """A preset as ``bench tune`` writes it, tuned (per fold) on ``manifest``'s split."""
+    from bench.tune_search import tuning_record
+
+    return {"name": name, "description": "focal loss, tuned per fold", "loss": {"name": "focal", "gamma": 2.0},
+            "sampler": {"name": "none"}, "threshold": {"name": "f1"},
+            "folds": {f: {"loss.gamma": 2.5 + f} for f in folds},
+            "tuned": {"from": "focal", "backbone": "test_resnet", "trials": 2, **tuning_record(manifest)}}
+
+
+def _tuned_on_another_split(name, path, rec, run):
+    from bench.data.splits import make_split
+
+    other = make_split(rec, n_folds=2, val_fraction=0.25, seed=1)
+    seen = set(np.asarray(other.image_ids)[np.asarray(other.folds) != 0].tolist())
+    overlap = len(seen & set(np.asarray(run.image_ids)[np.asarray(run.folds) == 0].tolist()))
+    assert overlap > 0
+    return _tuned_preset(name, other), name, [
+        f"{path}: preset '{name}' was tuned on {overlap} image(s) of this run's held-out fold 0 (tuning split "
+        f"{other.hash[:12]}, this run's split {run.hash[:12]}); tune it again on this grid's split (bench tune --grid"]
+
+
+def _old_style(name, path, rec, run):
+    doc = {"name": name, "description": "focal, tuned on fold 0", "loss": {"name": "focal", "gamma": 3.1},
+           "sampler": {"name": "none"}, "threshold": {"name": "f1"},
+           "tuned": {"from": "focal", "fold": 0, "params": {"loss.gamma": 3.1}, "val_macro_auc": 0.8}}
+    return doc, name, [f"{path}: preset '{name}' does not record per fold which images it was tuned on",
+                       "--strategy focal)"]
+
+
+def _edited_record(name, path, rec, run):
+    doc = _tuned_preset(name, run)
+    doc["tuned"]["images"]["sha256"] = "0" * 64
+    return doc, name, [f"{path}: tuned.images is damaged or was edited (its sha256 does not match its content)"]
+
+
+def _missing_fold(name, path, rec, run):
+    return _tuned_preset(name, run, folds=(0,)), name, [
+        f"{path}: preset '{name}' holds tuned parameters for folds [0], this run also holds out fold 1"]
+
+
+def _as_composition_base(name, path, rec, run):
+    return _tuned_preset(name, run), f"{{name: mine, preset: {name}, loss: {{name: focal, gamma: 3}}}}", [
+        f"g.yaml:5: strategies[1]: preset '{name}' ({path}) was tuned by bench tune", "name it on its own"]
+
+
+TUNED_PRESETS = {"tuned-on-another-split": _tuned_on_another_split, "old-style-without-record": _old_style,
+                 "edited-record": _edited_record, "fold-missing": _missing_fold,
+                 "composition-base": _as_composition_base}
+
+
+@pytest.mark.parametrize("case", sorted(TUNED_PRESETS))
+def test_tuned_preset_that_could_leak_a_held_out_image(tmp_path, capsys, monkeypatch, synth_root, case):
+    """``bench run`` checks every tuned preset against its own split, image id by image id, before it writes
+    anything. (The accepted case, a preset tuned on the run's split, is in test_tune.py.)"""
+    import yaml
+
+    from bench.config import load_grid, resolve_paths
+    from bench.run import prepare_data
+
+    monkeypatch.chdir(tmp_path)
+    text = GRID.replace("ROOT", str(synth_root)).replace("n: 60, size: 32, image_size: 16",
+                                                         "n: 200, size: 64, image_size: 32")
+    rec, _, run = prepare_data(resolve_paths(load_grid(write_grid(tmp_path, text, "plain.yaml"))), say=lambda s: None)
+    name = "focal_" + case.replace("-", "_")  # one name per case: the registry outlives a test
+    path = tmp_path / "presets" / f"{name}.yaml"
+    doc, strategy, parts = TUNED_PRESETS[case](name, path, rec, run)
+    path.parent.mkdir()
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    grid = write_grid(tmp_path, text.replace("[bce, focal]", f"[bce, {strategy}]"))
+    refused(capsys, grid, tmp_path / "run", *parts)
+
+
 # ---- a run over hostile and damaged data: it trains, counts, warns, escapes, stays off the network ------
 
 def _hostile_dataset(folder: Path, synth_root: Path) -> Path:
