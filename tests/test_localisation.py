@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -398,3 +399,177 @@ def test_paired_against_pairs_findings_within_an_image_and_needs_the_baseline():
     assert L.paired_against(rows, baseline="asl").empty
     with pytest.raises(ValueError, match="lack column"):
         L.paired_against(rows.drop(columns="fold"))
+
+
+# ---- known answers: an uninformative map scores at chance -------------------------------------------
+def _load_chance_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "localisation_chance.py"
+    spec = importlib.util.spec_from_file_location("localisation_chance", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def chance():
+    return _load_chance_script()
+
+
+@pytest.fixture(scope="module")
+def box_pools(chance, synth_root):
+    """Box pools per image size: the review's uniform 5-15 px boxes, NIH's boxes, the synthetic data's boxes."""
+    from pathlib import Path
+
+    pools = {}
+    for size in (48, 224):
+        pools[(size, "uniform")] = chance.uniform_pool(size, 3000, np.random.default_rng(size))
+        if chance.NIH_BOXES.is_file():
+            pools[(size, "nih")] = chance.box_file_pool(chance.NIH_BOXES, size)
+        pools[(size, "demo")] = chance.box_file_pool(Path(synth_root) / "BBox_List_2017.csv", size)
+    return pools
+
+
+@pytest.mark.parametrize("size", [48, 224])  # the demo's image_size (grids/demo.yaml) and 224 px
+@pytest.mark.parametrize("kind", ["random", "up2", "up4", "up7", "centre"])
+def test_uninformative_maps_score_at_chance(chance, box_pools, size, kind):
+    # Each map is drawn independently of its box set, so its expected hit rate is the coverage of the one
+    # pixel it points at (exact given the maps), and for the random map the boxes' mean area share.
+    # Under the OLD rule (any pixel tied at the maximum in a box) the upsampled 2 x 2 map was far above
+    # chance: `benchmarks/localisation_chance.py --json` (4,000 maps per condition) gave, at 48 px,
+    # old-rule hit rates of 0.097 (uniform 5-15 px boxes), 0.106 (NIH) and 0.101 (demo) against chance
+    # levels of 0.030, 0.010 and 0.031 (z = 14 to 60); the one-point rule gives |z| <= 3 everywhere.
+    pools = sorted(p for s, p in box_pools if s == size)
+    assert {"uniform", "demo"} <= set(pools)
+    rng = np.random.default_rng([size, len(kind)])
+    for pool in pools:
+        r = chance.simulate(kind, box_pools[(size, pool)], size, 400, rng)
+        assert abs(r["z"]) < 3.5, r
+        if kind == "random":  # a uniform point: the boxes' area share is the exact chance level
+            assert r["expected"] == pytest.approx(r["area_share"], abs=4 * r["se"]), r
+        if kind == "up2":  # the old rule's bias on flat plateaus is real and large
+            assert r["z_old_rule"] > 3.5 and r["hit_rate_old_rule"] > 2 * r["expected"], r
+
+
+def test_old_any_tied_pixel_rule_is_biased_on_the_reviews_fixture(chance):
+    # The review's case: an upsampled 2 x 2 random map at 48 px (a 12 x 12 maximal plateau in a corner)
+    # against random 5-15 px boxes. The old rule hit about twice as often as a random map.
+    rng = np.random.default_rng(13)
+    pool = chance.uniform_pool(48, 3000, rng)
+    up2, rand = (chance.simulate(k, pool, 48, 1500, rng) for k in ("up2", "random"))
+    assert up2["hit_rate_old_rule"] > 1.4 * rand["hit_rate_old_rule"]
+    assert up2["z_old_rule"] > 5
+    assert abs(up2["z"]) < 3.5 and abs(rand["z"]) < 3.5
+    assert up2["hit_rate"] < rand["area_share"]  # its four possible points sit near the corners
+
+
+def test_tolerance_keeps_an_uninformative_map_at_chance(chance):
+    rng = np.random.default_rng(4)
+    pool = chance.uniform_pool(48, 2000, rng)
+    for kind in ("random", "up2"):
+        r = chance.simulate(kind, pool, 48, 800, rng, tolerance=3)
+        plain = L.hit_coverage(pool, (48, 48)).mean()
+        assert abs(r["z"]) < 3.5 and r["area_share"] > plain, r  # a tolerance widens every box
+
+
+# ---- paired tests: seeds of a fold are not replicates -------------------------------------------------
+def _null_seeds(rng, n_images=60, seeds=3, image_sd=0.3, noise_sd=0.1):
+    """No true difference between focal and bce, but each image has its own (strategy x image) effect that
+    every seed shares: the images are the replicates, the seeds are not."""
+    rows = []
+    for i in range(n_images):
+        effect = {"bce": rng.normal(0, image_sd), "focal": rng.normal(0, image_sd)}
+        for seed in range(seeds):
+            for strategy in ("bce", "focal"):
+                rows.append({"backbone": "r", "method": "gradcam", "fold": i % 3, "seed": seed, "strategy": strategy,
+                             "image_id": f"img{i}", "finding": "Mass",
+                             "energy": 0.5 + effect[strategy] + rng.normal(0, noise_sd)})
+    return pd.DataFrame(rows)
+
+
+def test_paired_against_averages_seeds_and_keeps_its_false_positive_rate():
+    rng = np.random.default_rng(0)
+    p = []
+    for _ in range(200):
+        r = L.paired_against(_null_seeds(rng), metrics=("energy",)).iloc[0]
+        assert r["n_images"] == 60 and r["n_trials"] == 9  # 3 folds x 3 seeds paired; 60 image units
+        p.append(r["p"])
+    # Pairing (fold, seed, image) triples as independent units gave a false-positive rate of 0.225 here.
+    assert np.mean(np.array(p) < 0.05) <= 0.09
+
+
+def test_paired_against_uses_only_the_seeds_both_sides_have():
+    rows = pd.DataFrame({"backbone": "b", "method": "gradcam", "fold": 0, "finding": "Mass", "image_id": "a",
+                         "strategy": ["bce", "focal", "focal"], "seed": [0, 0, 1], "hit": [0.0, 1.0, 0.0]})
+    rows = pd.concat([rows, rows.assign(image_id="b")])
+    r = L.paired_against(rows).iloc[0]
+    assert r["n_trials"] == 1 and r["n_images"] == 2 and r["value"] == 1.0  # focal's seed 1 has no pair
+
+
+# ---- the trial's procedure: chance maps tuned like the maps; the gallery -------------------------------
+def test_chance_maps_get_their_own_validation_tuned_threshold(synth_root, tmp_path):
+    import torch
+
+    import backbones
+    from _tiny import tiny_spec, tiny_trial_data
+    from bench import engine, seeding
+    from bench.data.cache import build_cache
+    from bench.localise import boxed_pairs, boxes_at, localise_trial
+
+    data = tiny_trial_data(synth_root, {"methods": ["gradcam"], "max_images": 40, "gallery": 2, "tolerance": 2})
+    rec, spec = data.records, tiny_spec()
+    images = build_cache(rec, 32).open_for(rec.image_ids)
+    train, val, test = data.manifest.rows(0)
+    torch.manual_seed(0)
+    model = backbones.create_model("test_resnet", num_classes=len(rec.label_names)).eval()
+    dev = engine.Device.resolve(gpu=0)
+    prob = np.random.default_rng(0).random((len(test), len(rec.label_names)))
+    localise_trial(spec, data, model=model, images=images, val=val, test=test, dev=dev, out=tmp_path, prob=prob)
+    df = pd.read_csv(tmp_path / "localisation.csv")
+    assert set(df["method"]) == {"gradcam", "random", "centre"} and (df["tolerance"] == 2).all()
+    # recompute the chance thresholds independently, on the validation part's boxed images only
+    rng = seeding.numpy_rng(0, 0, "localisation")
+    boxes = boxes_at(rec.boxes, 32)
+    test_pairs = boxed_pairs(rec, test, boxes, 40, rng)
+    val_pairs = boxed_pairs(rec, val, boxes, 40, rng)
+    assert len(val_pairs) > 5 and not {p[0] for p in val_pairs} & set(test)
+    base = seeding.numpy_rng(0, 0, "random-map")
+    val_random = [L.random_map((32, 32), base) for _ in val_pairs]
+    want = {"random": L.tune_threshold(val_random, [p[3] for p in val_pairs]),
+            "centre": L.tune_threshold([L.centre_prior_map((32, 32))] * len(val_pairs), [p[3] for p in val_pairs])}
+    for name, thr in want.items():
+        assert (df.loc[df["method"] == name, "threshold"] == thr).all(), name
+    assert want["centre"] != 0.5  # the old fixed threshold would differ here
+    centre = df[df["method"] == "centre"]
+    point = L.pointing_point(L.centre_prior_map((32, 32)))
+    assert centre["hit"].tolist() == [float(L._point_hits(point, p[3], (32, 32), 2.0)) for p in test_pairs]
+    # test_resnet's last feature map is 1 x 1 at 32 px: every CAM is flat, a miss, and never shown in the gallery
+    assert (df.loc[df["method"] == "gradcam", "hit"] == 0).all()
+    assert json.loads((tmp_path / "gallery" / "gallery.json").read_text()) == []
+
+
+def test_overlay_has_a_colour_bar(tmp_path):
+    from PIL import Image
+
+    from bench.localise import overlay_png
+
+    image = np.full((16, 20), 100, dtype=np.uint8)
+    overlay_png(image, peak((16, 20), 3, 4, 0.5), np.array([[2.0, 2.0, 4.0, 3.0]]), tmp_path / "o.png", scale=3)
+    with Image.open(tmp_path / "o.png") as im:
+        rgb = np.asarray(im.convert("RGB"))
+    assert rgb.shape[0] == 48 and rgb.shape[1] > 60  # the bar and its labels sit right of the 60 px overlay
+    bar = rgb[:, 64:72]  # 4 px gap, then the 8 px bar: dark red at the top (the maximum), dark blue at the bottom
+    assert bar[0, 0, 0] > 100 and bar[0, 0, 2] < 50 and bar[-1, 0, 2] > 100 and bar[-1, 0, 0] < 50
+    assert (rgb[9:12, 12:15, 0] > rgb[40:43, 30:33, 0]).all()  # the peak (relative value 1) is red in the overlay
+
+
+def test_gallery_never_picks_a_flat_map_and_prefers_confident_ones():
+    from bench.localise import gallery_picks
+
+    cams = [np.zeros((4, 4)), np.full((4, 4), 0.3), peak((4, 4), 1, 1), peak((4, 4), 2, 2), peak((4, 4), 0, 0)]
+    scored = [{"prob": 0.99, "hit": 1.0}, {"prob": 0.98, "hit": 0.0}, {"prob": 0.5, "hit": 1.0},
+              {"prob": 0.9, "hit": 1.0}, {"prob": 0.7, "hit": 0.0}]
+    assert gallery_picks(scored, cams, 2) == [(3, "confident hit"), (4, "confident miss"), (2, "confident hit")]
+    assert gallery_picks(scored[:2], cams[:2], 2) == []
