@@ -269,6 +269,12 @@ def evaluate(spec: dict, data: TrialData, *, model, strategy, images, rows, hist
                                        "localisation_seconds": round(loc_seconds, 3)},
         "node": platform.node(), "node_id": spec.get("node_id"), "device": str(dev.device),
     }
+    # MeanIR and label-less share of the training labels and of the first epoch the sampler drew (epoch 0's
+    # generator, so the same rows it trained on); see strategies.base.Sampler.imbalance.
+    from bench import seeding
+
+    doc["imbalance"] = _jsonable(strategy.sampler.imbalance(
+        seeding.numpy_rng(int(spec["seed"]), int(spec["fold"]), "order", 0)))
     _write_json(out / "metrics.json", doc)
     _write_json(out / "config.json", {"trial": spec, "grid": data.grid, "split_hash": data.manifest.hash,
                                       "cache_key": data.cache_key, **data.run_meta})

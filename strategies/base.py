@@ -138,6 +138,31 @@ class Sampler(Component):
         """Row positions (into the fitted labels) for one epoch, in training order."""
         raise NotImplementedError
 
+    def imbalance(self, rng: np.random.Generator) -> dict[str, float]:
+        """MeanIR and label-less share of the training labels and of one epoch drawn with ``rng``.
+
+        ``mean_ir_*`` is Charte et al.'s MeanIR (labels without a positive left out; NaN when no label has
+        one); ``no_finding_*`` is the share of rows without a positive label; ``rows_*`` the row counts.
+        It draws an epoch, so pass a generator made for the purpose (or the one of the epoch to describe).
+
+        >>> from strategies.samplers import Uniform
+        >>> y = np.array([[1, 0], [1, 1], [0, 0], [1, 0]])
+        >>> Uniform().fit(y).imbalance(np.random.default_rng(0))  # doctest: +NORMALIZE_WHITESPACE
+        {'mean_ir_before': 2.0, 'mean_ir_after': 2.0, 'no_finding_before': 0.25, 'no_finding_after': 0.25,
+         'rows_before': 4, 'rows_after': 4}
+        """
+        from strategies.measures import mean_ir
+
+        self._require_fit("y_")
+        after = self.y_[np.asarray(self.epoch_indices(rng), dtype=np.int64)]
+
+        def label_less(y: np.ndarray) -> float:
+            return float((~(y == 1).any(axis=1)).mean()) if len(y) else float("nan")
+
+        return {"mean_ir_before": mean_ir(self.y_), "mean_ir_after": mean_ir(after),
+                "no_finding_before": label_less(self.y_), "no_finding_after": label_less(after),
+                "rows_before": int(self.n_), "rows_after": int(len(after))}
+
 
 class ThresholdRule(Component):
     """Turns probabilities into decisions, one threshold per label. Override :meth:`fit_label`."""

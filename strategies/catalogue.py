@@ -34,7 +34,8 @@ SAMPLERS.register("none", "strategies.samplers:Uniform", description="each train
 SAMPLERS.register("ml_ros", "strategies.samplers:MLROS",
                   description="ML-ROS: clone images with minority labels (Charte et al. 2015)")
 SAMPLERS.register("ml_rus", "strategies.samplers:MLRUS",
-                  description="ML-RUS: delete images carrying only majority labels (Charte et al. 2015)")
+                  description="ML-RUS: delete random images with no minority label, label-less ones included "
+                              "(after Charte et al. 2015)")
 SAMPLERS.register("class_aware", "strategies.class_sampling:ClassAware",
                   description="class-aware sampling: a class uniformly, then one of its images (Shen et al. 2016)")
 SAMPLERS.register("sqrt", "strategies.class_sampling:SquareRoot",
@@ -94,7 +95,7 @@ preset("la_posthoc", "BCE training, logits minus tau*log(pi/(1-pi)) at predictio
        loss="la_posthoc", space={"loss.tau": LA_TAU})
 preset("ml_ros", "BCE on ML-ROS resampled epochs (up to +25% clones of minority-label images)", sampler="ml_ros",
        space=ROS_SPACE)
-preset("ml_rus", "BCE on ML-RUS resampled epochs (up to -25%: images carrying only majority labels)",
+preset("ml_rus", "BCE on ML-RUS resampled epochs (-25%: images with no minority label, label-less ones included)",
        sampler="ml_rus", space={"sampler.percentage": {"uniform": [0.05, 0.5]}})
 preset("class_aware", "BCE with class-aware sampling (a class uniformly, then an image; normals as a class)",
        sampler="class_aware", space={"sampler.no_finding": {"choice": ["class", "skip"]}})

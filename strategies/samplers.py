@@ -81,55 +81,56 @@ class MLROS(_ChartePercent):
 
 
 class MLRUS(_ChartePercent):
-    """ML-RUS (Charte et al. 2015): delete random images carrying only majority labels.
+    """ML-RUS (Charte et al. 2015), label-less images included: delete random images with no minority label.
 
-    Majority labels have IRLbl <= MeanIR on the training labels. Until ``percentage`` * N images are
-    deleted, it goes round the majority bags deleting one random image of each; only images whose
-    positive labels are all majority may go, so an image with a minority label is never deleted.
-    After each deletion the counts are updated; a label whose IRLbl rises above MeanIR (fixed at the
-    start) becomes minority: its bag leaves the round and its images are protected from then on.
-    Images with no positive label are in no bag and are kept. Stops early when no bag can delete.
-    The epoch is the remaining images, shuffled.
+    Majority labels have IRLbl <= MeanIR on the training labels, minority labels IRLbl > MeanIR. An
+    image is deletable when it carries no minority label: it sits in majority bags only, or in the bag
+    of images without any positive label (``No Finding`` in chest X-rays; a row with no known positive
+    counts here too). Until ``percentage`` * N images are deleted, each deletion is a uniform draw among
+    the images still deletable; after it the label counts are updated, and a label whose IRLbl rises
+    above MeanIR (fixed at the start) becomes minority, its images protected from then on. Stops early
+    when nothing is deletable. The epoch is the remaining images, shuffled.
+
+    Two departures from the paper's pseudo-code, both because in chest X-ray data the label-less images
+    are the largest bag: the paper deletes only from label bags, so label-less images are never touched,
+    and it goes round the majority bags deleting one image from each in turn, so a 60,000-image bag loses
+    no more images than a 2,000-image one. Together they make the label-less share of the epoch rise and
+    strip the smaller majority labels of most of their positives, while MeanIR barely falls. Here every
+    label-less image is deletable, so label-less images go at least in proportion to their share of the
+    epoch (that share cannot rise in expectation); the majority labels lose about the same fraction
+    each; MeanIR falls because the minority labels keep every image while the largest label shrinks.
+    :meth:`imbalance` reports MeanIR and the label-less share before and after.
+
+    >>> y = np.array([[1, 0]] * 6 + [[1, 1]] + [[0, 0]] * 5, dtype=float)  # IRLbl (1, 7): B is minority
+    >>> rows = MLRUS(percentage=0.5).fit(y).epoch_indices(np.random.default_rng(0))
+    >>> len(rows), bool((y[rows, 1] == 1).any())  # 6 of 12 deleted, B's only image kept
+    (6, True)
     """
 
     name = "ml_rus"
 
+    def check_params(self):
+        self._check_range("percentage", 0.0, 0.9)
+
     def epoch_indices(self, rng):
-        self._require_fit("bags_")
+        self._require_fit("pos_")
         budget = int(round(self.percentage * self.n_))
         counts = self.counts_.copy()
         protected = self.minority_.copy()
         alive = np.ones(self.n_, dtype=bool)
-        # Each bag in a random order: the next alive, deletable image is a uniform draw among them
-        # (an image that is skipped never becomes deletable again: alive and protected only shrink / grow).
-        order = {int(j): rng.permutation(self.bags_[j]) for j in np.flatnonzero(self.majority_)}
-        cursor = dict.fromkeys(order, 0)
-        active = [j for j in order if len(order[j])]
         deleted = 0
-        while deleted < budget and active:
-            for j in list(active):
-                if j not in active:
-                    continue
-                row = self._next_deletable(order[j], cursor, j, alive, protected)
-                if row is None:
-                    active.remove(j)
-                    continue
-                alive[row] = False
-                counts -= self.pos_[row]
-                deleted += 1
+        # A uniform draw among the deletable images at every step: walk one random order and skip what
+        # is protected (an image that is skipped never becomes deletable again: protection only grows).
+        for row in rng.permutation(self.n_):
+            if deleted >= budget:
+                break
+            labels = self.pos_[row]
+            if (labels & protected).any():
+                continue
+            alive[row] = False
+            deleted += 1
+            if labels.any():
+                counts -= labels
                 ir = irlbl_from_counts(counts)
-                became = np.isfinite(ir) & (ir > self.mean_ir_) & ~protected
-                if became.any():
-                    protected |= became
-                    active = [k for k in active if not protected[k]]
-                if deleted >= budget:
-                    break
+                protected |= np.isfinite(ir) & (ir > self.mean_ir_)
         return rng.permutation(np.flatnonzero(alive))
-
-    def _next_deletable(self, order, cursor, j, alive, protected):
-        while cursor[j] < len(order):
-            row = int(order[cursor[j]])
-            cursor[j] += 1
-            if alive[row] and not (self.pos_[row] & protected).any():
-                return row
-        return None

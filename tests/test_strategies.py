@@ -319,8 +319,105 @@ def test_ml_rus_never_drops_minority_rows(percentage):
     kept[rows] = True
     carries_minority = (Y[:, initial_minority(Y)] == 1).any(axis=1)
     assert kept[carries_minority].all()
-    assert (~kept).sum() <= round(percentage * len(Y))
-    assert kept[~(Y == 1).any(axis=1)].all()  # images with no finding are in no bag
+    assert (~kept).sum() == round(percentage * len(Y))  # enough deletable images for the whole budget
+    label_less = ~(Y == 1).any(axis=1)
+    assert not kept[label_less].all()  # label-less images are a bag that is undersampled too
+
+
+# ---- ML-RUS on NIH-like labels ----------------------------------------------------------------------
+# Positives per finding in the NIH label file, rounded to hundreds (Hernia: 227), in the file's label order:
+# Atelectasis, Cardiomegaly, Consolidation, Edema, Effusion, Emphysema, Fibrosis, Hernia, Infiltration,
+# Mass, Nodule, Pleural_Thickening, Pneumonia, Pneumothorax.
+NIH_POSITIVES = np.array([11600, 2800, 4700, 2300, 13300, 2500, 1700, 227, 19900, 5800, 6300, 3400, 1400, 5300])
+
+
+def nih_like_labels(n: int = 6000, seed: int = 0, label_less: float = 0.5) -> np.ndarray:
+    """NIH-like labels: a ``label_less`` share of images without a finding; the others carry 1 + Poisson(0.6)
+    distinct findings drawn in proportion to NIH's positives (so frequent findings co-occur with rare ones)."""
+    rng = np.random.default_rng(seed)
+    p = NIH_POSITIVES / NIH_POSITIVES.sum()
+    y = np.zeros((n, len(p)))
+    for i in np.flatnonzero(rng.random(n) >= label_less):
+        k = min(1 + rng.poisson(0.6), len(p))
+        y[i, rng.choice(len(p), size=k, replace=False, p=p)] = 1
+    return y
+
+
+def rus_outcome(y: np.ndarray, percentage: float = 0.25, seed: int = 0) -> dict:
+    sampler = create_sampler({"name": "ml_rus", "percentage": percentage}).fit(y)
+    rows = sampler.epoch_indices(np.random.default_rng(seed))
+    counts_before = (y == 1).sum(axis=0)
+    counts_after = (y[rows] == 1).sum(axis=0)
+    present = counts_before > 0
+    return {
+        "mean_ir": (mean_ir_reference(y), mean_ir_reference(y[rows])),
+        "no_finding": (float((~(y == 1).any(axis=1)).mean()), float((~(y[rows] == 1).any(axis=1)).mean())),
+        "largest_loss": float(np.max(1 - counts_after[present] / counts_before[present])),
+        "rows": rows, "sampler": sampler,
+    }
+
+
+def check_rus_reduces_imbalance(y: np.ndarray, percentage: float) -> dict:
+    out = rus_outcome(y, percentage)
+    (ir0, ir1), (nf0, nf1) = out["mean_ir"], out["no_finding"]
+    assert ir1 <= 0.9 * ir0, f"MeanIR {ir0:.2f} -> {ir1:.2f}: not reduced by 10%"
+    assert nf1 <= nf0 + 0.005, f"No-Finding share {nf0:.3f} -> {nf1:.3f}: rose"
+    # No majority label is stripped: each loses at most a little more than the deleted share of the images.
+    assert out["largest_loss"] <= percentage + 0.1, out["largest_loss"]
+    assert len(out["rows"]) == len(y) - round(percentage * len(y))
+    return out
+
+
+@pytest.mark.parametrize("percentage", [0.25, 0.5])
+def test_ml_rus_reduces_imbalance_on_nih_like_labels(percentage):
+    """Fails on the rule that never deleted label-less images: there the No-Finding share rose from 0.50 to
+    0.67 (0.81 at 50%) and a majority label lost 78% of its positives (86%)."""
+    y = nih_like_labels()
+    check_rus_reduces_imbalance(y, percentage)
+    # It is the label-less images that absorb most of the budget, not the findings' images.
+    rows = rus_outcome(y, percentage)["rows"]
+    deleted = np.setdiff1d(np.arange(len(y)), rows)
+    assert (~(y[deleted] == 1).any(axis=1)).mean() >= (~(y == 1).any(axis=1)).mean() - 0.02
+
+
+@pytest.mark.realdata
+def test_ml_rus_reduces_imbalance_on_real_nih_labels(nih_root):
+    """The same on 8,000 label vectors drawn from the full NIH label file (`No Finding` = no label)."""
+    import pandas as pd
+
+    df = pd.read_csv(nih_root / "Data_Entry_2017_v2020.csv", usecols=["Finding Labels"])
+    sets = df["Finding Labels"].sample(n=8000, random_state=0).str.split("|")
+    names = sorted({lab for s in df["Finding Labels"].str.split("|") for lab in s} - {"No Finding"})
+    assert len(names) == 14
+    y = np.array([[float(name in s) for name in names] for s in sets])
+    out = check_rus_reduces_imbalance(y, 0.25)
+    report = out["sampler"].imbalance(np.random.default_rng(0))
+    assert report["mean_ir_after"] == pytest.approx(out["mean_ir"][1])
+    assert report["no_finding_after"] == pytest.approx(out["no_finding"][1])
+
+
+# ---- every sampler reports MeanIR before and after --------------------------------------------------
+@pytest.mark.parametrize("name", SAMPLERS.names())
+def test_sampler_reports_mean_ir_before_and_after(name):
+    sampler = fitted_sampler(name)
+    report = sampler.imbalance(np.random.default_rng(5))
+    rows = sampler.epoch_indices(np.random.default_rng(5))  # the same epoch
+    assert set(report) == {"mean_ir_before", "mean_ir_after", "no_finding_before", "no_finding_after",
+                           "rows_before", "rows_after"}
+    assert report["mean_ir_before"] == pytest.approx(mean_ir_reference(Y), rel=1e-12)
+    assert report["mean_ir_after"] == pytest.approx(mean_ir_reference(Y[rows]), rel=1e-12)
+    assert report["no_finding_before"] == pytest.approx(np.mean([not (r == 1).any() for r in Y]))
+    assert report["no_finding_after"] == pytest.approx(np.mean([not (r == 1).any() for r in Y[rows]]))
+    assert (report["rows_before"], report["rows_after"]) == (len(Y), len(rows))
+    if sampler.irlbl_direction == "down":
+        assert report["mean_ir_after"] < report["mean_ir_before"]
+    else:
+        assert report["mean_ir_after"] == pytest.approx(report["mean_ir_before"], rel=1e-12)
+
+
+def test_imbalance_needs_a_fitted_sampler():
+    with pytest.raises(RuntimeError, match="not fitted"):
+        create_sampler("ml_rus").imbalance(np.random.default_rng(0))
 
 
 def test_class_aware_balances_classes():

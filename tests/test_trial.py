@@ -116,3 +116,24 @@ def test_patient_leak_is_refused(data, tmp_path):
     rec = dataclasses.replace(data.records, patients=leaky)
     with pytest.raises(Exception, match="patient|fingerprint|split"):
         run_trial(spec(), dataclasses.replace(data, records=rec), report=Recorder(tmp_path))
+
+
+def test_metrics_json_reports_the_samplers_mean_ir_before_and_after(data, tmp_path):
+    """metrics.json's ``imbalance``: MeanIR of the training labels and of the first epoch ML-RUS drew."""
+    from bench import seeding
+    from strategies import create_strategy
+
+    rec = Recorder(tmp_path)
+    run_trial(spec("ml_rus"), data, report=rec)
+    doc = json.loads((rec.folders[-1] / "outputs" / "metrics.json").read_text())
+    imb = doc["imbalance"]
+    train = data.manifest.rows(0)[0]
+    sampler = create_strategy("ml_rus").fit(data.records.labels[train]).sampler
+    rows = sampler.epoch_indices(seeding.numpy_rng(0, 0, "order", 0))  # the trial's first epoch
+    y, y_epoch = data.records.labels[train], data.records.labels[train][rows]
+    assert imb["rows_before"] == len(train) == doc["sizes"]["train"] and imb["rows_after"] == len(rows)
+    counts, epoch_counts = (y == 1).sum(axis=0), (y_epoch == 1).sum(axis=0)
+    assert imb["mean_ir_before"] == pytest.approx(np.mean(counts.max() / counts[counts > 0]))
+    assert imb["mean_ir_after"] == pytest.approx(np.mean(epoch_counts.max() / epoch_counts[epoch_counts > 0]))
+    assert imb["mean_ir_after"] < imb["mean_ir_before"]
+    assert imb["no_finding_after"] == pytest.approx(np.mean(~(y_epoch == 1).any(axis=1)))
