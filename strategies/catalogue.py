@@ -5,12 +5,41 @@ Targets are ``"module:attr"`` strings so that listing them imports neither torch
 
 from __future__ import annotations
 
-from strategies._registry import Registry
+from strategies._registry import Registry, UnknownNameError
+
+
+class RenamedError(UnknownNameError):
+    """A retired registry name; ``str()`` is one line naming what it became and why."""
+
+    def __init__(self, kind: str, name: str, new: str, why: str, choices: list[str]):
+        super().__init__(kind, name, choices)
+        self.new, self.why = new, why
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.name!r} was renamed {self.new!r}: {self.why}"
+
+
+class _RenamingRegistry(Registry):
+    """A :class:`Registry` that answers a retired name with a :class:`RenamedError` (never listed)."""
+
+    def __init__(self, kind: str):
+        super().__init__(kind)
+        self.renamed: dict[str, tuple[str, str]] = {}
+
+    def rename(self, old: str, new: str, why: str) -> None:
+        self.renamed[old] = (new, why)
+
+    def get(self, name: str):
+        if name in self.renamed and name not in self:
+            new, why = self.renamed[name]
+            raise RenamedError(self.kind, name, new, why, self.names())
+        return super().get(name)
+
 
 LOSSES = Registry("loss")
-SAMPLERS = Registry("sampler")
+SAMPLERS = _RenamingRegistry("sampler")
 THRESHOLDS = Registry("threshold rule")
-STRATEGIES = Registry("strategy")
+STRATEGIES = _RenamingRegistry("strategy")
 
 # ---- losses ------------------------------------------------------------------------------------
 LOSSES.register("bce", "strategies.losses:BCE", description="binary cross-entropy")
@@ -40,9 +69,12 @@ SAMPLERS.register("class_aware", "strategies.class_sampling:ClassAware",
                   description="class-aware sampling: a class uniformly, then one of its images (Shen et al. 2016)")
 SAMPLERS.register("sqrt", "strategies.class_sampling:SquareRoot",
                   description="square-root sampling: a class with probability ~ sqrt(n_c), then one of its images")
-SAMPLERS.register("mlsol", "strategies.local_imbalance:LocalImbalance",
-                  description="MLSOL-style: oversample minority images in locally imbalanced kNN neighbourhoods "
-                              "(needs features)")
+SAMPLERS.register("local_imbalance_ros", "strategies.local_imbalance:LocalImbalance",
+                  description="MLSOL-weighted ROS: copies of minority images in locally imbalanced kNN "
+                              "neighbourhoods, nothing synthesised (needs features)")
+MLSOL_RENAMED = ("it copied real images with MLSOL's seed weights and synthesised none, so it is weighted random "
+                 "oversampling, not MLSOL (Liu et al. 2021)")
+SAMPLERS.rename("mlsol", "local_imbalance_ros", MLSOL_RENAMED)
 
 # ---- decision rules ----------------------------------------------------------------------------
 THRESHOLDS.register("fixed", "strategies.thresholds:Fixed", description="the same threshold (0.5) for every label")
@@ -105,8 +137,10 @@ preset("focal_ros", "focal loss (gamma 2) on ML-ROS resampled epochs", loss={"na
        sampler="ml_ros", space={"loss.gamma": FOCAL_GAMMA, **ROS_SPACE})
 preset("asl_ros", "asymmetric loss on ML-ROS resampled epochs", loss="asl", sampler="ml_ros",
        space={**ASL_SPACE, **ROS_SPACE})
-preset("mlsol", "BCE + MLSOL-style local-imbalance oversampling (+25% real copies; needs features)",
-       sampler="mlsol", space={"sampler.percentage": {"uniform": [0.1, 1.0]}, "sampler.k": {"choice": [3, 5, 10]}})
+preset("local_imbalance_ros", "BCE + MLSOL-weighted random oversampling (+25% real copies, none synthesised; "
+       "needs features)", sampler="local_imbalance_ros",
+       space={"sampler.percentage": {"uniform": [0.1, 1.0]}, "sampler.k": {"choice": [3, 5, 10]}})
+STRATEGIES.rename("mlsol", "local_imbalance_ros", MLSOL_RENAMED)
 preset("bce_youden", "baseline BCE with per-label Youden-J thresholds instead of max-F1", threshold="youden")
 preset("bce_precision", "baseline BCE with per-label thresholds reaching 0.8 validation precision",
        threshold={"name": "precision", "target": 0.8})

@@ -1,9 +1,12 @@
-"""Local-imbalance-aware oversampling of real images, after MLSOL (Liu, Blekas & Tsoumakas 2021).
+"""MLSOL-weighted random oversampling of real images (``local_imbalance_ros``); not MLSOL itself.
 
-MLSOL picks *seed* instances with probabilities from their local label imbalance and creates
-synthetic instances by interpolating a seed with a neighbour. Interpolating chest X-rays (or their
-embeddings, which cannot be decoded back into images) makes no sense, so this sampler keeps MLSOL's
-seed weights and adds real copies of the seeds instead of synthetic instances:
+MLSOL (Liu, Blekas & Tsoumakas 2021) picks *seed* instances with probabilities from their local label
+imbalance and creates synthetic instances by interpolating a seed with a neighbour, features and labels
+alike. This sampler keeps only the first half: it draws seeds with MLSOL's weights and adds *copies of the
+real seed images*; it synthesises nothing, so it is weighted random oversampling, and it is registered
+under that name (the old name ``mlsol`` answers with an error that says so). Interpolating chest X-rays
+pixel by pixel gives double-exposed images with no valid label, and interpolated embeddings cannot be
+decoded back into images, which is why the synthesis step is left out rather than imitated.
 
 1. k nearest neighbours of every training image in a feature space (``sklearn`` NearestNeighbors,
    Euclidean, the image itself excluded), from per-image ``features`` passed to ``fit``.
@@ -26,12 +29,12 @@ from strategies.base import Sampler
 
 
 class LocalImbalance(Sampler):
-    """MLSOL-style weighting: oversample minority-label images whose neighbourhood is imbalanced.
+    """MLSOL-weighted ROS: copy minority-label images whose neighbourhood is imbalanced (no synthesis).
 
     ``fit(y, features=X)`` needs ``X`` of shape (N, D), one finite row per training image in label order.
     """
 
-    name = "mlsol"
+    name = "local_imbalance_ros"
     needs_features = True
 
     def __init__(self, percentage: float = 0.25, k: int = 5):
@@ -67,15 +70,16 @@ class LocalImbalance(Sampler):
     def _check_features(self, features) -> np.ndarray:
         if features is None:
             raise ValueError(
-                "sampler 'mlsol' needs per-image features: call fit(y_train, features=X) with X of shape "
+                f"sampler {self.name!r} needs per-image features: call fit(y_train, features=X) with X of shape "
                 f"(N={self.n_}, D), e.g. PCA of downsampled training images or penultimate activations")
         x = np.asarray(features, dtype=np.float64)
         if x.ndim != 2 or len(x) != self.n_:
-            raise ValueError(f"sampler 'mlsol': features must have shape (N={self.n_}, D), got {x.shape}")
+            raise ValueError(f"sampler {self.name!r}: features must have shape (N={self.n_}, D), got {x.shape}")
         if not np.isfinite(x).all():
-            raise ValueError("sampler 'mlsol': features contain NaN or inf")
+            raise ValueError(f"sampler {self.name!r}: features contain NaN or inf")
         if self.n_ <= self.k:
-            raise ValueError(f"sampler 'mlsol': k={self.k} needs more than {self.k} training images, got {self.n_}")
+            raise ValueError(
+                f"sampler {self.name!r}: k={self.k} needs more than {self.k} training images, got {self.n_}")
         return x
 
     def _neighbors(self, x: np.ndarray) -> np.ndarray:

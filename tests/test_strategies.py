@@ -436,21 +436,42 @@ def test_sqrt_sampling_sits_between_uniform_and_class_aware():
     assert ir[0] > ir[1] > ir[2]
 
 
-def test_mlsol_requires_features():
-    sampler = create_sampler("mlsol")
-    with pytest.raises(ValueError, match="needs per-image features"):
+def test_local_imbalance_ros_requires_features():
+    sampler = create_sampler("local_imbalance_ros")
+    with pytest.raises(ValueError, match="'local_imbalance_ros' needs per-image features"):
         sampler.fit(Y)
     with pytest.raises(ValueError, match="shape"):
         sampler.fit(Y, features=X[:-1])
     with pytest.raises(ValueError, match="features"):
-        create_strategy("mlsol").fit(Y)
+        create_strategy("local_imbalance_ros").fit(Y)
 
 
-def test_mlsol_weights_match_brute_force():
+@pytest.mark.parametrize("make", [create_strategy, create_sampler,
+                                  lambda name: create_strategy({"sampler": name}),
+                                  lambda name: create_strategy({"preset": name})])
+def test_the_old_mlsol_name_says_what_it_became(make):
+    with pytest.raises(UnknownNameError) as err:
+        make("mlsol")
+    message = str(err.value)
+    assert "\n" not in message and "'mlsol' was renamed 'local_imbalance_ros'" in message
+    assert "synthesised none" in message and "random oversampling" in message
+    assert "mlsol" not in STRATEGIES and "mlsol" not in SAMPLERS  # never listed
+
+
+def test_local_imbalance_ros_only_copies_real_images():
+    """Weighted ROS: every original once plus percentage * N copies of real rows, drawn with the MLSOL weights."""
+    sampler = fitted_sampler("local_imbalance_ros", percentage=0.5)
+    rows = sampler.epoch_indices(np.random.default_rng(0))
+    extra = np.bincount(rows, minlength=len(Y)) - 1
+    assert extra.min() == 0 and extra.sum() == round(0.5 * len(Y))
+    assert np.all(sampler.weights_[extra > 0] > 0)  # only seeds with a positive MLSOL weight are copied
+
+
+def test_local_imbalance_ros_weights_match_brute_force():
     y = long_tailed_labels(n=120, n_labels=4, seed=3, nan_rate=0.05)
     x = label_features(y, seed=3)
     k = 4
-    sampler = create_sampler({"name": "mlsol", "k": k}).fit(y, features=x)
+    sampler = create_sampler({"name": "local_imbalance_ros", "k": k}).fit(y, features=x)
     d = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
     np.fill_diagonal(d, np.inf)
     n, n_labels = y.shape
@@ -577,7 +598,8 @@ DISTRIBUTIONS = {"uniform", "loguniform", "choice"}
 def test_there_are_enough_presets():
     assert len(STRATEGIES) >= 12
     for name in ("bce", "weighted_bce", "cb", "cb_focal", "focal", "asl", "dbloss", "la_loss", "la_posthoc",
-                 "ml_ros", "ml_rus", "class_aware", "sqrt_sampling", "focal_ros", "asl_ros", "mlsol", "bce_youden"):
+                 "ml_ros", "ml_rus", "class_aware", "sqrt_sampling", "focal_ros", "asl_ros", "local_imbalance_ros",
+                 "bce_youden"):
         assert name in STRATEGIES
 
 
