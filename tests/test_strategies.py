@@ -324,6 +324,19 @@ def test_ml_rus_never_drops_minority_rows(percentage):
     assert not kept[label_less].all()  # label-less images are a bag that is undersampled too
 
 
+
+def test_ml_rus_stops_when_nothing_is_deletable_and_bounds_its_budget():
+    # IRLbl (1, 4): B is minority; A-only images and the label-less one are the only deletable rows.
+    y = np.array([[1, 1]] * 2 + [[1, 0]] * 6 + [[0, 0]], dtype=float)
+    rows = fitted_sampler("ml_rus", y=y, percentage=0.9).epoch_indices(np.random.default_rng(0))
+    kept = np.zeros(len(y), dtype=bool)
+    kept[rows] = True
+    assert kept[:2].all()  # the minority images stay
+    # Deleting A-only images lowers A's count; B stays minority throughout, so 7 go (budget 8) and 2 remain.
+    assert len(rows) == 2
+    with pytest.raises(ValueError, match=r"percentage=0.95 must be a number in \[0.0, 0.9\]"):
+        create_sampler({"name": "ml_rus", "percentage": 0.95})
+
 # ---- ML-RUS on NIH-like labels ----------------------------------------------------------------------
 # Positives per finding in the NIH label file, rounded to hundreds (Hernia: 227), in the file's label order:
 # Atelectasis, Cardiomegaly, Consolidation, Edema, Effusion, Emphysema, Fibrosis, Hernia, Infiltration,
