@@ -93,12 +93,12 @@ class MLRUS(_ChartePercent):
 
     Two departures from the paper's pseudo-code, both because in chest X-ray data the label-less images
     are the largest bag: the paper deletes only from label bags, so label-less images are never touched,
-    and it goes round the majority bags deleting one image from each in turn, so a 60,000-image bag loses
+    and it goes round the majority bags deleting one image from each in turn, so a 20,000-image bag loses
     no more images than a 2,000-image one. Together they make the label-less share of the epoch rise and
-    strip the smaller majority labels of most of their positives, while MeanIR barely falls. Here every
-    label-less image is deletable, so label-less images go at least in proportion to their share of the
-    epoch (that share cannot rise in expectation); the majority labels lose about the same fraction
-    each; MeanIR falls because the minority labels keep every image while the largest label shrinks.
+    strip the smaller majority labels of most of their positives. Here every label-less image is
+    deletable, so label-less images go at least in proportion to their share of the epoch (that share
+    does not rise, up to chance); the majority labels lose about the same fraction each; MeanIR falls
+    because the minority labels keep every image while the largest label shrinks.
     :meth:`imbalance` reports MeanIR and the label-less share before and after.
 
     >>> y = np.array([[1, 0]] * 6 + [[1, 1]] + [[0, 0]] * 5, dtype=float)  # IRLbl (1, 7): B is minority
