@@ -1,4 +1,4 @@
-"""`bench tune`: Optuna + ASHA on Ray Tune writes a preset that a grid can then name."""
+"""`bench tune`: one Optuna + ASHA search per fold on Ray Tune writes a preset that runs on its split can name."""
 
 from __future__ import annotations
 
@@ -98,6 +98,36 @@ def test_tune_per_fold_preset_is_applied_fold_by_fold_and_never_saw_a_held_out_i
     # A second search may not overwrite the preset.
     assert main(["tune", "--grid", str(grid), "--strategy", "focal", "--trials", "1"]) == 2
     assert "exists already" in capsys.readouterr().err
+
+
+def test_check_presets_counts_the_overlap_image_by_image(tmp_path):
+    """Known answer without Ray: 40 images of 20 patients; a preset tuned on the run's own split passes, one tuned
+    on another split is refused with exactly the brute-force count of fold 0's held-out images its search saw."""
+    import numpy as np
+
+    from bench.data.labels import Records
+    from bench.data.splits import make_split
+    from bench.errors import BenchError
+    from bench.tune_search import check_presets, tuning_record, write_preset
+    from strategies.user_presets import load_preset_file
+
+    y = np.array([[1, 0], [0, 1]] * 20, dtype=np.float32)
+    rec = Records(y, ("a", "b"), [f"i{i}" for i in range(40)], [""] * 40, patients=np.arange(40) // 2)
+    run = make_split(rec, n_folds=2, val_fraction=0.25, seed=0)
+    other = make_split(rec, n_folds=2, val_fraction=0.25, seed=3)
+    for name, manifest in (("focal_same_split", run), ("focal_other_split", other)):
+        write_preset(tmp_path / f"{name}.yaml", {
+            "name": name, "loss": {"name": "focal", "gamma": 2.0}, "sampler": "none", "threshold": "f1",
+            "folds": {0: {"loss.gamma": 3.0}, 1: {"loss.gamma": 1.5}},
+            "tuned": {"from": "focal", **tuning_record(manifest)}})
+        load_preset_file(tmp_path / f"{name}.yaml")
+    check_presets(["bce", "focal_same_split"], run)
+    ids, held_run, held_other = np.asarray(run.image_ids), np.asarray(run.folds), np.asarray(other.folds)
+    expected = len(set(ids[held_other != 0]) & set(ids[held_run == 0]))
+    assert expected > 0
+    with pytest.raises(BenchError, match=rf"focal_other_split.yaml: preset 'focal_other_split' was tuned on "
+                                         rf"{expected} image\(s\) of this run's held-out fold 0 "):
+        check_presets(["bce", "focal_other_split"], run)
 
 
 def test_tune_refuses_presets_without_a_space(synth_root, tmp_path, capsys):
