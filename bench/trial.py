@@ -257,6 +257,8 @@ def evaluate(spec: dict, data: TrialData, *, model, strategy, images, rows, hist
         thresholds=thresholds, label_names=np.asarray(names, dtype=str),
         val_image_ids=np.asarray(rec.image_ids[val], dtype=str), val_labels=rec.labels[val].astype(np.float32),
         val_probs=val_prob.astype(np.float32))
+    boot_seconds = _write_bootstrap(spec, data, out, y_test, prob, thresholds,
+                                    rec.patients[test] if rec.patients is not None else rec.image_ids[test])
     clean = {k: _jsonable(v) for k, v in summary.items()}
     doc = {
         "id": spec["id"], "backbone": spec["backbone"], "strategy": spec["strategy"]["name"],
@@ -266,7 +268,8 @@ def evaluate(spec: dict, data: TrialData, *, model, strategy, images, rows, hist
         "thresholds": dict(zip(names, thresholds.tolist())),
         "sizes": {"train": int(len(train)), "val": int(len(val)), "test": int(len(test))},
         "history": history, "timing": {"eval_seconds": round(eval_seconds, 3),
-                                       "localisation_seconds": round(loc_seconds, 3)},
+                                       "localisation_seconds": round(loc_seconds, 3),
+                                       "bootstrap_seconds": round(boot_seconds, 3)},
         "node": platform.node(), "node_id": spec.get("node_id"), "device": str(dev.device),
     }
     # MeanIR and label-less share of the training labels and of the first epoch the sampler drew (epoch 0's
@@ -279,6 +282,25 @@ def evaluate(spec: dict, data: TrialData, *, model, strategy, images, rows, hist
     _write_json(out / "config.json", {"trial": spec, "grid": data.grid, "split_hash": data.manifest.hash,
                                       "cache_key": data.cache_key, **data.run_meta})
     return {k: v for k, v in clean.items() if isinstance(v, (int, float)) and v is not None}
+
+
+def _write_bootstrap(spec: dict, data: TrialData, out: Path, y_test, prob, thresholds, patients) -> float:
+    """The trial's bootstrap replicates of its own leaderboard metrics (``bootstrap.npz``), computed here on
+    the worker so the report only aggregates arrays. Computed from the predictions exactly as saved
+    (float32), so ``bench report`` recomputing them from ``predictions.npz`` gives identical numbers."""
+    from reports.leaderboard import bootstrap_seed, write_atomic
+    from reports.replicates import FILE, save, trial_replicates
+
+    n_boot = int(data.grid["report"]["bootstrap"])
+    if n_boot <= 0 or spec.get("search"):
+        return 0.0
+    t0 = time.perf_counter()
+    p = prob.astype(np.float32)
+    rep = trial_replicates(y_test.astype(np.float32), p, (p >= thresholds[None, :]).astype(np.int8),
+                           np.asarray(patients, dtype=str), n_boot=n_boot, fold=int(spec["fold"]),
+                           seed=bootstrap_seed(data.grid))
+    write_atomic(out / FILE, lambda tmp: save(tmp, rep))
+    return time.perf_counter() - t0
 
 
 def _jsonable(v):

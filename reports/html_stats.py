@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+from reports import compare
 from reports.html import esc, fmt, fmt_p, num, section
 from reports.html_tables import controls, int_cell, num_cell, table, text_cell, th
 
@@ -24,54 +25,78 @@ def significance(report) -> str:
         baseline = s["baseline"].iloc[0]
         rows = []
         for r in s.to_dict("records"):
-            ph, diff = num(r.get("p_holm")), num(r.get("mean_diff"))
-            if ph is not None and ph < 0.05 and diff is not None and diff != 0:
-                verdict, cls = ("better", "sig-better") if diff > 0 else ("worse", "sig-worse")
-            else:
-                verdict, cls = "no evidence", "ns"
+            diff, verdict = num(r.get("mean_diff")), str(r.get("verdict") or "no evidence")
+            cls = {"better": "sig-better", "worse": "sig-worse"}.get(verdict, "ns")
             metric = METRIC_NAMES.get(str(r["metric"]), str(r["metric"]))
-            sig = ph is not None and ph < 0.05
+            ci = (r.get("ci_low"), r.get("ci_high"))
             rows.append("<tr>" + text_cell(r["backbone"]) + text_cell(r["strategy"]) + text_cell(metric)
-                        + int_cell(r.get("n_pairs"))
-                        + num_cell(diff, shown="–" if diff is None else f"{diff:+.3f}", cls=cls if sig else "")
-                        + num_cell(r.get("p"), shown=fmt_p(r.get("p")))
-                        + num_cell(ph, shown=fmt_p(ph))
+                        + int_cell(r.get("n_folds"))
+                        + num_cell(diff, shown="–" if diff is None else f"{diff:+.3f}", ci=ci,
+                                   cls=cls if verdict != "no evidence" else "")
+                        + num_cell(r.get("p_boot_holm"), shown=fmt_p(r.get("p_boot_holm")))
+                        + num_cell(r.get("p_t_holm"), shown=fmt_p(r.get("p_t_holm")))
                         + text_cell(verdict, html=f'<span class="{cls}">{esc(verdict)}</span>') + "</tr>")
-        head = [th("backbone"), th("strategy"), th("metric"), th("pairs", numeric=True, title="matched folds x seeds"),
-                th("mean diff", numeric=True, title="strategy minus baseline, paired"), th("p", numeric=True),
-                th("p (Holm)", numeric=True, title="Holm-adjusted within each backbone and metric"), th("verdict")]
+        head = [th("backbone"), th("strategy"), th("metric"),
+                th("folds", numeric=True, title="held-out folds both ran; seeds averaged within each"),
+                th("difference", numeric=True, title="strategy minus baseline on the leaderboard value, 95% BCa "
+                                                     "interval of the paired patient bootstrap"),
+                th("p bootstrap (Holm)", numeric=True, title="paired patient bootstrap, Holm within backbone x metric"),
+                th("p corrected t (Holm)", numeric=True, title="Nadeau-Bengio corrected resampled t-test over folds, "
+                                                               "Holm within backbone x metric"),
+                th("verdict")]
         selects = [(0, "backbones", list(dict.fromkeys(s["backbone"].astype(str)))),
                    (2, "metrics", list(dict.fromkeys(METRIC_NAMES.get(str(m), str(m)) for m in s["metric"])))]
+        folds = int(s["n_folds"].max()) if s["n_folds"].notna().any() else 0
+        few = (f" With {folds} fold(s) the corrected t-test has {max(folds - 1, 0)} degree(s) of freedom and "
+               "little power: “no evidence” is not “no difference”." if folds < 10 else "")
         parts.append(f"<h3>Each strategy against <code>{esc(baseline)}</code></h3>"
-                     '<p class="note">Paired t-test over the matched folds × seeds of the same backbone (strategy '
-                     "minus baseline), Holm-corrected within each backbone and metric. “better” / “worse”: adjusted "
-                     "p &lt; 0.05. With few folds the test has little power: “no evidence” is not “no difference”.</p>"
+                     f'<p class="note"><b>Unit:</b> {esc(compare.UNIT)}.</p>'
+                     f'<p class="note"><b>Tests:</b> {esc(compare.TEST_BOOT)}; and {esc(compare.TEST_T)}.</p>'
+                     f'<p class="note"><b>Assumptions:</b> {esc(compare.ASSUMPTIONS)}. “better” / “worse”: both '
+                     f"Holm-adjusted p &lt; 0.05 with the same sign.{esc(few)}</p>"
                      + controls("sig", placeholder="filter, e.g. focal auc", selects=selects)
                      + table("sig", head, rows, short=True))
-    parts.append(cd_diagram(f))
+    parts.append(cd_diagrams(f))
     return section("significance", "Is the difference real?", "".join(parts),
                    lead="Differences between strategies are often within the noise of a few folds; these tests say "
                         "which are not.")
 
 
-def cd_diagram(f: dict) -> str:
-    ranks = {str(k): num(v) for k, v in (f.get("average_ranks") or f.get("ranks") or {}).items()}
+def cd_diagrams(f: dict) -> str:
+    """One critical-difference diagram per backbone (blocks: folds, seeds averaged)."""
+    by = f.get("by_backbone") or {}
+    if not by:
+        reason = f.get("reason") or "no backbone with two strategies on common folds"
+        return f'<h3>Critical-difference diagram</h3><p class="note">Friedman test not run: {esc(reason)}.</p>'
+    return "".join(cd_diagram(res, backbone=b, metric=f.get("metric", "macro_auc")) for b, res in by.items())
+
+
+def cd_diagram(f: dict, *, backbone: str = "", metric: str = "macro_auc") -> str:
+    title = f"<h3>Critical-difference diagram{': ' + esc(backbone) if backbone else ''}</h3>"
+    ranks = {str(k): num(v) for k, v in (f.get("average_ranks") or {}).items()}
     ranks = {k: v for k, v in ranks.items() if v is not None}
     if len(ranks) < 2:
         reason = f.get("reason") or "fewer than two strategies with complete blocks"
-        return f'<h3>Critical-difference diagram</h3><p class="note">Friedman test not run: {esc(reason)}.</p>'
-    cd, p = num(f.get("cd") or f.get("critical_difference")), num(f.get("p", f.get("p_value")))
+        return f'{title}<p class="note">Friedman test not run: {esc(reason)}.</p>'
+    cd, p = num(f.get("cd")), num(f.get("p"))
     blocks = f.get("n_blocks", f.get("blocks"))
-    metric = METRIC_NAMES.get(str(f.get("metric", "macro_auc")), str(f.get("metric", "macro_auc")))
-    verdict = ("the strategies do not all rank equally (p &lt; 0.05); strategies not joined by a red bar differ "
-               "significantly (Nemenyi)" if p is not None and p < 0.05 else
-               "the Friedman test does not reject that all strategies rank equally, so read the diagram as "
-               "descriptive")
-    note = (f'<p class="note">Average rank of each strategy on {esc(metric)} over {esc(blocks)} blocks '
-            f"(backbone × fold × seed; rank 1 = best). Friedman χ² = {fmt(num(f.get('statistic')), 2)}, "
-            f"p = {fmt_p(p)}: {verdict}. The black bar is the Nemenyi critical difference CD = {fmt(cd, 2)}; red "
-            "bars join strategies whose average ranks differ by less than CD.</p>")
-    return "<h3>Critical-difference diagram</h3>" + note + cd_svg(ranks, cd=cd, cliques=f.get("cliques") or [])
+    name = METRIC_NAMES.get(str(metric), str(metric))
+    if not f.get("enough_blocks", True):
+        verdict = (f"with {esc(blocks)} independent blocks there are too few to conclude (at least "
+                   f"{compare.MIN_BLOCKS} are needed): read the diagram as descriptive")
+    elif p is not None and p < 0.05:
+        verdict = ("the strategies do not all rank equally (p &lt; 0.05); strategies not joined by a red bar differ "
+                   "significantly (Nemenyi)")
+    else:
+        verdict = ("the Friedman test does not reject that all strategies rank equally, so read the diagram as "
+                   "descriptive")
+    note = (f'<p class="note">Average rank of each strategy on {esc(name)} over {esc(blocks)} independent blocks '
+            f"(held-out folds, seeds averaged within each; rank 1 = best). Friedman χ² = "
+            f"{fmt(num(f.get('statistic')), 2)}, permutation p = {fmt_p(p)}: {verdict}. Folds share training data, "
+            "so a ranking shared by every fold may be this dataset's; the corrected t-test above allows for that. "
+            f"The black bar is the Nemenyi critical difference CD = {fmt(cd, 2)}; red bars join strategies whose "
+            "average ranks differ by less than CD.</p>")
+    return title + note + cd_svg(ranks, cd=cd, cliques=f.get("cliques") or [])
 
 
 def cd_svg(ranks: dict[str, float], *, cd: float | None, cliques: list[list[str]], width: int = 880) -> str:

@@ -7,9 +7,10 @@ Outputs: ``leaderboard.csv`` (one row per backbone x strategy), ``per_label.csv`
 ``friedman.json``, ``localisation.csv``, ``localisation_significance.csv`` (paired tests of the maps
 against the baseline's) and ``leaderboard.html``.
 
-Means and standard deviations are over the trials (folds x seeds) of a backbone x strategy.
-Confidence intervals are 95% patient-bootstrap intervals of those same means (patients resampled
-within each held-out fold, every trial's metric recomputed, averaged over the trials).
+A leaderboard value is the mean over folds of the mean over each fold's seeds (seeds share the fold's
+test images, so the fold is the unit); standard deviations are over the trials (folds x seeds).
+Confidence intervals are 95% BCa patient-bootstrap intervals of those same values, from the
+replicates each trial computed about itself (``reports.replicates``); tests are ``reports.compare``'s.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from reports import stats
+from reports import compare, replicates, stats
 from reports.metrics import group_labels
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ METRICS = ("macro_auc", "micro_auc", "macro_f1", "micro_f1", "macro_f1_fixed", "
            "macro_sensitivity", "macro_specificity")
 KEYS = ["backbone", "strategy"]
 LEADING = ["backbone", "strategy", "n_trials", "macro_auc", "macro_auc_std", "micro_auc", "micro_auc_std", "macro_f1",
-           "macro_f1_std", "micro_f1", "micro_f1_std", "macro_f1_fixed", "micro_f1_fixed"]
+           "macro_f1_std", "micro_f1", "micro_f1_std", "macro_f1_fixed", "micro_f1_fixed", "n_folds"]
 
 
 @dataclass
@@ -87,16 +88,24 @@ def trial_table(docs: list[dict], label_names: list[str]) -> pd.DataFrame:
 
 
 def _mean_std_table(trials: pd.DataFrame, label_names: list[str]) -> pd.DataFrame:
+    """One row per backbone x strategy: each metric's mean over folds of its mean over the fold's seeds
+    (seeds share a fold's test images, so they are averaged first), and its sd over the trials."""
     out = []
     for (b, s), g in trials.groupby(KEYS, sort=False):
-        row = {"backbone": b, "strategy": s, "n_trials": len(g)}
+        row = {"backbone": b, "strategy": s, "n_trials": len(g), "n_folds": int(g["fold"].nunique())}
         for m in METRICS:
-            mean, std = stats.mean_std(g[m].to_numpy())
-            row[m], row[f"{m}_std"] = mean, std
+            _, std = stats.mean_std(g[m].to_numpy())
+            row[m], row[f"{m}_std"] = _fold_mean(g, m), std
         for name in label_names:
-            row[f"auc_{name}"] = float(np.nanmean(g[f"auc_{name}"])) if g[f"auc_{name}"].notna().any() else np.nan
+            row[f"auc_{name}"] = _fold_mean(g, f"auc_{name}")
         out.append(row)
     return pd.DataFrame(out)
+
+
+def _fold_mean(g: pd.DataFrame, col: str) -> float:
+    """Mean over folds of the mean over each fold's seeds, NaN-skipping (NaN when nothing is defined)."""
+    per_fold = g.groupby("fold")[col].mean()
+    return float(per_fold.mean()) if per_fold.notna().any() else float("nan")
 
 
 def _trial_predictions(doc: dict) -> dict | None:
@@ -108,40 +117,88 @@ def _trial_predictions(doc: dict) -> dict | None:
         return {"y": y, "p": p, "dec": (p >= thr[None, :]).astype(np.int8), "pat": z["patients"].astype(str)}
 
 
-CI_METRICS = ("macro_auc", "micro_auc", "macro_ap", "macro_f1", "micro_f1")
+CI_METRICS = replicates.METRICS
 
 
-def _confidence(board: pd.DataFrame, docs: list[dict], n_boot: int) -> pd.DataFrame:
-    """95% patient-bootstrap intervals of the leaderboard's own numbers (means over folds x seeds).
+def bootstrap_seed(grid: dict) -> int:
+    """The seed of every trial's patient draws: the split's seed, shared by all trials of a run."""
+    return int((grid.get("splits") or {}).get("seed", 0))
 
-    Each replicate resamples patients within every held-out fold (folds are patient-disjoint, so this
-    is a bootstrap over patients stratified by fold), recomputes each trial's metric and averages over
-    the trials exactly as the leaderboard does. The same fold gets the same resampled patients for
-    every seed, backbone and strategy, so intervals of different rows are comparable.
-    """
+
+def _stored(doc: dict, n_boot: int, seed: int) -> dict | None:
+    f = Path(doc["_dir"]) / replicates.FILE
+    if not f.is_file():
+        return None
+    rep = replicates.load(f)
+    ok = rep["n_boot"] == n_boot and rep["seed"] == seed and rep["fold"] == int(doc["fold"])
+    return rep if ok else None
+
+
+def trial_bootstrap(doc: dict, *, n_boot: int, seed: int) -> dict | None:
+    """A trial's bootstrap replicates: its ``bootstrap.npz`` when made with these settings, else computed
+    from its ``predictions.npz`` with the same function (``reports.replicates.trial_replicates``), so
+    both give identical numbers. None when the trial has neither."""
+    rep = _stored(doc, n_boot, seed)
+    if rep is not None:
+        return rep
+    e = _trial_predictions(doc)
+    if e is None:
+        return None
+    return replicates.trial_replicates(e["y"], e["p"], e["dec"], e["pat"], n_boot=n_boot, fold=int(doc["fold"]),
+                                       seed=seed)
+
+
+def _bootstrap_all(docs: list[dict], n_boot: int, seed: int) -> dict[str, dict]:
+    """Every trial's replicates (trial id -> replicates). Trials normally bring them (``bootstrap.npz``,
+    computed on their worker); those that do not (another ``--bootstrap``, an older run) are computed
+    here on the head's cores."""
     if n_boot <= 0:
+        return {}
+    out = {d["id"]: r for d in docs if (r := _stored(d, n_boot, seed)) is not None}
+    todo = [d for d in docs if d["id"] not in out]
+    if todo:
+        log.info("computing bootstrap replicates of %d trial(s) from their predictions", len(todo))
+        workers = min(len(todo), os.cpu_count() or 1)
+        if workers > 1 and len(todo) >= 4:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            # spawn, not fork: the report may run in a process that holds Ray's threads
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+                results = list(pool.map(_bootstrap_one, [(d, n_boot, seed) for d in todo]))
+        else:
+            results = [_bootstrap_one((d, n_boot, seed)) for d in todo]
+        out.update({d["id"]: r for d, r in zip(todo, results) if r is not None})
+    return out
+
+
+def _bootstrap_one(args) -> dict | None:
+    doc, n_boot, seed = args
+    return trial_bootstrap(doc, n_boot=n_boot, seed=seed)
+
+
+def _confidence(board: pd.DataFrame, docs: list[dict], reps: dict[str, dict]) -> pd.DataFrame:
+    """95% BCa intervals of the leaderboard's own numbers (means over folds of seed means).
+
+    Each replicate resamples patients within every held-out fold (folds are patient-disjoint: a
+    bootstrap stratified by fold) with the same draws for every trial of a fold, recomputes each trial's
+    metric and averages them exactly as the leaderboard does (``reports.replicates.aggregate``). BCa
+    corrects the replicates' median bias (AP's upward shift) and skew; its coverage is measured by
+    ``benchmarks/stats_calibration.py``.
+    """
+    if not reps:
         return board
     groups: dict[tuple[str, str], list[dict]] = {}
     for d in docs:
         groups.setdefault((d["backbone"], d["strategy"]), []).append(d)
     for i, row in board.iterrows():
-        reps = {m: [] for m in CI_METRICS}
-        for d in groups.get((row["backbone"], row["strategy"]), []):
-            e = _trial_predictions(d)
-            if e is None:
-                continue
-            ci = stats.bootstrap_macro_ci(e["y"], e["p"], e["pat"], decisions=e["dec"], n_boot=n_boot,
-                                          rng=np.random.default_rng(1000 + int(d["fold"])), return_replicates=True)
-            for m in CI_METRICS:
-                reps[m].append(ci["replicates"][m])
+        trials = [reps[d["id"]] for d in groups.get((row["backbone"], row["strategy"]), []) if d["id"] in reps]
+        if not trials:
+            continue
         for m in CI_METRICS:
-            if not reps[m]:
-                continue
-            with np.errstate(all="ignore"):
-                mean = np.nanmean(np.vstack(reps[m]), axis=0)
-            mean = mean[np.isfinite(mean)]
-            if mean.size:
-                board.loc[i, f"{m}_ci_low"], board.loc[i, f"{m}_ci_high"] = np.quantile(mean, [0.025, 0.975])
+            agg = replicates.aggregate(trials, m)
+            board.loc[i, f"{m}_ci_low"], board.loc[i, f"{m}_ci_high"] = replicates.bca_interval(
+                agg["replicates"], agg["estimate"], agg["jackknife"])
     return board
 
 
@@ -177,42 +234,24 @@ def _groups(docs: list[dict], per_label: pd.DataFrame, head: float, tail: float)
     return pd.DataFrame(rows)
 
 
-def _significance(trials: pd.DataFrame, baseline: str) -> pd.DataFrame:
-    rows = []
-    for backbone, g in trials.groupby("backbone", sort=False):
-        base = g[g["strategy"] == baseline].set_index(["fold", "seed"])
-        if base.empty:
-            continue
-        block = []
-        for strategy, gs in g[g["strategy"] != baseline].groupby("strategy", sort=False):
-            gs = gs.set_index(["fold", "seed"])
-            common = gs.index.intersection(base.index)
-            for metric in ("macro_auc", "macro_f1", "micro_auc"):
-                a, b = gs.loc[common, metric].to_numpy(), base.loc[common, metric].to_numpy()
-                t = stats.paired_test(a, b) if len(common) >= 2 else {"mean_diff": np.nan, "p_t": np.nan}
-                block.append({"backbone": backbone, "strategy": strategy, "baseline": baseline, "metric": metric,
-                              "n_pairs": int(len(common)), "mean_diff": float(t.get("mean_diff", np.nan)),
-                              "p": float(t.get("p_t", t.get("p", np.nan)))})
-        if block:
-            df = pd.DataFrame(block)
-            for metric, idx in df.groupby("metric").groups.items():  # Holm within backbone x metric
-                df.loc[idx, "p_holm"] = stats.holm(df.loc[idx, "p"].to_numpy())
-            rows.append(df)
-    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(
-        columns=["backbone", "strategy", "baseline", "metric", "n_pairs", "mean_diff", "p", "p_holm"])
-
-
 def _friedman(trials: pd.DataFrame, metric: str = "macro_auc") -> dict:
-    if trials["strategy"].nunique() < 2:
-        return {"reason": "fewer than 2 strategies"}
-    wide = trials.pivot_table(index=["backbone", "fold", "seed"], columns="strategy", values=metric)
-    wide = wide.dropna()
-    if len(wide) < 2:
-        return {"reason": "fewer than 2 complete blocks"}
+    """Friedman / Nemenyi per backbone over independent blocks: folds, seeds averaged (``reports.compare``)."""
     from reports.html import clean
 
-    res = stats.friedman_nemenyi(wide)
-    return {**clean(res), "metric": metric, "blocks": int(len(wide))}
+    out: dict = {"metric": metric, "unit": compare.UNIT, "min_blocks": compare.MIN_BLOCKS, "by_backbone": {}}
+    if trials["strategy"].nunique() < 2:
+        out["reason"] = "fewer than 2 strategies"
+        return out
+    means = compare.fold_means(trials, metric)
+    for backbone, g in means.groupby("backbone", sort=False):
+        wide = g.pivot_table(index="fold", columns="strategy", values=metric).dropna()
+        if wide.shape[1] < 2 or len(wide) < 2:
+            out["by_backbone"][backbone] = {"reason": f"{len(wide)} complete fold(s) of {wide.shape[1]} strategies",
+                                           "n_blocks": int(len(wide))}
+            continue
+        res = compare.friedman_folds(wide)
+        out["by_backbone"][backbone] = {**clean(res), "blocks": int(len(wide))}
+    return out
 
 
 def _localisation(docs: list[dict], n_boot: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -288,7 +327,8 @@ def build_report(run_dir: str | Path, *, n_boot: int | None = None, html: bool =
     n_boot = int(rep_cfg.get("bootstrap", 1000) if n_boot is None else n_boot)
     trials = trial_table(docs, label_names)
     board = _mean_std_table(trials, label_names)
-    board = _confidence(board, docs, n_boot)
+    reps = _bootstrap_all(docs, n_boot, bootstrap_seed(grid))
+    board = _confidence(board, docs, reps)
     # The documented columns first, then one AUC per label, then everything else.
     extra = [c for m in METRICS for c in (m, f"{m}_std") if c not in LEADING]
     ci_cols = [c for c in board.columns if c.endswith(("_ci_low", "_ci_high"))]
@@ -296,7 +336,7 @@ def build_report(run_dir: str | Path, *, n_boot: int | None = None, html: bool =
     board = board.sort_values("macro_auc", ascending=False, kind="stable").reset_index(drop=True)
     per_label = _per_label(docs)
     groups = _groups(docs, per_label, float(rep_cfg.get("head", 0.05)), float(rep_cfg.get("tail", 0.01)))
-    significance = _significance(trials, rep_cfg.get("baseline", "bce"))
+    significance = compare.significance(trials, reps, docs, baseline=rep_cfg.get("baseline", "bce"))
     friedman = _friedman(trials)
     loc_raw, loc = _localisation(docs, n_boot)
     report = Report(run_dir, trials, board, per_label, groups, significance, friedman, loc, label_names, grid,

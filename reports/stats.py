@@ -19,7 +19,7 @@ from scipy import stats as sps
 
 from reports.metrics import check_inputs
 
-__all__ = ["mean_std", "weighted_auc", "weighted_average_precision", "patient_bootstrap_weights",
+__all__ = ["mean_std", "weighted_auc", "weighted_average_precision", "patient_bootstrap_weights", "MacroScorer",
            "bootstrap_macro_ci", "paired_test", "holm", "nemenyi_q", "friedman_nemenyi"]
 
 # Elements of one (replicates x entries) float64 block; a few such temporaries live at once.
@@ -164,6 +164,66 @@ def _nanmean_rows(a: np.ndarray) -> np.ndarray:
     return np.where(n > 0, np.where(ok, a, 0.0).sum(axis=1) / np.maximum(n, 1), np.nan)
 
 
+class MacroScorer:
+    """Macro / micro AUC, AP and F1 of fixed predictions under any (B, N) image-weight matrix.
+
+    Sorts each label's scores once; :meth:`evaluate` then scores B weightings at a time with no Python
+    loop over them. ``y`` (N, L) 1 / 0 / NaN, ``p`` (N, L) scores, ``decisions`` (N, L) in [0, 1] or
+    None: 0 / 1 decisions (e.g. ``p >= thresholds``), or fractions (a seed-average of decisions, whose
+    confusion counts are the seeds' average counts). Conventions are those of
+    ``reports.metrics.summary_metrics``: macro = mean over the labels defined (both classes present)
+    under the weights, micro pools every known entry, F1 uses zero_division=0.0.
+
+    >>> y = np.array([[1, 0], [0, 1], [1, 1], [0, 0]], float); p = np.array([[.9, .2], [.1, .8], [.6, .4], [.3, .5]])
+    >>> s = MacroScorer(y, p, (p >= 0.5).astype(float))
+    >>> {k: round(float(v[0]), 3) for k, v in s.evaluate(np.ones((1, 4))).items()}["macro_auc"]
+    0.75
+    """
+
+    def __init__(self, y, p, decisions=None):
+        y, p, _ = check_inputs(y, p)
+        self.n, self.n_labels = y.shape
+        known = ~np.isnan(y)
+        self.problems = [_Ranked(y[known[:, j], j], p[known[:, j], j], np.flatnonzero(known[:, j]))
+                         for j in range(self.n_labels)]
+        rows, cols = np.nonzero(known)
+        self.n_entries = rows.size
+        self.pooled = _Ranked(y[rows, cols], p[rows, cols], rows)
+        self.metrics = ["macro_auc", "micro_auc", "macro_ap", "micro_ap"]
+        self.conf = None
+        if decisions is not None:
+            d = np.asarray(decisions, dtype=np.float64)
+            if d.shape != y.shape or not np.all((d[known] >= 0) & (d[known] <= 1)):
+                raise ValueError(f"decisions must be (N, L) in [0, 1] like y {y.shape}; got {d.shape}")
+            d, yz = np.where(known, d, 0.0), np.where(known, y, 0.0)  # unknown entries count nowhere
+            self.conf = np.stack([d * yz, d * (1 - yz) * known, (1 - d) * yz])  # TP, FP, FN indicators
+            self.metrics += ["macro_f1", "micro_f1"]
+
+    @property
+    def block(self) -> int:
+        """Weight rows evaluated at once, bounding the temporaries to a few x 32 MB."""
+        return max(1, _BLOCK_ELEMENTS // max(self.n, self.n_entries, 1))
+
+    def evaluate(self, w: np.ndarray) -> dict[str, np.ndarray]:
+        """Every metric for each row of ``w`` (B, N): {metric: (B,)}; NaN where undefined."""
+        auc, ap = np.full((w.shape[0], self.n_labels), np.nan), np.full((w.shape[0], self.n_labels), np.nan)
+        for j, prob in enumerate(self.problems):
+            auc[:, j], ap[:, j] = prob.auc_ap(w)
+        micro_auc, micro_ap = self.pooled.auc_ap(w)
+        out = {"macro_auc": _nanmean_rows(auc), "micro_auc": micro_auc,
+               "macro_ap": _nanmean_rows(ap), "micro_ap": micro_ap}
+        if self.conf is not None:
+            tp, fp, fn = (w @ c for c in self.conf)  # each (b, L)
+            f1 = np.where(np.isnan(auc), np.nan, _f1(tp, fp, fn))  # defined labels only
+            out["macro_f1"] = _nanmean_rows(f1)
+            out["micro_f1"] = _f1(tp.sum(1), fp.sum(1), fn.sum(1))
+        return out
+
+    def estimate(self) -> dict[str, float]:
+        """The metrics on the data as they are (every weight 1)."""
+        return {k: float(v[0]) for k, v in self.evaluate(np.ones((1, self.n))).items()}
+
+
 def bootstrap_macro_ci(
     y, p, patients, *, decisions=None, n_boot: int = 1000, alpha: float = 0.05,
     rng: np.random.Generator, return_replicates: bool = False,
@@ -172,14 +232,15 @@ def bootstrap_macro_ci(
 
     ``y`` (N, L) 1 / 0 / NaN, ``p`` (N, L) scores, ``patients`` (N,) patient ids, ``decisions`` (N, L)
     0 / 1 (e.g. ``p >= thresholds``) to add ``macro_f1`` / ``micro_f1``. Conventions follow
-    ``reports.metrics.summary_metrics``: macro = mean over labels defined (both classes present) in the
-    replicate, labels undefined in a replicate being skipped for that replicate only; micro pools every
-    known entry; F1 uses zero_division=0.0. Returns, per metric, ``estimate`` (on the original data,
-    equal to ``summary_metrics``), ``lo`` / ``hi`` (the alpha/2 and 1 - alpha/2 quantiles of the
-    replicates) and ``n_valid`` (replicates where the metric was defined), plus ``n_boot``,
-    ``n_patients`` and ``alpha``; with ``return_replicates`` also ``replicates`` {metric: (n_boot,)}.
-    The replicates' image weights are those of :func:`patient_bootstrap_weights` given the same
-    generator state (drawn in blocks of replicates to bound memory; the stream is the same).
+    ``reports.metrics.summary_metrics`` (see :class:`MacroScorer`): labels undefined in a replicate are
+    skipped for that replicate only. Returns, per metric, ``estimate`` (on the original data, equal to
+    ``summary_metrics``), ``lo`` / ``hi`` (the alpha/2 and 1 - alpha/2 quantiles of the replicates) and
+    ``n_valid`` (replicates where the metric was defined), plus ``n_boot``, ``n_patients`` and
+    ``alpha``; with ``return_replicates`` also ``replicates`` {metric: (n_boot,)}. The replicates' image
+    weights are those of :func:`patient_bootstrap_weights` given the same generator state (drawn in
+    blocks of replicates to bound memory; the stream is the same). Percentile intervals of AP are
+    shifted upwards (duplicated positives raise precision): the leaderboard uses BCa intervals
+    (``reports.replicates``), whose coverage ``benchmarks/stats_calibration.py`` measures.
 
     >>> rng = np.random.default_rng(0)
     >>> y = rng.integers(0, 2, (60, 3)).astype(float); p = 0.3 * y + 0.7 * rng.random((60, 3))
@@ -187,45 +248,19 @@ def bootstrap_macro_ci(
     >>> ci["macro_auc"]["lo"] < ci["macro_auc"]["estimate"] < ci["macro_auc"]["hi"]
     True
     """
-    y, p, _ = check_inputs(y, p)
-    n, n_labels = y.shape
-    codes, n_patients = _patient_codes(patients, n)
+    scorer = MacroScorer(y, p, decisions)
+    codes, n_patients = _patient_codes(patients, scorer.n)
     if not 0 < alpha < 1 or n_boot < 1:
         raise ValueError(f"need 0 < alpha < 1 and n_boot >= 1; got alpha={alpha}, n_boot={n_boot}")
-    known = ~np.isnan(y)
-    problems = [_Ranked(y[known[:, j], j], p[known[:, j], j], np.flatnonzero(known[:, j]))
-                for j in range(n_labels)]
-    rows, cols = np.nonzero(known)
-    pooled = _Ranked(y[rows, cols], p[rows, cols], rows)
-    metrics = ["macro_auc", "micro_auc", "macro_ap", "micro_ap"]
     if decisions is not None:
-        d = np.asarray(decisions, dtype=np.float64)
-        if d.shape != y.shape or not np.isin(d[known], (0.0, 1.0)).all():
-            raise ValueError(f"decisions must be (N, L) of 0 / 1 like y {y.shape}; got {d.shape}")
-        d, yz = np.where(known, d, 0.0), np.where(known, y, 0.0)  # unknown entries count nowhere
-        conf = np.stack([d * yz, d * (1 - yz) * known, (1 - d) * yz])  # TP, FP, FN indicators
-        metrics += ["macro_f1", "micro_f1"]
-
-    def evaluate(w: np.ndarray) -> dict[str, np.ndarray]:
-        auc, ap = np.full((w.shape[0], n_labels), np.nan), np.full((w.shape[0], n_labels), np.nan)
-        for j, prob in enumerate(problems):
-            auc[:, j], ap[:, j] = prob.auc_ap(w)
-        micro_auc, micro_ap = pooled.auc_ap(w)
-        out = {"macro_auc": _nanmean_rows(auc), "micro_auc": micro_auc,
-               "macro_ap": _nanmean_rows(ap), "micro_ap": micro_ap}
-        if decisions is not None:
-            tp, fp, fn = (w @ c for c in conf)  # each (b, L)
-            f1 = np.where(np.isnan(auc), np.nan, _f1(tp, fp, fn))  # defined labels only
-            out["macro_f1"] = _nanmean_rows(f1)
-            out["micro_f1"] = _f1(tp.sum(1), fp.sum(1), fn.sum(1))
-        return out
-
-    estimate = {k: float(v[0]) for k, v in evaluate(np.ones((1, n))).items()}
-    block = max(1, _BLOCK_ELEMENTS // max(n, rows.size, 1))
-    parts = [evaluate(w) for w in _weight_blocks(codes, n_patients, n_boot, block, rng)]
-    reps = {k: np.concatenate([part[k] for part in parts]) for k in metrics}
+        d, known = np.asarray(decisions, dtype=np.float64), ~np.isnan(np.asarray(y, dtype=np.float64))
+        if not np.isin(d[known], (0.0, 1.0)).all():
+            raise ValueError(f"decisions must be (N, L) of 0 / 1 like y {known.shape}; got other values")
+    estimate = scorer.estimate()
+    parts = [scorer.evaluate(w) for w in _weight_blocks(codes, n_patients, n_boot, scorer.block, rng)]
+    reps = {k: np.concatenate([part[k] for part in parts]) for k in scorer.metrics}
     result: dict = {"n_boot": int(n_boot), "n_patients": n_patients, "alpha": float(alpha)}
-    for k in metrics:
+    for k in scorer.metrics:
         r = reps[k][~np.isnan(reps[k])]
         lo, hi = np.quantile(r, [alpha / 2, 1 - alpha / 2]) if r.size else (np.nan, np.nan)
         result[k] = {"estimate": estimate[k], "lo": float(lo), "hi": float(hi), "n_valid": int(r.size)}

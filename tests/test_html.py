@@ -155,7 +155,8 @@ def make_fake_run(root: Path, *, kind: str = "nih", hostile: bool = False, name:
                     doc = {"id": tid, "backbone": b, "strategy": s, "fold": f, "seed": sd, "summary": summary,
                            "per_label": per,
                            "train_prevalence": dict(zip(labels, (counts / n).tolist())),
-                           "thresholds": dict(zip(labels, thr.tolist())), "sizes": {"test": len(test)},
+                           "thresholds": dict(zip(labels, thr.tolist())), "sizes": {"test": len(test), "train": int(0.8 * (n - len(test))),
+                                                                            "val": n - len(test) - int(0.8 * (n - len(test)))},
                            "history": [{"epoch": 1, "train_seconds": 1.5, "train_images_per_s": 100.0}],
                            "timing": {"eval_seconds": 0.1}}
                     (out / "metrics.json").write_text(json.dumps(doc, default=lambda o: None))

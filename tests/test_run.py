@@ -80,6 +80,50 @@ def test_report_rebuilds_from_files_alone(run, tmp_path):
     assert (out / "leaderboard.html").is_file()
 
 
+def test_replicates_from_trials_equal_those_computed_at_report_time(run, tmp_path):
+    """Trials bring their bootstrap replicates; a report without them recomputes the same numbers."""
+    import shutil
+
+    import numpy as np
+
+    from reports.leaderboard import build_report
+
+    out = run["out"]
+    files = sorted((out / "trials").glob("*/bootstrap.npz"))
+    assert len(files) == 6  # every trial computed its own replicates on its worker
+    with_files, without = tmp_path / "with", tmp_path / "without"
+    shutil.copytree(out, with_files)
+    shutil.copytree(out, without)
+    for f in (without / "trials").glob("*/bootstrap.npz"):
+        f.unlink()
+    a, b = build_report(with_files, html=False), build_report(without, html=False)
+    assert not list((without / "trials").glob("*/bootstrap.npz"))  # the report does not write into trials
+    pd.testing.assert_frame_equal(a.leaderboard, b.leaderboard, check_exact=False, rtol=0, atol=1e-12)
+    pd.testing.assert_frame_equal(a.significance, b.significance, check_exact=False, rtol=0, atol=1e-12)
+    assert a.friedman == b.friedman
+    sig = pd.read_csv(out / "significance.csv")
+    assert sig["ci_low"].notna().all() and sig["p_boot"].between(0, 1).all()
+    assert np.isfinite(pd.read_csv(out / "leaderboard.csv")[["macro_ap_ci_low", "macro_ap_ci_high"]]).all().all()
+
+
+def test_aggregates_equal_pandas_over_trials_csv(run):
+    """Leaderboard values and paired differences from an independent pandas computation over trials.csv."""
+    out = run["out"]
+    trials, board = pd.read_csv(out / "trials.csv"), pd.read_csv(out / "leaderboard.csv").set_index("strategy")
+    fold_means = trials.groupby(["strategy", "fold"])[["macro_auc", "macro_ap", "macro_f1"]].mean()
+    ref = fold_means.groupby("strategy").mean()
+    for m in ("macro_auc", "macro_ap", "macro_f1"):
+        assert board[m].to_dict() == pytest.approx(ref[m].to_dict(), abs=1e-6)  # CSVs keep 6 significant digits
+    sig = pd.read_csv(out / "significance.csv").set_index(["strategy", "metric"])
+    for s in ("focal", "ml_ros"):
+        for m in ("macro_auc", "macro_ap", "macro_f1"):
+            diff = (fold_means.loc[s, m] - fold_means.loc["bce", m]).mean()
+            assert sig.loc[(s, m), "mean_diff"] == pytest.approx(diff, abs=1e-6)
+            assert sig.loc[(s, m), "n_folds"] == 2
+    fr = json.loads((out / "friedman.json").read_text())
+    assert fr["by_backbone"]["test_resnet"]["n_blocks"] == 2 and not fr["by_backbone"]["test_resnet"]["enough_blocks"]
+
+
 def test_rerun_resumes_without_training_again(run, capsys):
     out = run["out"]
     stamps = {p: p.stat().st_mtime for p in (out / "trials").glob("*/metrics.json")}

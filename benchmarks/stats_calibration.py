@@ -1,0 +1,257 @@
+"""Known-answer checks of the report's statistics: false-positive rates, power and interval coverage.
+
+Every simulation calls the project's own functions (``reports.compare``, ``reports.replicates``,
+``reports.stats``) on data whose answer is known:
+
+- ``false_positive_rate``: a **correlated null** as in a real cross-validated benchmark: 4 strategies,
+  5 folds x 3 seeds, no true difference, a strategy x fold effect with sd r x the seed sd (r = 1, 2),
+  and (``overlap``) a component shared by a strategy's folds with correlation n_test / (n_test + n_train),
+  from overlapping training sets. Each test's rate of p < 0.05, per comparison with the baseline. The old
+  tests (``naive_*``: (fold, seed) pairs or blocks counted as independent) are listed for comparison.
+  The paired bootstrap is also checked at the prediction level, under the null it can answer (the trained
+  models are equally good on the population; models differ image by image) and under the correlated
+  null above, which it cannot see (the report's verdict also needs the corrected t-test).
+- ``power``: the same tests when one strategy is better by 0.02 macro AUC.
+- ``coverage``: the share of nominal 95% intervals (BCa, and the old percentile ones) containing the
+  population value, for a scorer whose population macro / micro AUC, macro AP and macro / micro F1 are
+  known (binormal scores, NIH-like prevalences, patients with several correlated images), at the demo's
+  test-fold size (3 folds of 400 images) and full NIH's (22,424 images per fold).
+
+Usage::
+
+    .venv/bin/python benchmarks/stats_calibration.py --json            # full settings (README figures)
+    .venv/bin/python benchmarks/stats_calibration.py --json --quick    # fewer replicates (the test suite)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from reports import compare as C
+from reports import replicates as R
+from reports.stats import paired_test
+
+# Image-level prevalences of the 14 findings in NIH ChestX-ray14's full label file (112,120 images),
+# Infiltration 17.7% down to Hernia 0.20%.
+NIH_PREVALENCE = (0.1774, 0.1188, 0.1031, 0.0565, 0.0516, 0.0473, 0.0416, 0.0302, 0.0248, 0.0224, 0.0205,
+                  0.0150, 0.0128, 0.0020)
+# The demo's synthetic prevalences (bench/data/synthetic.py PREVALENCE; Hernia raised to 0.5%).
+DEMO_PREVALENCE = (0.177, 0.119, 0.103, 0.056, 0.052, 0.047, 0.042, 0.030, 0.025, 0.022, 0.020, 0.015, 0.013,
+                   0.005)
+
+
+# ------------------------------------------------------------------------------ fold-level null
+def _fold_values(rng, *, n_strategies, folds, seeds, r, sd_seed, delta, overlap):
+    """(strategies, folds, seeds) per-trial metric values; strategy 1 is better by ``delta``."""
+    fold_sd = r * sd_seed
+    u = rng.normal(0.0, fold_sd, (n_strategies, folds, 1))
+    if overlap:  # training sets overlap: a strategy's folds share a component, corr n_test / n_total
+        rho = 1.0 / folds
+        u = np.sqrt(1 - rho) * u + np.sqrt(rho) * rng.normal(0.0, fold_sd, (n_strategies, 1, 1))
+    v = 0.80 + u + rng.normal(0.0, sd_seed, (n_strategies, folds, seeds))
+    v[1] += delta
+    return v
+
+
+def fold_level(n_studies: int, *, r: float, delta: float = 0.0, overlap: bool = False, folds: int = 5,
+               seeds: int = 3, n_strategies: int = 4, sd_seed: float = 0.01, seed: int = 0,
+               n_perm: int = 2000) -> dict[str, float]:
+    """Rejection rates (p < 0.05) of the fold-level tests and of the old trial-level ones."""
+    rng = np.random.default_rng([seed, int(r * 100), int(delta * 1e4), int(overlap)])
+    hits = {"corrected_t": [], "friedman_folds": [], "naive_paired_t": [], "naive_friedman": []}
+    ratio = 1.0 / (folds - 1)
+    for _ in range(n_studies):
+        v = _fold_values(rng, n_strategies=n_strategies, folds=folds, seeds=seeds, r=r, sd_seed=sd_seed,
+                         delta=delta, overlap=overlap)
+        fm = v.mean(axis=2)
+        pairs = [1] if delta else range(1, n_strategies)  # power: the better strategy only
+        for s in pairs:
+            hits["corrected_t"].append(C.corrected_t(fm[s] - fm[0], ratio)["p"] < 0.05)
+            hits["naive_paired_t"].append(paired_test(v[s].ravel(), v[0].ravel())["p"] < 0.05)
+        # the report's Friedman p (reports.compare.friedman_folds) without its Nemenyi extras
+        hits["friedman_folds"].append(C.friedman_permutation_p(fm.T, n_perm=n_perm, rng=rng) < 0.05)
+        # the old test: every (fold, seed) a block, chi-square p (reports.stats.friedman_nemenyi's p)
+        hits["naive_friedman"].append(sps.friedmanchisquare(*v.reshape(n_strategies, -1)).pvalue < 0.05)
+    return {k: float(np.mean(x)) for k, x in hits.items()}
+
+
+# ------------------------------------------------------------------------------ prediction level
+@dataclass
+class Population:
+    """A multi-label scorer with known population metrics: label l's scores are N(0, 1) for negatives
+    and N(d_l, 1) for positives; the decision threshold t_l maximises the population F1."""
+
+    prevalence: np.ndarray
+    d: np.ndarray
+
+    @classmethod
+    def make(cls, prevalence, auc_low: float = 0.70, auc_high: float = 0.90) -> "Population":
+        prevalence = np.asarray(prevalence, dtype=np.float64)
+        auc = np.linspace(auc_high, auc_low, prevalence.size)
+        return cls(prevalence, np.sqrt(2) * sps.norm.ppf(auc))
+
+    def __post_init__(self):
+        grid = np.linspace(-8, 12, 40001)
+        self.thresholds = np.empty_like(self.d)
+        self.tpr, self.fpr, self.ap = (np.empty_like(self.d) for _ in range(3))
+        for j, (pi, d) in enumerate(zip(self.prevalence, self.d)):
+            tpr, fpr = sps.norm.sf(grid - d), sps.norm.sf(grid)
+            f1 = 2 * pi * tpr / (pi * tpr + (1 - pi) * fpr + pi)
+            k = int(np.argmax(f1))
+            self.thresholds[j], self.tpr[j], self.fpr[j] = grid[k], tpr[k], fpr[k]
+            prec = pi * tpr / np.maximum(pi * tpr + (1 - pi) * fpr, 1e-300)
+            self.ap[j] = np.trapezoid(prec * sps.norm.pdf(grid - d), grid)
+
+    def values(self) -> dict[str, float]:
+        """Population macro / micro AUC, macro AP, macro / micro F1 (F1 at the thresholds)."""
+        pi, tpr, fpr = self.prevalence, self.tpr, self.fpr
+        auc = sps.norm.cdf(self.d / np.sqrt(2))
+        f1 = 2 * pi * tpr / (pi * tpr + (1 - pi) * fpr + pi)
+        tp, fp, fn = np.sum(pi * tpr), np.sum((1 - pi) * fpr), np.sum(pi * (1 - tpr))
+        return {"macro_auc": float(auc.mean()), "micro_auc": float(np.sum(pi * auc) / pi.sum()),
+                "macro_ap": float(self.ap.mean()), "macro_f1": float(f1.mean()),
+                "micro_f1": float(2 * tp / (2 * tp + fp + fn))}
+
+    def sample(self, rng, n: int, *, patient_sd: float = 0.5, share: float = 0.5):
+        """``n`` images of NIH-like patients (1 + negative binomial images each: mean 3.6, sd 7.3): an
+        image copies its patient's label vector with probability ``share`` and shares a score offset of
+        sd ``patient_sd``; marginally every label keeps its prevalence and its binormal scores."""
+        sizes = 1 + rng.negative_binomial(0.139, 0.05, size=n)
+        patients = np.repeat(np.arange(n), sizes)[:n]
+        n_p = patients[-1] + 1
+        base = rng.random((n_p, self.prevalence.size)) < self.prevalence
+        own = rng.random((n, self.prevalence.size)) < self.prevalence
+        y = np.where(rng.random((n, 1)) < share, base[patients], own).astype(np.float64)
+        offset = rng.normal(0.0, patient_sd, n_p)[patients][:, None]
+        noise = np.sqrt(1 - patient_sd ** 2) * rng.normal(size=y.shape)
+        return y, offset + noise, patients
+
+    def decisions(self, scores: np.ndarray) -> np.ndarray:
+        return (scores >= self.thresholds[None, :]).astype(np.float64)
+
+
+def coverage(n_reps: int, *, n_images: int, folds: int, prevalence, n_boot: int, seed: int = 0) -> dict:
+    """Share of nominal 95% BCa (and percentile) intervals of a leaderboard row containing the population
+    value; the row averages ``folds`` held-out folds of ``n_images`` images scored by the same scorer."""
+    pop = Population.make(prevalence)
+    truth = pop.values()
+    rng = np.random.default_rng([seed, n_images, folds])
+    inside = {m: [] for m in R.METRICS}
+    inside_pct = {m: [] for m in R.METRICS}
+    undefined = []
+    for rep in range(n_reps):
+        trials = []
+        for f in range(folds):
+            y, noise, pat = pop.sample(rng, n_images)
+            undefined.append(int(np.sum((y.sum(0) == 0) | (y.sum(0) == n_images))))
+            score = pop.d[None, :] * y + noise
+            trials.append(R.trial_replicates(y, score, pop.decisions(score), pat.astype(str), n_boot=n_boot,
+                                             fold=f, seed=rep))
+        for m in R.METRICS:
+            a = R.aggregate(trials, m)
+            lo, hi = R.bca_interval(a["replicates"], a["estimate"], a["jackknife"])
+            inside[m].append(lo <= truth[m] <= hi)
+            plo, phi = np.nanquantile(a["replicates"], [0.025, 0.975])
+            inside_pct[m].append(plo <= truth[m] <= phi)
+    return {"coverage": {m: float(np.mean(v)) for m, v in inside.items()},
+            "coverage_percentile": {m: float(np.mean(v)) for m, v in inside_pct.items()},
+            "population": truth, "undefined_labels_per_fold": float(np.mean(undefined)),
+            "settings": {"replicates": n_reps, "images_per_fold": n_images, "folds": folds, "bootstrap": n_boot}}
+
+
+def bootstrap_null(n_studies: int, *, r: float, n_images: int = 400, folds: int = 3, seeds: int = 2,
+                   n_boot: int = 200, prevalence=DEMO_PREVALENCE, model_sd: float = 0.6, seed: int = 0) -> dict:
+    """Rejection rates of the paired bootstrap (p < 0.05), the corrected t-test and the report's verdict
+    (both) for a strategy against the baseline, with predictions simulated per trial.
+
+    Every trained model scores image i of label l as d_l (1 + q) y_il + z_il + e_il: z is the image's own
+    difficulty (shared by all models), e the model's own error (sd ``model_sd``, new for every trial), q
+    the model's quality shift: 0 when ``r`` = 0 (the conditional null: every model equally good on the
+    population), else a strategy x fold shift of sd ``r`` x the seed shift's sd (0.02), as in the
+    correlated null of :func:`fold_level`.
+    """
+    pop = Population.make(prevalence)
+    rng = np.random.default_rng([seed, int(r * 100), n_images])
+    hits = {"paired_bootstrap": [], "corrected_t": [], "verdict": []}
+    sd_q = 0.02
+    for study in range(n_studies):
+        rows, reps = [], {}
+        for f in range(folds):
+            y, z, pat = pop.sample(rng, n_images)
+            for s in range(2):
+                q_sf = rng.normal(0.0, r * sd_q) if r else 0.0
+                for k in range(seeds):
+                    q = q_sf + (rng.normal(0.0, sd_q) if r else 0.0)
+                    score = pop.d[None, :] * (1 + q) * y + np.sqrt(1 - model_sd ** 2) * z \
+                        + model_sd * rng.normal(size=y.shape)
+                    tid = f"s{s}-f{f}-k{k}"
+                    reps[tid] = R.trial_replicates(y, score, pop.decisions(score), pat.astype(str),
+                                                   n_boot=n_boot, fold=f, seed=study)
+                    rows.append({"id": tid, "backbone": "b", "strategy": f"s{s}", "fold": f, "seed": k,
+                                 "macro_auc": reps[tid]["estimate"]["macro_auc"]})
+        trials = pd.DataFrame(rows)
+        docs = [{"sizes": {"test": 1, "train": folds - 1, "val": 0}}]
+        sig = C.significance(trials, reps, docs, baseline="s0", metrics=("macro_auc",))
+        row = sig.iloc[0]
+        hits["paired_bootstrap"].append(row["p_boot"] < 0.05)
+        hits["corrected_t"].append(row["p_t"] < 0.05)
+        hits["verdict"].append(row["verdict"] != "no evidence")
+    return {k: float(np.mean(v)) for k, v in hits.items()}
+
+
+# ------------------------------------------------------------------------------ the report
+def run(quick: bool) -> dict:
+    n_null = 400 if quick else 2000
+    n_cov_small = 200 if quick else 400
+    n_cov_large = 0 if quick else 400
+    n_boot_null = 100 if quick else 200
+    t0 = time.perf_counter()
+    out: dict = {"settings": {"quick": quick, "null_studies": n_null, "nominal": 0.05,
+                              "folds": 5, "seeds": 3, "strategies": 4, "seed_sd": 0.01},
+                 "false_positive_rate": {}, "power": {}, "coverage": {}}
+    for r in (1, 2):
+        for overlap in (False, True):
+            key = f"r={r}" + (", overlapping training sets" if overlap else "")
+            out["false_positive_rate"][key] = fold_level(n_null, r=r, overlap=overlap)
+            out["power"][key] = fold_level(n_null // 2, r=r, overlap=overlap, delta=0.02)
+    n_boot_studies = 100 if quick else 400
+    out["false_positive_rate"]["prediction level, models equally good on the population"] = bootstrap_null(
+        n_boot_studies, r=0, n_boot=n_boot_null)
+    out["false_positive_rate"]["prediction level, r=1"] = bootstrap_null(n_boot_studies, r=1, n_boot=n_boot_null)
+    out["coverage"]["demo: 3 folds x 400 images, synthetic prevalences (Hernia 0.5%)"] = coverage(
+        n_cov_small, n_images=400, folds=3, prevalence=DEMO_PREVALENCE, n_boot=500 if not quick else 300)
+    if n_cov_large:
+        out["coverage"]["full NIH: 22,424 images, NIH prevalences (Hernia 0.2%)"] = coverage(
+            n_cov_large, n_images=22424, folds=1, prevalence=NIH_PREVALENCE, n_boot=300)
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--quick", action="store_true", help="fewer replicates (what the test suite runs)")
+    args = ap.parse_args(argv)
+    res = run(args.quick)
+    if args.json:
+        print(json.dumps(res, indent=1))
+    else:
+        for section in ("false_positive_rate", "power"):
+            print(section)
+            for k, v in res[section].items():
+                print(f"  {k}: " + ", ".join(f"{t} {x:.3f}" for t, x in v.items()))
+        for k, v in res["coverage"].items():
+            print(f"coverage, {k}: " + ", ".join(f"{m} {x:.3f}" for m, x in v["coverage"].items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
