@@ -9,7 +9,7 @@ Definitions (labels are 1 / 0 / NaN; NaN is never counted as a positive nor as a
 * ``irlbl``, ``mean_ir``, ``max_ir``, ``cardinality``, ``density``: Charte et al.'s measures from
   :func:`bench.data.labels.imbalance_summary` (labels without positives have no IRLbl and are left
   out of MeanIR / MaxIR).
-* ``scumble``: :func:`scumble`, averaged over ALL images, an image without a positive label counting 0
+* ``scumble``: :func:`bench.data.labels.scumble`, averaged over ALL images, an image without a positive label counting 0
   (Charte et al. 2014 and the ``mldr`` reference implementation).
 * ``no_finding``: images without any positive label (an all-NaN row counts here too; ``all_unknown``
   counts those rows on their own).
@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.data.labels import Records, imbalance_summary, irlbl, positives
+from bench.data.labels import Records, imbalance_summary, irlbl, positives, scumble
 from bench.errors import BenchError
 
 
@@ -35,34 +35,6 @@ def _num(x: float) -> float | None:
     """A float for JSON: ``None`` for NaN and infinities."""
     x = float(x)
     return x if math.isfinite(x) else None
-
-
-def scumble(labels: np.ndarray) -> float:
-    """SCUMBLE (Charte et al., HAIS 2014): how much rare and frequent labels co-occur, over ALL images.
-
-    SCUMBLE_i = 1 - (prod_{l in Y_i} IRLbl_l) ** (1 / |Y_i|) / mean_{l in Y_i} IRLbl_l for an image with
-    positive labels Y_i, and 0 for an image without any (NaN is not a positive); the dataset's SCUMBLE
-    is the mean over all N images, as in the ``mldr`` R package. NaN when no label has a positive.
-
-    >>> y = np.array([[1, 1], [1, 0], [1, 0], [0, 0]])  # IRLbl (1, 3)
-    >>> round(scumble(y), 4)  # the first image scores 1 - sqrt(1 * 3) / 2 = 0.134, the others 0
-    0.0335
-    """
-    y = np.asarray(labels, dtype=np.float64)
-    if y.ndim != 2:
-        raise ValueError(f"labels must be an (N, L) matrix, got shape {y.shape}")
-    pos = y == 1
-    if not pos.any():
-        return float("nan")
-    ir = irlbl(y)  # finite on every label that has a positive, so on every entry of ``pos``
-    k = pos.sum(axis=1)
-    has = k > 0
-    ir_pos = np.where(pos, ir, 1.0)[has]
-    geo = np.exp(np.log(ir_pos).sum(axis=1) / k[has])
-    arith = np.where(pos[has], ir_pos, 0.0).sum(axis=1) / k[has]
-    per_image = np.zeros(len(y))
-    per_image[has] = 1.0 - geo / arith
-    return float(per_image.mean())
 
 
 def _pairs(y: np.ndarray, names: tuple[str, ...], top: int | None) -> list[dict[str, Any]]:

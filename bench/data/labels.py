@@ -131,6 +131,34 @@ def irlbl(labels: np.ndarray) -> np.ndarray:
         return np.where(n > 0, n.max(initial=0) / np.where(n > 0, n, 1), np.inf)
 
 
+def scumble(labels: np.ndarray) -> float:
+    """SCUMBLE (Charte et al., HAIS 2014): how much rare and frequent labels co-occur, over ALL images.
+
+    SCUMBLE_i = 1 - (prod_{l in Y_i} IRLbl_l) ** (1 / |Y_i|) / mean_{l in Y_i} IRLbl_l for an image with
+    positive labels Y_i, and 0 for an image without any (NaN is not a positive); the dataset's SCUMBLE
+    is the mean over all N images, as in the ``mldr`` R package. NaN when no label has a positive.
+
+    >>> y = np.array([[1, 1], [1, 0], [1, 0], [0, 0]])  # IRLbl (1, 3)
+    >>> round(scumble(y), 4)  # the first image scores 1 - sqrt(1 * 3) / 2 = 0.134, the others 0
+    0.0335
+    """
+    y = np.asarray(labels, dtype=np.float64)
+    if y.ndim != 2:
+        raise ValueError(f"labels must be an (N, L) matrix, got shape {y.shape}")
+    pos = y == 1
+    if not pos.any():
+        return float("nan")
+    ir = irlbl(y)  # finite on every label that has a positive, so on every entry of ``pos``
+    k = pos.sum(axis=1)
+    has = k > 0
+    ir_pos = np.where(pos, ir, 1.0)[has]
+    geo = np.exp(np.log(ir_pos).sum(axis=1) / k[has])
+    arith = np.where(pos[has], ir_pos, 0.0).sum(axis=1) / k[has]
+    per_image = np.zeros(len(y))
+    per_image[has] = 1.0 - geo / arith
+    return float(per_image.mean())
+
+
 def imbalance_summary(labels: np.ndarray) -> dict:
     """MeanIR, MaxIR, SCUMBLE, cardinality and density of a label matrix.
 
@@ -147,23 +175,12 @@ def imbalance_summary(labels: np.ndarray) -> dict:
     finite = np.isfinite(ir)
     mean_ir = float(ir[finite].mean()) if finite.any() else float("nan")
     max_ir = float(ir[finite].max()) if finite.any() else float("nan")
-    # SCUMBLE over instances with at least one label.
-    ir_f = np.where(finite, ir, np.nan)
-    k = pos.sum(axis=1)
-    has = k > 0
-    scumble = float("nan")
-    if has.any():
-        with np.errstate(invalid="ignore", divide="ignore"):
-            logs = np.where(pos, np.log(np.where(pos, ir_f, 1.0)), 0.0)
-            geo = np.exp(logs.sum(axis=1)[has] / k[has])
-            mean = np.where(pos, ir_f, 0.0).sum(axis=1)[has] / k[has]
-            scumble = float(np.mean(1.0 - geo / mean))
     card = float(pos.sum(axis=1).mean()) if len(y) else 0.0
     return {
         "irlbl": ir.tolist(),
         "mean_ir": mean_ir,
         "max_ir": max_ir,
-        "scumble": scumble,
+        "scumble": scumble(y) if len(y) else float("nan"),
         "cardinality": card,
         "density": card / y.shape[1] if y.shape[1] else 0.0,
         "labels_without_positives": int((~finite).sum()),
