@@ -246,8 +246,7 @@ def run_grid(grid_path: str | Path, *, out: str | Path | None = None, address: s
         # Under Ray Client the callback prints on the head node; tagged lines are shown here.
         callback = tuner.make_callback(progress, tuner.remote_say if client else say, on_done,
                                        epochs=cfg.train.epochs)
-        finished = {tid: _final_metrics(run_dir / "trials" / tid / "metrics.json", cfg.train.epochs)
-                    for tid in done_ids}
+        finished = finished_trials(run_dir, cfg.train.epochs)
         # Shared storage may hold the experiment even when the run folder is gone (a lost head node).
         restore = tuner.can_restore(storage_path, name, filesystem)
         if restore:
@@ -305,6 +304,12 @@ def collect_trial(run_dir: Path, tid: str, checkpoint) -> None:
         if not (src / "metrics.json").is_file():
             raise RuntimeError(f"trial {tid}'s last checkpoint holds no outputs")
         copy_outputs(src, run_dir / "trials" / tid)
+
+
+def finished_trials(run_dir: Path, epochs: int) -> dict[str, dict]:
+    """The trials whose outputs were collected into ``run_dir/trials`` (each marked by its ``metrics.json``),
+    mapped to their final metrics. A resume reads only these small files, never a trial's predictions."""
+    return {p.parent.name: _final_metrics(p, epochs) for p in sorted((run_dir / "trials").glob("*/metrics.json"))}
 
 
 def _final_metrics(path: Path, epochs: int) -> dict:
