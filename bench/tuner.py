@@ -209,17 +209,20 @@ def make_callback(progress: Progress, say: Callable[[str], None], on_done: Calla
 
 
 def build_tuner(trainable_data, trials: list[dict], *, cfg, storage_path: str, name: str, filesystem=None,
-                callbacks=(), restore: bool = False, restart_errored: bool = False, finished: dict | None = None):
+                callbacks=(), restore: bool = False, restart_errored: bool = False, finished: dict | None = None,
+                trainable: Callable | None = None):
     """A new ``tune.Tuner`` over ``trials``, or the restored one when ``restore`` (errored trials resume
     from their last checkpoint, or start over when ``restart_errored``). ``finished`` maps the ids of
-    trials whose outputs were already collected to their final metrics: they are never trained again."""
+    trials whose outputs were already collected to their final metrics: they are never trained again.
+    ``trainable`` (``fn(config, data, finished)``) replaces the bench's own, e.g. a stand-in that
+    measures Tune's driver alone (``benchmarks/driver_scale.py``)."""
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     res = cfg.resources
     resources = {"cpu": float(res.cpu), "gpu": float(res.gpu)}
-    trainable = tune.with_resources(tune.with_parameters(_trainable, data=trainable_data, finished=finished or {}),
-                                    resources)
+    trainable = tune.with_resources(tune.with_parameters(trainable or _trainable, data=trainable_data,
+                                                         finished=finished or {}), resources)
     path = storage_path.rstrip("/") + "/" + name
     # The same list, in the same order, for new and restored tuners (Tune restores callback state by index).
     callbacks = [*callbacks, JsonLoggerCallback(), CSVLoggerCallback()]
