@@ -25,13 +25,15 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from bench.data.images import ImageReadError, load_gray
-from bench.data.labels import Records
 from bench.errors import BenchError
+
+if TYPE_CHECKING:  # not imported at run time: the decoding processes start faster without pandas
+    from bench.data.labels import Records
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 1
