@@ -4,6 +4,14 @@ Nothing here trains: :func:`bench.trial.run_trial` does, wrapped in a function t
 reports each epoch with ``tune.report(metrics, checkpoint=tune.Checkpoint...)`` and resumes from
 ``tune.get_checkpoint()``. Failed workers are retried from their last checkpoint
 (``FailureConfig(max_failures)``); an interrupted driver is resumed with ``Tuner.restore``.
+
+Settings that keep the driver flat at 1,000+ trials (measured by ``benchmarks/driver_scale.py``):
+Tune's ``CheckpointConfig(num_to_keep=N)`` makes the driver save the whole experiment state (every
+trial's, so O(trials)) after each trial checkpoint, O(trials x epochs) saves in all. Instead, Tune keeps
+every checkpoint and :class:`KeepLatestCheckpoints` deletes a trial's older ones from storage; the
+experiment state is then saved on Tune's own period (``TUNE_GLOBAL_CHECKPOINT_S``, default ``auto``:
+at least 10 s apart and at most ~5% of the driver's time). Trial names are module functions, not
+lambdas, so that each trial's saved state does not carry two pickled closures.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ EXPERIMENT = "tune"
 # reach this machine through Ray's log stream, marked with this tag so that only they are shown.
 CLIENT_TAG = "\x1fbench\x1f "
 CLIENT_ATTEMPTS = 3
+KEEP_CHECKPOINTS = 2  # per running trial; 1 once it has finished
 
 
 def ray_env() -> None:
@@ -208,6 +217,49 @@ def make_callback(progress: Progress, say: Callable[[str], None], on_done: Calla
     return Reporter()
 
 
+def trial_name(trial) -> str:
+    """A Tune trial's name and folder: the bench's trial id."""
+    return trial.config["trial"]["id"]
+
+
+def _keep_latest_callback(keep: int):
+    from ray import tune
+
+    class KeepLatestCheckpoints(tune.Callback):
+        """Delete each trial's checkpoints older than its newest ``keep`` from storage as new ones are
+        persisted, and all but the last once the trial has finished (the last holds its outputs).
+
+        Keeping two while a trial runs means that the experiment state saved before its newest checkpoint
+        still names a checkpoint that exists when the driver is killed before it saves the state again.
+        """
+
+        def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+            prune_checkpoints(checkpoint, keep=keep)
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            if trial.checkpoint is not None:
+                prune_checkpoints(trial.checkpoint, keep=1)
+
+    return KeepLatestCheckpoints()
+
+
+def prune_checkpoints(latest, *, keep: int) -> list[str]:
+    """Delete the ``checkpoint_NNNNNN`` folders beside ``latest`` (a persisted ``tune.Checkpoint``) that are
+    older than the newest ``keep`` of them, ``latest`` always kept; returns the deleted paths."""
+    import posixpath
+
+    import pyarrow.fs as pafs
+
+    fs, path = latest.filesystem, latest.path.rstrip("/")
+    siblings = sorted(i.path for i in fs.get_file_info(pafs.FileSelector(posixpath.dirname(path)))
+                      if i.type == pafs.FileType.Directory and posixpath.basename(i.path).startswith("checkpoint_"))
+    older = [p for p in siblings if p < path]  # zero-padded indices: name order is save order
+    doomed = older[: max(0, len(older) - (keep - 1))]
+    for p in doomed:
+        fs.delete_dir(p)
+    return doomed
+
+
 def build_tuner(trainable_data, trials: list[dict], *, cfg, storage_path: str, name: str, filesystem=None,
                 callbacks=(), restore: bool = False, restart_errored: bool = False, finished: dict | None = None,
                 trainable: Callable | None = None):
@@ -225,7 +277,7 @@ def build_tuner(trainable_data, trials: list[dict], *, cfg, storage_path: str, n
                                                          finished=finished or {}), resources)
     path = storage_path.rstrip("/") + "/" + name
     # The same list, in the same order, for new and restored tuners (Tune restores callback state by index).
-    callbacks = [*callbacks, JsonLoggerCallback(), CSVLoggerCallback()]
+    callbacks = [*callbacks, _keep_latest_callback(KEEP_CHECKPOINTS), JsonLoggerCallback(), CSVLoggerCallback()]
     if restore:
         restored = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True,
                                       resume_errored=not restart_errored, restart_errored=restart_errored,
@@ -237,14 +289,16 @@ def build_tuner(trainable_data, trials: list[dict], *, cfg, storage_path: str, n
         storage_path=storage_path,
         storage_filesystem=filesystem,
         failure_config=tune.FailureConfig(max_failures=int(res.max_failures)),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-        verbose=0,
+        # num_to_keep unset: with it Tune saves the whole experiment state after every trial checkpoint;
+        # KeepLatestCheckpoints deletes the old checkpoints instead (see the module's docstring).
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
+        verbose=0,  # no progress table: the bench's callback prints one line per epoch and per trial
         callbacks=callbacks,
     )
     tune_config = tune.TuneConfig(
         max_concurrent_trials=int(res.max_concurrent) or None,
-        trial_name_creator=lambda t: t.config["trial"]["id"],
-        trial_dirname_creator=lambda t: t.config["trial"]["id"],
+        trial_name_creator=trial_name,
+        trial_dirname_creator=trial_name,
         # Keep worker processes between trials: torch / timm are imported once per worker.
         reuse_actors=True,
     )

@@ -231,8 +231,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"error: {n} trials: {row['n_errors']} errored ({row['errors']}), "
                              f"{row['collected']} collected, all done: {row['all_done']}")
         rows.append(row)
-        if not args.json:
-            print(json.dumps(row), flush=True)
+        print(json.dumps(row), file=sys.stderr if args.json else sys.stdout, flush=True)  # each size as it ends
     ts = [r["trials"] for r in rows]
     out = {"command": " ".join(["benchmarks/driver_scale.py", *(argv if argv is not None else sys.argv[1:])]),
            "tune_env": {k: v for k, v in os.environ.items() if k.startswith("TUNE_")},

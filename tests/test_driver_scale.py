@@ -87,3 +87,20 @@ def test_driver_scale_benchmark_interrupts_restores_and_reports(tmp_path):
     assert row["restore_s"] > 0 and row["snapshot"]["count"] > 0 and row["snapshot"]["file_kb"] > 0
     assert row["rss_mb"]["peak"] >= row["rss_mb"]["after_ray_init"] > 0
     assert set(out["exponents"]) >= {"wall", "driver_cpu", "snapshot_mean", "rss_growth", "restore"}
+
+
+def test_prune_checkpoints_keeps_the_newest(tmp_path):
+    from ray import tune
+
+    trial = tmp_path / "trial"
+    for i in range(5):
+        (trial / f"checkpoint_{i:06d}").mkdir(parents=True)
+        (trial / f"checkpoint_{i:06d}" / "state.bin").write_bytes(b"x")
+    (trial / "result.json").write_text("{}")
+    latest = tune.Checkpoint(str(trial / "checkpoint_000003"))
+    deleted = tuner.prune_checkpoints(latest, keep=2)
+    assert [Path(p).name for p in deleted] == ["checkpoint_000000", "checkpoint_000001"]
+    assert sorted(p.name for p in trial.iterdir()) == ["checkpoint_000002", "checkpoint_000003", "checkpoint_000004",
+                                                       "result.json"]  # a newer one than `latest` is never touched
+    assert tuner.prune_checkpoints(latest, keep=1) == [str(trial / "checkpoint_000002")]
+    assert tuner.prune_checkpoints(latest, keep=1) == []
