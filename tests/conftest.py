@@ -1,4 +1,13 @@
-"""Shared test fixtures: one Ray instance per session, a small synthetic dataset, the real NIH subset."""
+"""Shared test fixtures: one Ray instance per session, a small synthetic dataset, the real NIH subset.
+
+Markers that need something outside the repository (``realdata``: ../shared/data/nih-cxr14, ``cluster``:
+extra Ray processes, ``browser``: Chromium) skip with their reason on a user's machine and *fail* with it
+under CI (environment variable ``CI`` set to anything but ``""``/``0``/``false``): one hook,
+:func:`pytest_runtest_makereport`, turns every skip of a test so marked into a failure there, whatever
+raised it (``pytest.skip``, ``importorskip``, a ``skipif`` mark). A test that uses the ``nih_root`` fixture
+is marked ``realdata`` automatically. ``BENCH_TEST_NIH_ROOT`` points the real subset elsewhere (the test of
+this mechanism points it at an empty folder).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +17,13 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-NIH = REPO.parent / "shared" / "data" / "nih-cxr14"
+NIH = Path(os.environ.get("BENCH_TEST_NIH_ROOT") or REPO.parent / "shared" / "data" / "nih-cxr14")
+REQUIRED_UNDER_CI = ("realdata", "cluster", "browser")
+
+
+def under_ci() -> bool:
+    """True where the environment variable ``CI`` is set to something other than ``""``, ``0`` or ``false``."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 # Nothing leaves the machine; Ray talks to 127.0.0.1 only.
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -17,6 +32,28 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 # Ray resolves 127.0.0.1 to the machine's address unless told that this is a single-machine setup: with
 # this, local instances and `ray start --node-ip-address 127.0.0.1` nodes listen on loopback only.
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "nih_root" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("realdata"):
+            item.add_marker(pytest.mark.realdata)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under CI, a ``realdata`` / ``cluster`` / ``browser`` test that skips fails instead, with the skip's reason."""
+    outcome = yield
+    rep = outcome.get_result()
+    if not (rep.skipped and under_ci()) or hasattr(rep, "wasxfail"):
+        return
+    needs = [m for m in REQUIRED_UNDER_CI if item.get_closest_marker(m)]
+    if not needs:
+        return
+    reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
+    reason = reason.removeprefix("Skipped: ")
+    rep.outcome = "failed"
+    rep.longrepr = f"{reason} (a {'/'.join(needs)} test must run under CI, where CI={os.environ.get('CI')!r})"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -57,7 +94,8 @@ def synth_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def nih_root() -> Path:
     if not (NIH / "Data_Entry_2017_v2020.csv").is_file():
-        pytest.skip(f"real NIH subset not found at {NIH} (it ships beside the repository in CI only)")
+        pytest.skip(f"real NIH subset not found at {NIH} (it ships beside the repository; "
+                    "BENCH_TEST_NIH_ROOT points elsewhere)")
     return NIH
 
 

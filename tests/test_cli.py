@@ -1,10 +1,16 @@
-"""The command line: fast help without torch or Ray, registry listings, one-line errors."""
+"""The command line: help without torch or Ray, registry listings, one-line errors.
+
+How fast ``bench --help`` starts is measured by ``bench perf`` (BENCHMARKS.md), not asserted here: what
+makes it fast, and what this tests, is that it imports none of the heavy packages.
+"""
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
-import time
+from pathlib import Path
 
 import pytest
 
@@ -15,19 +21,14 @@ def run(*args, timeout=60):
     return subprocess.run([sys.executable, "-m", "bench", *args], capture_output=True, text=True, timeout=timeout)
 
 
-def test_help_is_fast_and_imports_neither_torch_nor_ray():
-    code = ("import sys, time; t = time.perf_counter(); from bench.cli import main\n"
+def test_help_imports_neither_torch_nor_ray():
+    code = ("import sys; from bench.cli import main\n"
             "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-            "heavy = [m for m in ('torch', 'ray', 'timm', 'sklearn', 'pandas') if m in sys.modules]\n"
-            "print(heavy, time.perf_counter() - t, file=sys.stderr)")
+            "print([m for m in ('torch', 'ray', 'timm', 'sklearn', 'pandas') if m in sys.modules], file=sys.stderr)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    heavy, seconds = r.stderr.strip().rsplit("] ", 1)
-    assert heavy == "[", f"bench --help imported {heavy}]"
-    assert float(seconds) < 2.0
-    t0 = time.perf_counter()
+    assert r.stderr.strip().splitlines()[-1] == "[]", f"bench --help imported {r.stderr.strip()}"
     r = run("--help")
     assert r.returncode == 0 and "run" in r.stdout and "report" in r.stdout
-    assert time.perf_counter() - t0 < 2.0 + 1.0  # interpreter start included
 
 
 @pytest.mark.parametrize("what, expect", [("backbones", "densenet121"), ("strategies", "asl"),
@@ -42,8 +43,14 @@ def test_list_prints_one_line_per_entry_without_torch(what, expect):
 
 
 def test_list_counts_and_patterns(capsys):
+    import strategies
+
     assert main(["list", "strategies"]) == 0
-    assert len(capsys.readouterr().out.strip().splitlines()) >= 10
+    listed = [line.split()[0] for line in capsys.readouterr().out.strip().splitlines()]
+    assert listed == [e.name for e in strategies.list_strategies()]  # every registered preset, once, in order
+    built_in = [e.name for e in strategies.STRATEGIES.list() if "file" not in e.meta]
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert len(built_in) == int(re.search(r"\((\d+) presets:", readme).group(1))  # the README's count
     assert main(["list", "backbones", "resnet*"]) == 0
     names = [line.split()[0] for line in capsys.readouterr().out.strip().splitlines()]
     assert names == ["resnet18", "resnet34", "resnet50"]  # natural sort
@@ -66,3 +73,19 @@ def test_data_synth_writes_nih_layout(tmp_path):
     assert len(list((tmp_path / "s" / "images").glob("*.png"))) == 60
     r = run("-q", "data", "synth", "--out", str(tmp_path / "s"), "--n", "60")
     assert r.returncode == 2 and "not empty" in r.stderr
+
+
+def test_list_strategies_registers_the_presets_of_bench_presets(tmp_path):
+    """``$BENCH_PRESETS`` folders add their YAML presets to ``bench list strategies`` (one more line, described)."""
+    base = run("list", "strategies")
+    assert base.returncode == 0, base.stderr
+    (tmp_path / "focal_mine.yaml").write_text("name: focal_mine\ndescription: my focal preset\nloss: focal\n"
+                                              "sampler: none\nthreshold: f1\n")
+    env = {**os.environ, "BENCH_PRESETS": str(tmp_path)}
+    r = subprocess.run([sys.executable, "-m", "bench", "list", "strategies"], capture_output=True, text=True,
+                       timeout=60, env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == len(base.stdout.strip().splitlines()) + 1
+    assert [line.split(None, 1) for line in lines if line.startswith("focal_mine")] == [["focal_mine",
+                                                                                       "my focal preset"]]

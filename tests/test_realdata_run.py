@@ -16,7 +16,7 @@ from reports.leaderboard import build_report
 pytestmark = [pytest.mark.realdata, pytest.mark.slow]
 
 
-def test_nih_sample_grid_runs_end_to_end(ray_session, nih_root, tmp_path):
+def test_nih_sample_grid_runs_end_to_end(nih_root, ray_session, tmp_path):
     repo = Path(__file__).resolve().parents[1]
     raw = yaml.safe_load((repo / "grids" / "nih-sample.yaml").read_text())
     raw["dataset"].update(root=str(nih_root), image_size=32)

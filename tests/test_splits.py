@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +23,6 @@ from bench.data.splits import (
     stratified_group_kfold,
 )
 from bench.errors import BenchError
-
-NIH = Path(__file__).resolve().parents[1].parent / "shared/data/nih-cxr14"
-
 
 # --------------------------------------------------------------------------------------------------
 # Helpers
@@ -427,24 +423,17 @@ def read_nih(csv: Path) -> Records:
 
 
 @pytest.mark.realdata
-def test_full_nih_label_file(record_property):
-    csv = NIH / "Data_Entry_2017_v2020.csv"
-    if not csv.is_file():
-        pytest.skip(f"full NIH label file not found at {csv} (it ships beside the repository)")
-    records = read_nih(csv)
+def test_full_nih_label_file(nih_root, record_property):
+    """Quality on the full label file; its timing is `bench perf`'s to measure (BENCHMARKS.md), not a test's."""
+    records = read_nih(nih_root / "Data_Entry_2017_v2020.csv")
     assert len(records) == 112_120 and records.n_patients == 30_805
-    t0 = time.perf_counter()
     folds = stratified_group_kfold(records.labels, records.patients, 5, seed=0)
-    kfold_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
     manifest = make_split(records, n_folds=5, val_fraction=0.1, seed=0)
-    make_split_s = time.perf_counter() - t0
     q = manifest.quality
     np.testing.assert_array_equal(np.asarray(manifest.folds), folds)
     assert q["shared_patients"] == 0
     assert q["max_label_deviation"] <= 0.02
     assert q["size_spread"] <= 0.01
-    assert make_split_s < 5.0 and kfold_s < 5.0
     for f in range(5):
         train, val, test = manifest.rows(f)
         assert_patient_disjoint(records.patients, train, test, what="train/test")
@@ -457,7 +446,6 @@ def test_full_nih_label_file(record_property):
     assert qr["max_label_deviation"] > q["max_label_deviation"]
     figures = {
         "max_label_deviation": q["max_label_deviation"], "size_spread": q["size_spread"],
-        "kfold_seconds": kfold_s, "make_split_seconds": make_split_s,
         "max_val_label_deviation": q["max_val_label_deviation"],
         "random_patients_max_label_deviation": qr["max_label_deviation"],
         "per_label_deviation": q["per_label_deviation"],

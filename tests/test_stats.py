@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pandas as pd
@@ -138,12 +137,15 @@ def test_bootstrap_is_reproducible_and_shrinks_with_n():
     assert widths[1] < 0.6 * widths[0]  # about 1 / sqrt(10) expected
 
 
-def test_bootstrap_speed_n1500():
+def test_bootstrap_n1500_at_full_size():
+    """The leaderboard's size (1,500 images, 14 labels, 1,000 replicates) runs through; its speed is measured by
+    `bench perf` (eval section, BENCHMARKS.md), not asserted here."""
     y, p, patients = _dataset(1500, n_labels=14, seed=5)
     d = (p >= 0.5).astype(int)
-    start = time.perf_counter()
-    bootstrap_macro_ci(y, p, patients, decisions=d, n_boot=1000, rng=np.random.default_rng(0))
-    assert time.perf_counter() - start < 10.0  # about 0.5 s on 2 CPU cores
+    ci = bootstrap_macro_ci(y, p, patients, decisions=d, n_boot=1000, rng=np.random.default_rng(0))
+    for metric in ("macro_auc", "micro_auc", "macro_f1", "micro_f1"):
+        assert ci[metric]["lo"] <= ci[metric]["estimate"] <= ci[metric]["hi"], metric
+        assert ci[metric]["n_valid"] == 1000, metric
 
 
 def test_bootstrap_rejects_bad_inputs():

@@ -1,0 +1,72 @@
+"""conftest's rule for the markers that need something outside the repository: under CI (``CI`` set) a
+``realdata`` or ``browser`` test that cannot run fails with its reason; elsewhere it skips with it.
+
+Each case runs pytest in a subprocess with the resource pointed at an empty folder (``BENCH_TEST_NIH_ROOT``,
+``CHROMIUM``), so ../shared and /usr/bin/chromium are never touched.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_in_subprocess(args: list[str], *, ci: bool, **env) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items() if k not in ("CI", "PYTEST_ADDOPTS", "PYTEST_CURRENT_TEST")}
+    if ci:
+        base["CI"] = "true"
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rsE", *args],
+                          cwd=REPO, env={**base, **env}, capture_output=True, text=True, timeout=300)
+
+
+def counts(out: str) -> dict[str, int]:
+    last = out.strip().splitlines()[-1]
+    return {word: int(n) for n, word in re.findall(r"(\d+) (passed|failed|skipped|errors?|deselected)", last)}
+
+
+def files_with_marked_tests() -> list[str]:
+    """The test files that use the real data or a browser (collecting only these keeps the subprocesses short)."""
+    here = Path(__file__).name
+    return sorted(str(p.relative_to(REPO)) for p in (REPO / "tests").glob("test_*.py")
+                  if p.name != here and re.search(r"realdata|nih_root|mark\.browser", p.read_text()))
+
+
+@pytest.fixture(scope="module")
+def missing(tmp_path_factory) -> dict[str, str]:
+    """An empty folder for the NIH subset and a path with no Chromium."""
+    tmp = tmp_path_factory.mktemp("missing")
+    return {"BENCH_TEST_NIH_ROOT": str(tmp / "nih"), "CHROMIUM": str(tmp / "chromium")}
+
+
+def test_marked_tests_fail_under_ci_when_what_they_need_is_missing(missing):
+    files = files_with_marked_tests()
+    assert "tests/test_browser.py" in files and "tests/test_realdata_run.py" in files
+    r = pytest_in_subprocess(["-m", "realdata or browser", *files], ci=True, **missing)
+    n = counts(r.stdout)
+    assert r.returncode == 1, r.stdout[-3000:]
+    assert n.get("skipped", 0) == 0 and n.get("passed", 0) == 0, r.stdout[-3000:]
+    summary = [line for line in r.stdout.splitlines() if line.startswith(("FAILED ", "ERROR "))]
+    realdata = [line for line in summary if "a realdata test must run under CI" in line]
+    browser = [line for line in summary if "a browser test must run under CI" in line]
+    assert len(realdata) >= 10 and len(browser) >= 6, r.stdout[-3000:]  # test_realdata_run's included
+    assert any("test_realdata_run.py" in line for line in realdata)
+    assert n.get("failed", 0) + n.get("errors", n.get("error", 0)) == len(summary) == len(realdata) + len(browser)
+    assert f"real NIH subset not found at {missing['BENCH_TEST_NIH_ROOT']}" in r.stdout
+    assert f"Chromium not found at {missing['CHROMIUM']}" in r.stdout
+
+
+def test_marked_tests_skip_with_their_reason_elsewhere(missing):
+    r = pytest_in_subprocess(["-m", "realdata or browser", *files_with_marked_tests()], ci=False, **missing)
+    n = counts(r.stdout)
+    assert r.returncode == 0, r.stdout[-3000:]
+    assert n.get("skipped", 0) >= 16 and set(n) <= {"skipped", "deselected"}, r.stdout[-3000:]
+    # The reasons, in the -rs summary.
+    assert f"real NIH subset not found at {missing['BENCH_TEST_NIH_ROOT']}" in r.stdout
+    assert f"Chromium not found at {missing['CHROMIUM']}" in r.stdout
