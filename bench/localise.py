@@ -16,7 +16,6 @@ import numpy as np
 import pandas as pd
 
 log = logging.getLogger(__name__)
-BASELINES = ("random", "centre")
 
 
 def boxes_at(boxes: pd.DataFrame, size: int) -> pd.DataFrame:
