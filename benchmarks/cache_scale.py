@@ -7,7 +7,9 @@ unless ``--dir-1024`` names a folder of originals, the 1,024-px set is made from
 upscaled with Lanczos into a temporary folder (removed afterwards) and labelled ``upscaled``.
 Upscaled images compress better than real ones, so their decoding is somewhat cheaper. Each time
 is the best of ``--repeats`` builds, end to end (the process pool's start-up included) and steady (from
-the first finished chunk to the last). The full dataset's build time is projected from the steady rate.
+the first finished chunk to the last), and per CPU-second of the builder and its processes (the rate
+per core of an idle machine: it holds on a busy one). The full dataset's build time is projected from the
+steady rate.
 
 Usage::
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -71,6 +74,13 @@ def records_of(paths: list[Path], root: Path):
                    root=str(root))
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and of its finished child processes (the pool's, once it has shut down):
+    images per CPU-second is the rate per core on an idle machine, whatever else runs."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def rate(paths: list[Path], root: Path, *, size: int, workers: int, chunk: int, repeats: int, work: Path) -> dict:
     """A fresh cache build of ``paths`` at ``size`` px with ``workers`` processes, ``chunk`` images per task:
     images/s end to end (the pool's start-up included) and steady (from the first finished chunk to the
@@ -79,6 +89,7 @@ def rate(paths: list[Path], root: Path, *, size: int, workers: int, chunk: int, 
     runs = []
     for k in range(repeats):
         folder, ticks = work / f"cache-{workers}-{k}", []
+        cpu0 = cpu_seconds()
         try:
             cache = build_cache(rec, size, folder, workers=workers, chunk=chunk,
                                 progress=lambda done, total: ticks.append((time.perf_counter(), done)))
@@ -92,11 +103,12 @@ def rate(paths: list[Path], root: Path, *, size: int, workers: int, chunk: int, 
         (t_first, d_first), (t_last, d_last) = ticks[0], ticks[-1]
         if d_last - d_first < len(paths) / 2:
             raise RuntimeError(f"too few chunks ({len(ticks)}) to time the steady rate; lower --chunk")
-        runs.append((cache.seconds, (d_last - d_first) / (t_last - t_first)))
-    seconds, steady = min(r[0] for r in runs), max(r[1] for r in runs)
+        runs.append((cache.seconds, (d_last - d_first) / (t_last - t_first), cpu_seconds() - cpu0))
+    seconds, steady, cpu = min(r[0] for r in runs), max(r[1] for r in runs), min(r[2] for r in runs)
     return {"images": len(paths), "workers": workers, "chunk": chunk, "seconds": round(seconds, 3),
             "images_per_s": round(len(paths) / seconds, 1), "steady_images_per_s": round(steady, 1),
-            "steady_images_per_s_per_worker": round(steady / workers, 1)}
+            "steady_images_per_s_per_worker": round(steady / workers, 1), "cpu_s": round(cpu, 2),
+            "images_per_cpu_s": round(len(paths) / cpu, 1)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         for r in rows:
             print(f"{r['source']:>18}  {r['images']:>4} images -> {r['size']} px  {r['workers']} worker(s): "
                   f"{r['images_per_s']:7.1f} images/s end to end, steady {r['steady_images_per_s']:7.1f} "
-                  f"({r['steady_images_per_s_per_worker']:.1f} per worker)")
+                  f"({r['steady_images_per_s_per_worker']:.1f} per worker); {r['images_per_cpu_s']:.1f} per CPU-second")
         print(f"speed-up: {out['speedup']}; full dataset ({FULL_NIH:,} images): {out['full_dataset_hours']}")
         print(f"load average {out['load_before']} -> {out['load_after']}")
     return 0
