@@ -12,8 +12,8 @@ Every simulation calls the project's own functions (``reports.compare``, ``repor
   models are equally good on the population; models differ image by image) and under the correlated
   null above, which it cannot see (the report's verdict also needs the corrected t-test).
 - ``power``: the same tests when one strategy is better by 0.02 macro AUC.
-- ``coverage``: the share of nominal 95% intervals (BCa, and the old percentile ones) containing the
-  population value, for a scorer whose population macro / micro AUC, macro AP and macro / micro F1 are
+- ``coverage``: the share of nominal 95% intervals (the report's per-metric choice, and each method:
+  percentile, basic, BCa) containing the population value, for a scorer whose population macro / micro AUC, macro AP and macro / micro F1 are
   known (binormal scores, NIH-like prevalences, patients with several correlated images), at the demo's
   test-fold size (3 folds of 400 images) and full NIH's (22,424 images per fold).
 
@@ -120,11 +120,18 @@ class Population:
                 "macro_ap": float(self.ap.mean()), "macro_f1": float(f1.mean()),
                 "micro_f1": float(2 * tp / (2 * tp + fp + fn))}
 
-    def sample(self, rng, n: int, *, patient_sd: float = 0.5, share: float = 0.5):
-        """``n`` images of NIH-like patients (1 + negative binomial images each: mean 3.6, sd 7.3): an
-        image copies its patient's label vector with probability ``share`` and shares a score offset of
-        sd ``patient_sd``; marginally every label keeps its prevalence and its binormal scores."""
-        sizes = 1 + rng.negative_binomial(0.139, 0.05, size=n)
+    def sample(self, rng, n: int, *, followups: str = "nih", patient_sd: float = 0.5, share: float = 0.5):
+        """``n`` images of patients with several correlated images: an image copies its patient's label
+        vector with probability ``share`` and shares a score offset of sd ``patient_sd``; marginally every
+        label keeps its prevalence and its binormal scores. ``followups``: images per patient as in NIH's
+        label file (1 + negative binomial: mean 3.6, sd 7.3, up to ~200) or as in the demo's synthetic
+        cohort (55% single, else 1 + geometric(0.17) capped at 30)."""
+        if followups == "nih":
+            sizes = 1 + rng.negative_binomial(0.139, 0.05, size=n)
+        elif followups == "demo":
+            sizes = np.where(rng.random(n) < 0.55, 1, np.minimum(30, 1 + rng.geometric(0.17, size=n)))
+        else:
+            raise ValueError(f"followups={followups!r}: expected 'nih' or 'demo'")
         patients = np.repeat(np.arange(n), sizes)[:n]
         n_p = patients[-1] + 1
         base = rng.random((n_p, self.prevalence.size)) < self.prevalence
@@ -138,33 +145,41 @@ class Population:
         return (scores >= self.thresholds[None, :]).astype(np.float64)
 
 
-def coverage(n_reps: int, *, n_images: int, folds: int, prevalence, n_boot: int, seed: int = 0) -> dict:
-    """Share of nominal 95% BCa (and percentile) intervals of a leaderboard row containing the population
-    value; the row averages ``folds`` held-out folds of ``n_images`` images scored by the same scorer."""
+def coverage(n_reps: int, *, n_images: int, folds: int, prevalence, n_boot: int, followups: str = "nih",
+             seed: int = 0) -> dict:
+    """Share of nominal 95% intervals of a leaderboard row that contain the population value, for the
+    interval the report uses (``coverage``: ``reports.replicates.INTERVAL``) and for each method
+    (``coverage_by_method``); the row averages ``folds`` held-out folds of ``n_images`` images scored by
+    the same scorer, so its population value is the scorer's. Also the estimator's own bias and sd."""
     pop = Population.make(prevalence)
     truth = pop.values()
     rng = np.random.default_rng([seed, n_images, folds])
-    inside = {m: [] for m in R.METRICS}
-    inside_pct = {m: [] for m in R.METRICS}
+    methods = ("percentile", "basic", "bca")
+    inside = {k: {m: [] for m in R.METRICS} for k in methods}
+    errors = {m: [] for m in R.METRICS}
     undefined = []
     for rep in range(n_reps):
         trials = []
         for f in range(folds):
-            y, noise, pat = pop.sample(rng, n_images)
+            y, noise, pat = pop.sample(rng, n_images, followups=followups)
             undefined.append(int(np.sum((y.sum(0) == 0) | (y.sum(0) == n_images))))
             score = pop.d[None, :] * y + noise
             trials.append(R.trial_replicates(y, score, pop.decisions(score), pat.astype(str), n_boot=n_boot,
                                              fold=f, seed=rep))
         for m in R.METRICS:
             a = R.aggregate(trials, m)
-            lo, hi = R.bca_interval(a["replicates"], a["estimate"], a["jackknife"])
-            inside[m].append(lo <= truth[m] <= hi)
-            plo, phi = np.nanquantile(a["replicates"], [0.025, 0.975])
-            inside_pct[m].append(plo <= truth[m] <= phi)
-    return {"coverage": {m: float(np.mean(v)) for m, v in inside.items()},
-            "coverage_percentile": {m: float(np.mean(v)) for m, v in inside_pct.items()},
-            "population": truth, "undefined_labels_per_fold": float(np.mean(undefined)),
-            "settings": {"replicates": n_reps, "images_per_fold": n_images, "folds": folds, "bootstrap": n_boot}}
+            errors[m].append(a["estimate"] - truth[m])
+            for k in methods:
+                lo, hi = R.interval(m, a["replicates"], a["estimate"], a["jackknife"], method=k)
+                inside[k][m].append(lo <= truth[m] <= hi)
+    by_method = {k: {m: float(np.mean(v)) for m, v in d.items()} for k, d in inside.items()}
+    return {"coverage": {m: by_method[R.INTERVAL[m]][m] for m in R.METRICS}, "interval": dict(R.INTERVAL),
+            "coverage_by_method": by_method, "population": truth,
+            "estimator_bias": {m: float(np.mean(e)) for m, e in errors.items()},
+            "estimator_sd": {m: float(np.std(e)) for m, e in errors.items()},
+            "undefined_labels_per_fold": float(np.mean(undefined)),
+            "settings": {"replicates": n_reps, "images_per_fold": n_images, "folds": folds, "bootstrap": n_boot,
+                         "followups": followups}}
 
 
 def bootstrap_null(n_studies: int, *, r: float, n_images: int = 400, folds: int = 3, seeds: int = 2,
@@ -208,29 +223,34 @@ def bootstrap_null(n_studies: int, *, r: float, n_images: int = 400, folds: int 
 
 
 # ------------------------------------------------------------------------------ the report
-def run(quick: bool) -> dict:
+SECTIONS = ("fold", "bootstrap", "coverage")
+
+
+def run(quick: bool, only: tuple[str, ...] = SECTIONS) -> dict:
+    """Every simulation; ``quick`` for the test suite's fewer replicates, ``only`` a subset of SECTIONS."""
     n_null = 400 if quick else 2000
-    n_cov_small = 200 if quick else 400
-    n_cov_large = 0 if quick else 400
-    n_boot_null = 100 if quick else 200
     t0 = time.perf_counter()
-    out: dict = {"settings": {"quick": quick, "null_studies": n_null, "nominal": 0.05,
-                              "folds": 5, "seeds": 3, "strategies": 4, "seed_sd": 0.01},
+    out: dict = {"settings": {"quick": quick, "null_studies": n_null, "nominal": 0.05, "folds": 5, "seeds": 3,
+                              "strategies": 4, "seed_sd": 0.01, "power_difference": 0.02},
                  "false_positive_rate": {}, "power": {}, "coverage": {}}
-    for r in (1, 2):
-        for overlap in (False, True):
-            key = f"r={r}" + (", overlapping training sets" if overlap else "")
-            out["false_positive_rate"][key] = fold_level(n_null, r=r, overlap=overlap)
-            out["power"][key] = fold_level(n_null // 2, r=r, overlap=overlap, delta=0.02)
-    n_boot_studies = 100 if quick else 400
-    out["false_positive_rate"]["prediction level, models equally good on the population"] = bootstrap_null(
-        n_boot_studies, r=0, n_boot=n_boot_null)
-    out["false_positive_rate"]["prediction level, r=1"] = bootstrap_null(n_boot_studies, r=1, n_boot=n_boot_null)
-    out["coverage"]["demo: 3 folds x 400 images, synthetic prevalences (Hernia 0.5%)"] = coverage(
-        n_cov_small, n_images=400, folds=3, prevalence=DEMO_PREVALENCE, n_boot=500 if not quick else 300)
-    if n_cov_large:
-        out["coverage"]["full NIH: 22,424 images, NIH prevalences (Hernia 0.2%)"] = coverage(
-            n_cov_large, n_images=22424, folds=1, prevalence=NIH_PREVALENCE, n_boot=300)
+    if "fold" in only:
+        for r in (1, 2):
+            for overlap in (False, True):
+                key = f"r={r}" + (", overlapping training sets" if overlap else "")
+                out["false_positive_rate"][key] = fold_level(n_null, r=r, overlap=overlap)
+                out["power"][key] = fold_level(n_null // 2, r=r, overlap=overlap, delta=0.02)
+    if "bootstrap" in only:
+        n_studies, n_boot = (120, 100) if quick else (400, 200)
+        out["false_positive_rate"]["predictions, models equally good on the population"] = bootstrap_null(
+            n_studies, r=0, n_boot=n_boot)
+        out["false_positive_rate"]["predictions, r=1"] = bootstrap_null(n_studies, r=1, n_boot=n_boot)
+    if "coverage" in only:
+        out["coverage"]["demo: 3 folds x 400 images, synthetic prevalences (Hernia 0.5%)"] = coverage(
+            150 if quick else 400, n_images=400, folds=3, prevalence=DEMO_PREVALENCE, n_boot=300 if quick else 500,
+            followups="demo")
+        if not quick:
+            out["coverage"]["full NIH: 22,424 images, NIH prevalences (Hernia 0.2%)"] = coverage(
+                400, n_images=22424, folds=1, prevalence=NIH_PREVALENCE, n_boot=200, followups="nih")
     out["seconds"] = round(time.perf_counter() - t0, 1)
     return out
 
@@ -239,8 +259,11 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--quick", action="store_true", help="fewer replicates (what the test suite runs)")
+    ap.add_argument("--only", action="append", choices=SECTIONS,
+                    help="run only this part (repeatable): fold-level tests, the bootstrap at prediction level, "
+                         "interval coverage")
     args = ap.parse_args(argv)
-    res = run(args.quick)
+    res = run(args.quick, tuple(args.only or SECTIONS))
     if args.json:
         print(json.dumps(res, indent=1))
     else:

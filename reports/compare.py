@@ -39,7 +39,7 @@ UNIT = ("the held-out fold: seeds are averaged within each fold first, because t
 TEST_T = ("Nadeau and Bengio's corrected resampled t-test on the fold-level differences (variance x "
           "(1/K + n_test/n_train), Student's t with K - 1 degrees of freedom)")
 TEST_BOOT = ("paired patient bootstrap of the leaderboard difference: patients resampled within each fold, "
-             "the same draws for the strategy and the baseline, BCa interval")
+             "the same draws for the strategy and the baseline")
 ASSUMPTIONS = ("the t-test assumes fold-level differences with a common correlation n_test / (n_test + "
                "n_train) from the overlap of training sets; the bootstrap treats the trained models as fixed "
                "and patients as independent, so a difference is called real only when both agree after "
@@ -175,7 +175,7 @@ def significance(trials: pd.DataFrame, reps: Mapping[str, Mapping], docs: Sequen
     ``trials``: one row per trial (``id``, ``backbone``, ``strategy``, ``fold``, ``seed`` and the metrics);
     ``reps``: trial id -> :func:`reports.replicates.trial_replicates` result (may be empty: no bootstrap).
     Columns: ``n_folds``, ``n_trials``, ``mean_diff`` (difference of the leaderboard values over the
-    common folds), ``ci_low`` / ``ci_high`` (BCa, paired), ``p_boot`` / ``p_boot_holm``, ``t`` / ``p_t`` /
+    common folds), ``ci_low`` / ``ci_high`` (paired bootstrap, ``reports.replicates.interval``), ``p_boot`` / ``p_boot_holm``, ``t`` / ``p_t`` /
     ``p_t_holm`` (corrected t), ``verdict`` (better / worse / no evidence: both Holm p-values below alpha
     with the same sign), Holm within backbone x metric.
     """
@@ -202,8 +202,8 @@ def significance(trials: pd.DataFrame, reps: Mapping[str, Mapping], docs: Sequen
                     ga, gb = R.aggregate(ra, metric), R.aggregate(rb, metric)
                     diff = ga["replicates"] - gb["replicates"]
                     est = ga["estimate"] - gb["estimate"]
-                    row["ci_low"], row["ci_high"] = R.bca_interval(diff, est, ga["jackknife"] - gb["jackknife"],
-                                                                   alpha=alpha)
+                    row["ci_low"], row["ci_high"] = R.interval(metric, diff, est, ga["jackknife"] - gb["jackknife"],
+                                                               alpha=alpha)
                     row["p_boot"] = bootstrap_p(diff)
                 rows.append(row)
     cols = ["backbone", "strategy", "baseline", "metric", "n_folds", "n_trials", "mean_diff", "ci_low", "ci_high",

@@ -51,9 +51,10 @@ def leaderboard_table(report) -> str:
         rows.append("<tr>" + "".join(cells) + "</tr>")
     selects = [(1, "backbones", list(dict.fromkeys(b["backbone"].astype(str)))),
                (2, "strategies", list(dict.fromkeys(b["strategy"].astype(str))))]
-    lead = ("Mean ± sample sd over the trials (folds × seeds) of each backbone × strategy; the small line under "
-            "a value is its 95% confidence interval (patients resampled within each held-out fold, every trial "
-            "re-scored, averaged as above). "
+    lead = ("Mean over held-out folds of each fold's mean over seeds (seeds share a fold's test images) ± sample "
+            "sd over the trials (folds × seeds) of each backbone × strategy; the small line under a value is its "
+            "95% confidence interval (patients resampled within each held-out fold, the same draws for every "
+            "trial of a fold, averaged as above; basic bootstrap for mAP, percentile otherwise). "
             "F1 uses per-label thresholds tuned on each trial's validation part; “@0.5” is the fixed threshold. "
             "The best value of each column is highlighted. Click a header to sort (again to reverse); type or pick "
             "to filter.")

@@ -38,7 +38,7 @@ def significance(report) -> str:
                         + text_cell(verdict, html=f'<span class="{cls}">{esc(verdict)}</span>') + "</tr>")
         head = [th("backbone"), th("strategy"), th("metric"),
                 th("folds", numeric=True, title="held-out folds both ran; seeds averaged within each"),
-                th("difference", numeric=True, title="strategy minus baseline on the leaderboard value, 95% BCa "
+                th("difference", numeric=True, title="strategy minus baseline on the leaderboard value, 95% "
                                                      "interval of the paired patient bootstrap"),
                 th("p bootstrap (Holm)", numeric=True, title="paired patient bootstrap, Holm within backbone x metric"),
                 th("p corrected t (Holm)", numeric=True, title="Nadeau-Bengio corrected resampled t-test over folds, "

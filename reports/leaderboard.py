@@ -9,7 +9,7 @@ against the baseline's) and ``leaderboard.html``.
 
 A leaderboard value is the mean over folds of the mean over each fold's seeds (seeds share the fold's
 test images, so the fold is the unit); standard deviations are over the trials (folds x seeds).
-Confidence intervals are 95% BCa patient-bootstrap intervals of those same values, from the
+Confidence intervals are 95% patient-bootstrap intervals of those same values, from the
 replicates each trial computed about itself (``reports.replicates``); tests are ``reports.compare``'s.
 """
 
@@ -178,13 +178,13 @@ def _bootstrap_one(args) -> dict | None:
 
 
 def _confidence(board: pd.DataFrame, docs: list[dict], reps: dict[str, dict]) -> pd.DataFrame:
-    """95% BCa intervals of the leaderboard's own numbers (means over folds of seed means).
+    """95% intervals of the leaderboard's own numbers (means over folds of seed means).
 
     Each replicate resamples patients within every held-out fold (folds are patient-disjoint: a
     bootstrap stratified by fold) with the same draws for every trial of a fold, recomputes each trial's
-    metric and averages them exactly as the leaderboard does (``reports.replicates.aggregate``). BCa
-    corrects the replicates' median bias (AP's upward shift) and skew; its coverage is measured by
-    ``benchmarks/stats_calibration.py``.
+    metric and averages them exactly as the leaderboard does (``reports.replicates.aggregate``). The
+    interval method per metric is ``reports.replicates.INTERVAL``'s (basic for AP, whose replicates are
+    shifted upwards; percentile otherwise), chosen by ``benchmarks/stats_calibration.py``'s coverage.
     """
     if not reps:
         return board
@@ -197,8 +197,8 @@ def _confidence(board: pd.DataFrame, docs: list[dict], reps: dict[str, dict]) ->
             continue
         for m in CI_METRICS:
             agg = replicates.aggregate(trials, m)
-            board.loc[i, f"{m}_ci_low"], board.loc[i, f"{m}_ci_high"] = replicates.bca_interval(
-                agg["replicates"], agg["estimate"], agg["jackknife"])
+            board.loc[i, f"{m}_ci_low"], board.loc[i, f"{m}_ci_high"] = replicates.interval(
+                m, agg["replicates"], agg["estimate"], agg["jackknife"])
     return board
 
 

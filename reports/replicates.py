@@ -9,9 +9,12 @@ stratified by fold; folds are patient-disjoint).
 
 **What only the report can compute**: anything across trials. A leaderboard row is the mean over its
 folds of the mean over the fold's seeds (seeds are averaged first: they share the fold's test images);
-its replicate b is the same mean of the trials' replicates b (:func:`aggregate`), and its interval is
-BCa (:func:`bca_interval`) with the acceleration from the jackknife values. A difference between two
-rows is the difference of their aggregates, replicate by replicate (paired by construction).
+its replicate b is the same mean of the trials' replicates b (:func:`aggregate`), and its interval is the
+one :data:`INTERVAL` names for the metric, chosen by coverage simulation (``benchmarks/stats_calibration.py``):
+percentile for AUC and F1, basic (reverse percentile) for AP, whose bootstrap distribution duplicated
+positives push upwards; :func:`bca_interval` (acceleration from the jackknife values) is measured beside
+them. A difference between two rows is the difference of their aggregates, replicate by replicate (paired
+by construction).
 ``reports.compare`` turns that into the paired bootstrap test.
 
 The report recomputes the replicates from ``predictions.npz`` with the same function when a trial's
@@ -30,7 +33,8 @@ from scipy import stats as sps
 
 from reports.stats import MacroScorer, _patient_codes
 
-__all__ = ["FILE", "METRICS", "trial_replicates", "save", "load", "aggregate", "bca_interval", "patients_digest"]
+__all__ = ["FILE", "METRICS", "INTERVAL", "trial_replicates", "save", "load", "aggregate", "interval", "bca_interval",
+           "basic_interval", "percentile_interval", "patients_digest"]
 
 FILE = "bootstrap.npz"
 METRICS = ("macro_auc", "micro_auc", "macro_ap", "macro_f1", "micro_f1")
@@ -187,3 +191,45 @@ def bca_interval(replicates, estimate: float, jackknife, *, alpha: float = 0.05)
         levels.append(float(sps.norm.cdf(z0 + (z0 + z) / (1 - a * (z0 + z)))))
     lo, hi = np.quantile(r, levels)
     return float(lo), float(hi)
+
+
+def percentile_interval(replicates, estimate: float, jackknife=None, *, alpha: float = 0.05) -> tuple[float, float]:
+    """The replicates' alpha/2 and 1 - alpha/2 quantiles (NaN replicates dropped).
+
+    >>> percentile_interval(np.arange(101) / 100, 0.5)
+    (0.025, 0.975)
+    """
+    r = np.asarray(replicates, dtype=np.float64)
+    r = r[np.isfinite(r)]
+    if r.size == 0 or not np.isfinite(estimate):
+        return float("nan"), float("nan")
+    lo, hi = np.quantile(r, [alpha / 2, 1 - alpha / 2])
+    return float(lo), float(hi)
+
+
+def basic_interval(replicates, estimate: float, jackknife=None, *, alpha: float = 0.05) -> tuple[float, float]:
+    """The basic (reverse-percentile) interval [2 est - q_hi, 2 est - q_lo] (Davison & Hinkley 1997, 5.2):
+    it reflects the replicates' offset from the estimate, so a bias the bootstrap reproduces (AP's upward
+    one with few positives) is removed instead of added.
+
+    >>> [round(v, 4) for v in basic_interval(0.52 + np.arange(101) / 1000, 0.55)]  # replicates shifted up
+    [0.4825, 0.5775]
+    """
+    lo, hi = percentile_interval(replicates, estimate, alpha=alpha)
+    return float(2 * estimate - hi), float(2 * estimate - lo)
+
+
+_METHODS = {"bca": bca_interval, "percentile": percentile_interval, "basic": basic_interval}
+# The interval of each leaderboard metric: the method whose coverage of the population value was closest to
+# 95% in benchmarks/stats_calibration.py (README, "How far the verdicts can be trusted").
+INTERVAL = {"macro_auc": "percentile", "micro_auc": "percentile", "macro_ap": "basic", "macro_f1": "percentile",
+            "micro_f1": "percentile"}
+
+
+def interval(metric: str, replicates, estimate: float, jackknife, *, alpha: float = 0.05,
+             method: str | None = None) -> tuple[float, float]:
+    """The 1 - alpha interval of ``metric`` by ``method`` (default :data:`INTERVAL`'s choice for it)."""
+    name = method or INTERVAL.get(metric, "bca")
+    if name not in _METHODS:
+        raise ValueError(f"interval method {name!r}: expected one of {sorted(_METHODS)}")
+    return _METHODS[name](replicates, estimate, jackknife, alpha=alpha)

@@ -239,8 +239,8 @@ def bootstrap_macro_ci(
     ``alpha``; with ``return_replicates`` also ``replicates`` {metric: (n_boot,)}. The replicates' image
     weights are those of :func:`patient_bootstrap_weights` given the same generator state (drawn in
     blocks of replicates to bound memory; the stream is the same). Percentile intervals of AP are
-    shifted upwards (duplicated positives raise precision): the leaderboard uses BCa intervals
-    (``reports.replicates``), whose coverage ``benchmarks/stats_calibration.py`` measures.
+    shifted upwards (duplicated positives raise precision): the leaderboard uses the basic interval for AP
+    (``reports.replicates.INTERVAL``), chosen by ``benchmarks/stats_calibration.py``'s coverage.
 
     >>> rng = np.random.default_rng(0)
     >>> y = rng.integers(0, 2, (60, 3)).astype(float); p = 0.3 * y + 0.7 * rng.random((60, 3))
@@ -276,8 +276,10 @@ def paired_test(a, b) -> dict:
     Pairs with a NaN on either side are dropped (``n`` says how many remain). Returns ``mean_diff``
     (mean of a - b), ``std_diff``, ``t`` and ``p_t`` (``scipy.stats.ttest_rel``), ``p_wilcoxon``
     (``scipy.stats.wilcoxon``, exact for small untied samples; NaN when every difference is 0), and
-    ``p`` = ``p_t`` with ``test`` = 't': the report uses the paired t-test, because with 3-15 pairs the
-    signed-rank test cannot reach small p (its smallest two-sided p with 5 pairs is 0.0625).
+    ``p`` = ``p_t`` with ``test`` = 't'. Only for independent pairs: (fold, seed) results of a
+    cross-validation are not (they share test images and training data), so the leaderboard's tests
+    are ``reports.compare``'s; this one stays for the old rule's known-answer comparison
+    (``benchmarks/stats_calibration.py``) and for pairs that are independent.
 
     >>> r = paired_test([0.821, 0.818, 0.790, 0.830, 0.825], [0.80, 0.80, 0.80, 0.80, 0.80])
     >>> r["n"], round(r["mean_diff"], 4), round(r["p_wilcoxon"], 4)
