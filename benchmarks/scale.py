@@ -8,7 +8,8 @@ writes a run folder in the project's own format under ``--work`` (default a fres
 ``bench.trial.evaluate``, ``_write_bootstrap`` and ``bench.localise.localise_trial`` write. Then it times:
 
 * ``report``: ``reports.leaderboard.build_report(run, html=False)`` (what ``bench report --no-html`` runs),
-  in a fresh process (imports not counted, so the figure is the report's own work);
+  in a fresh process (imports not counted, so the figure is the report's own work; ``--in-process``
+  times it in this process instead, for quick tests);
 * ``page``: ``build_report(run, html=True)`` in another fresh process, with ``reports.html.write_html``
   timed on its own (``build_seconds``), and the page's size in bytes;
 * ``load``: the page opened in headless Chromium (Debian's ``/usr/bin/chromium`` through playwright, as
@@ -26,13 +27,13 @@ What is synthetic and how:
 
 * predictions: per trial, scores from a binormal model (label-specific skill + trial noise), as float32
   like the real ones; ``predictions.npz`` holds every array ``evaluate`` saves (test ids, patients,
-  labels, probs, logits, thresholds, label names, validation ids / labels / probs), DEFLATE level 1
-  (the real one uses ``np.savez_compressed``'s default level; the content, not the level, is what
-  ``np.load`` reads);
-* ``metrics.json``: the summary and per-label metrics of those predictions computed by a vectorised
-  rank / count computation here (AUC, AP without tie handling, F1, sensitivity, specificity), not by
-  ``reports.metrics``, which takes seconds per trial at 22,424 images; the report reads the values
-  as given, so its cost does not depend on how they were computed;
+  labels, probs, logits, thresholds, label names, validation ids / labels / probs), stored uncompressed
+  (``np.savez``; the real one is ``np.savez_compressed``, which ``np.load`` reads the same way; random
+  float32 scores barely compress, and compressing them tripled the time to write a folder);
+* ``metrics.json``: the summary and per-label metrics of those predictions computed by
+  :func:`fast_metrics` (AUC and AP of the scores binned to 1 / 4,096, exact F1, sensitivity,
+  specificity), not by ``reports.metrics``, which takes seconds per trial at 22,424 images; the report
+  reads the values as given, so its cost does not depend on how they were computed;
 * ``bootstrap.npz``: written by ``reports.replicates.save`` with arrays of the right shapes (1,000
   replicates, 20 jackknife values per metric: ``--bootstrap``) around the trial's estimate, with a
   component shared by every trial of a fold (their replicates pair). Computing them with
@@ -40,13 +41,15 @@ What is synthetic and how:
   1,080 trials on this machine), which is the trial's cost on its worker, not the report's;
 * ``localisation.csv``: the columns ``localise_trial`` writes, for gradcam and gradcam++ and the two
   chance maps (identical in every trial of a (fold, seed), as the report requires), on
-  round(197 x N / 22,424) boxed test pairs (NIH's 984 boxes over 5 folds; at least 4);
+  round(197 x N / 22,424) boxed test images (NIH's 984 boxes over 5 folds; at least 4), one finding of
+  NIH's 8 boxed ones each, the same pairs in every trial of a fold;
 * ``gallery/``: two 96-px overlay PNGs per trial.
 
 Usage::
 
     .venv/bin/python benchmarks/scale.py [--sizes 30x5606,120x5606,1080x5606,30x22424,120x22424,1080x22424]
-        [--json] [--no-load] [--keep] [--work DIR]
+        [--page-sizes all|none|TxN,...] [--bootstrap 1000] [--loads 3] [--no-load] [--in-process]
+        [--keep] [--work DIR] [--json]
 
 ``--json`` prints one JSON object: ``report`` (a list of ``{"trials", "images", "seconds"}``),
 ``exponent_trials`` and ``exponent_images`` (least squares of log seconds on log trials and log images
@@ -58,6 +61,7 @@ average before and after. Run folders are deleted after their size unless ``--ke
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import json
 import math
@@ -67,7 +71,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import zipfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -94,27 +97,34 @@ def layout(trials: int) -> dict:
 
     >>> d = layout(1080); d["folds"], d["seeds"], len(d["backbones"]), len(d["strategies"])
     (5, [0, 1, 2], 4, 18)
-    >>> d = layout(30); len(d["backbones"]) * len(d["strategies"]), d["strategies"][0]
-    (2, 'bce')
+    >>> d = layout(30); len(d["backbones"]), len(d["strategies"]), d["strategies"][0]
+    (1, 2, 'bce')
+    >>> d = layout(120); len(d["backbones"]), len(d["strategies"])
+    (4, 2)
     """
     if trials < 5 or trials % 5:
         raise ValueError(f"trials must be a multiple of 5 (5 folds); got {trials}")
     seeds = 3 if trials % 15 == 0 else 1
     rows = trials // (5 * seeds)
-    for nb in (4, 3, 2, 1):
-        if rows % nb == 0 and rows // nb <= len(FULL_STRATEGIES):
-            return {"folds": 5, "seeds": list(range(seeds)), "backbones": list(FULL_BACKBONES[:nb]),
-                    "strategies": list(FULL_STRATEGIES[:rows // nb])}
-    raise ValueError(f"{trials} trials do not fit the full grid's 4 backbones x 18 strategies x 5 folds x 3 seeds")
+    fits = [nb for nb in (4, 3, 2, 1) if rows % nb == 0 and rows // nb <= len(FULL_STRATEGIES)]
+    if not fits:
+        raise ValueError(f"{trials} trials do not fit the full grid's 4 backbones x 18 strategies x 5 folds x 3 seeds")
+    nb = sorted(fits, key=lambda nb: rows // nb < 2)[0]  # the most backbones that leave 2 strategies or more
+    return {"folds": 5, "seeds": list(range(seeds)), "backbones": list(FULL_BACKBONES[:nb]),
+            "strategies": list(FULL_STRATEGIES[:rows // nb])}
 
 
+@functools.lru_cache(maxsize=1)
 def _labels():
     from bench.data.synthetic import NIH_LABELS, PREVALENCE
 
-    return list(NIH_LABELS), np.array([PREVALENCE[n] for n in NIH_LABELS])
+    return tuple(NIH_LABELS), np.array([PREVALENCE[n] for n in NIH_LABELS])
 
 
-def _fold_data(n: int, fold: int, prev: np.ndarray, *, n_val: int) -> dict:
+@functools.lru_cache(maxsize=8)
+def _fold_data(n: int, fold: int, *, n_val: int) -> dict:
+    """A fold's test labels, patients and ids, and its validation part: the same for every trial of the fold."""
+    prev = _labels()[1]
     rng = np.random.default_rng([7, fold])
     n_pat = max(1, round(n / IMAGES_PER_PATIENT))
     first = min(n_pat, n)  # every patient has an image; the rest go to random patients
@@ -127,31 +137,71 @@ def _fold_data(n: int, fold: int, prev: np.ndarray, *, n_val: int) -> dict:
             "val_ids": np.array([f"v{fold}{k:07d}.png" for k in range(n_val)])}
 
 
+BOX_FINDINGS = ("Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
+                "Pneumothorax")
+
+
+@functools.lru_cache(maxsize=8)
+def _boxed_pairs(n: int, fold: int, labels: tuple | list) -> np.ndarray:
+    """(row, label) pairs of a fold's boxed test images: round(197 x n / 22,424) (at least 4) images, one
+    positive finding of NIH's 8 boxed ones each (NIH: 984 boxes on 880 images, 5 folds)."""
+    fd = _fold_data(n, fold, n_val=max(1, int(0.4 * n)))
+    cols = [labels.index(b) for b in BOX_FINDINGS if b in labels]
+    hits = np.argwhere(fd["y"][:, cols] == 1)
+    _, first = np.unique(hits[:, 0], return_index=True)
+    chosen = hits[np.sort(first)][:max(4, round(FULL_PAIRS * n / FULL_TEST))]
+    return np.column_stack([chosen[:, 0], np.asarray(cols)[chosen[:, 1]]])
+
+
 def _scores(rng, y: np.ndarray, skill: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     logits = (skill * (2 * y - 1) + rng.standard_normal(y.shape, dtype=np.float32) * 1.5 - 2.0).astype(np.float32)
     return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32), logits
 
 
-def fast_metrics(y: np.ndarray, p: np.ndarray, thr: np.ndarray) -> tuple[dict, dict]:
-    """Per-label (dict of (L,) arrays) and micro metrics of complete 0 / 1 labels, vectorised over labels.
+BINS = 4096
 
-    AUC and AP as sklearn defines them when no two scores tie; F1 / sensitivity / specificity at ``thr``.
+
+def fast_metrics(y: np.ndarray, p: np.ndarray, thr: np.ndarray) -> tuple[dict, dict]:
+    """Per-label (dict of (L,) arrays) and micro metrics of complete 0 / 1 labels, in O(N x L).
+
+    AUC and AP as sklearn computes them (ties count half for AUC; AP steps once per distinct score) on
+    the scores rounded down to multiples of 1 / 4096: each label's positives and negatives are counted per
+    score bin (one ``bincount``), so nothing is sorted. F1 / sensitivity / specificity at ``thr`` and
+    F1 at 0.5 use the exact scores.
 
     >>> y = np.array([[1, 0], [0, 1], [1, 0], [0, 0]], float); p = np.array([[.9, .2], [.3, .8], [.6, .4], [.1, .1]])
     >>> lab, micro = fast_metrics(y, p, np.array([.5, .5])); lab["auc"].tolist(), lab["ap"].tolist()
     ([1.0, 1.0], [1.0, 1.0])
+    >>> from sklearn.metrics import roc_auc_score, average_precision_score
+    >>> rng = np.random.default_rng(0); y = (rng.random((500, 3)) < .2) * 1.; p = (rng.integers(0, 50, (500, 3)) + .5) / 50
+    >>> lab, micro = fast_metrics(y, p, np.full(3, .5))
+    >>> bool(np.allclose(lab["auc"], [roc_auc_score(y[:, j], p[:, j]) for j in range(3)]))
+    True
+    >>> bool(np.allclose(lab["ap"], [average_precision_score(y[:, j], p[:, j]) for j in range(3)]))
+    True
+    >>> bool(np.isclose(micro["micro_auc"], roc_auc_score(y.ravel(), p.ravel())))
+    True
     """
-    n = y.shape[0]
-    order = np.argsort(-p, axis=0, kind="stable")
-    ys = np.take_along_axis(y, order, 0).astype(np.float64)
-    pos = ys.sum(0)
-    neg = n - pos
-    tp = np.cumsum(ys, 0)
-    rank = np.arange(1, n + 1, dtype=np.float64)[:, None]
+    n, n_labels = y.shape
+    q = np.clip((np.asarray(p, dtype=np.float64) * BINS).astype(np.int64), 0, BINS - 1)
+    idx = (q + BINS * np.arange(n_labels)[None, :]).ravel()
+    yy = (np.asarray(y) == 1).ravel()
+    pos_h = np.bincount(idx[yy], minlength=BINS * n_labels).reshape(n_labels, BINS)[:, ::-1].astype(np.float64)
+    neg_h = np.bincount(idx[~yy], minlength=BINS * n_labels).reshape(n_labels, BINS)[:, ::-1].astype(np.float64)
+
+    def auc_ap(ph, nh):  # bins from the highest score down, last axis
+        tp, fp = np.cumsum(ph, -1), np.cumsum(nh, -1)
+        pos, neg = tp[..., -1], fp[..., -1]
+        with np.errstate(all="ignore"):
+            auc = 1.0 - ((fp - 0.5 * nh) * ph).sum(-1) / (pos * neg)
+            prec = np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), 0.0)
+            ap = (ph * prec).sum(-1) / pos
+        return auc, ap, pos, neg
+
+    auc, ap, pos, neg = auc_ap(pos_h, neg_h)
+    out = {"n": np.full(n_labels, n), "positives": pos, "auc": auc, "ap": ap}
+    counts = {}
     with np.errstate(all="ignore"):
-        ap = (tp / rank * ys).sum(0) / pos
-        auc = 1.0 - (ys * (rank - tp)).sum(0) / (pos * neg)
-        out = {"n": np.full(y.shape[1], n), "positives": pos, "auc": auc, "ap": ap}
         for name, t in (("f1", thr), ("f1_fixed", np.full_like(thr, 0.5))):
             d = p >= t[None, :]
             tpd = (d & (y == 1)).sum(0)
@@ -159,29 +209,20 @@ def fast_metrics(y: np.ndarray, p: np.ndarray, thr: np.ndarray) -> tuple[dict, d
             fnd = (~d & (y == 1)).sum(0)
             denom = 2 * tpd + fpd + fnd
             out[name] = np.where(denom > 0, 2 * tpd / np.maximum(denom, 1), 0.0)
+            counts[name] = 2 * tpd.sum() / max(denom.sum(), 1)
             if name == "f1":
                 out["sensitivity"], out["specificity"] = tpd / pos, (neg - fpd) / neg
-                micro_f1 = 2 * tpd.sum() / max(denom.sum(), 1)
-            else:
-                micro_f1_fixed = 2 * tpd.sum() / max(denom.sum(), 1)
-    flat_y, flat_p = y.ravel(), p.ravel()
-    o = np.argsort(-flat_p, kind="stable")
-    fy = flat_y[o].astype(np.float64)
-    ftp = np.cumsum(fy)
-    fr = np.arange(1, fy.size + 1, dtype=np.float64)
-    fpos, fneg = fy.sum(), fy.size - fy.sum()
-    micro = {"micro_auc": float(1.0 - (fy * (fr - ftp)).sum() / (fpos * fneg)),
-             "micro_ap": float((ftp / fr * fy).sum() / fpos), "micro_f1": float(micro_f1),
-             "micro_f1_fixed": float(micro_f1_fixed)}
+    m_auc, m_ap, _, _ = auc_ap(pos_h.sum(0), neg_h.sum(0))
+    micro = {"micro_auc": float(m_auc), "micro_ap": float(m_ap), "micro_f1": float(counts["f1"]),
+             "micro_f1_fixed": float(counts["f1_fixed"])}
     return out, micro
 
 
 def _savez(path: Path, **arrays) -> None:
-    """``np.savez_compressed``'s format at DEFLATE level 1 (readable by ``np.load``)."""
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
-        for name, arr in arrays.items():
-            with zf.open(name + ".npy", "w", force_zip64=True) as fh:
-                np.lib.format.write_array(fh, np.asanyarray(arr), allow_pickle=False)
+    """``np.savez``: the arrays ``np.savez_compressed`` would hold, stored uncompressed (faster to write;
+    ``np.load`` reads both the same way)."""
+    with open(path, "wb") as fh:
+        np.savez(fh, **arrays)
 
 
 def _png_bytes(rng, size: int = 96) -> bytes:
@@ -206,7 +247,7 @@ def _write_trial(args) -> None:
 
     labels, prev = _labels()
     b, s, f, sd, k = spec["backbone"], spec["strategy"], spec["fold"], spec["seed"], spec["index"]
-    fd = _fold_data(n, f, prev, n_val=max(1, int(0.4 * n)))
+    fd = _fold_data(n, f, n_val=max(1, int(0.4 * n)))
     rng = np.random.default_rng([11, k])
     skill = (0.9 + 0.1 * (FULL_BACKBONES.index(b) if b in FULL_BACKBONES else 0)
              + 0.03 * (FULL_STRATEGIES.index(s) % 5) + rng.normal(0, 0.05) + rng.normal(0, 0.3, len(labels)))
@@ -221,8 +262,10 @@ def _write_trial(args) -> None:
            logits=logits, thresholds=thr, label_names=np.asarray(labels, dtype=str), val_image_ids=fd["val_ids"],
            val_labels=fd["y_val"], val_probs=pv)
 
-    def mean(a):
-        a = np.asarray(a, dtype=np.float64)
+    defined = (lab["positives"] > 0) & (lab["positives"] < n)
+
+    def mean(a):  # a macro average is over the defined labels only (reports.metrics)
+        a = np.asarray(a, dtype=np.float64)[defined]
         return float(np.nanmean(a)) if np.isfinite(a).any() else None
 
     summary = {"macro_auc": mean(lab["auc"]), "micro_auc": micro["micro_auc"], "macro_ap": mean(lab["ap"]),
@@ -230,9 +273,17 @@ def _write_trial(args) -> None:
                "macro_f1_fixed": mean(lab["f1_fixed"]), "micro_f1_fixed": micro["micro_f1_fixed"],
                "macro_sensitivity": mean(lab["sensitivity"]), "macro_specificity": mean(lab["specificity"]),
                "n_labels_macro": len(labels), "excluded": {}}
+    def val(x):  # metrics.json holds null where a value is undefined, as evaluate() writes it
+        return float(x) if np.isfinite(x) else None
+
+    reasons = ["no positives in this fold" if lab["positives"][j] == 0 else
+               "no negatives in this fold" if lab["positives"][j] == n else "" for j in range(len(labels))]
+    summary["excluded"] = {name: r for name, r in zip(labels, reasons) if r}
+    summary["n_labels_macro"] = len(labels) - len(summary["excluded"])
     per_label = [{"label": name, "n": int(lab["n"][j]), "positives": int(lab["positives"][j]),
-                  **{m: float(lab[m][j]) for m in ("auc", "ap", "f1_fixed", "f1", "sensitivity", "specificity")},
-                  "threshold": float(thr[j]), "defined": True, "excluded_reason": ""} for j, name in enumerate(labels)]
+                  **{m: val(lab[m][j]) for m in ("auc", "ap", "f1_fixed", "f1", "sensitivity", "specificity")},
+                  "threshold": float(thr[j]), "defined": not reasons[j], "excluded_reason": reasons[j]}
+                 for j, name in enumerate(labels)]
     n_train = int(round(0.9 * (n / 0.2 - n))) if n else 0
     doc = {"id": spec["id"], "backbone": b, "strategy": s, "fold": f, "seed": sd, "summary": summary,
            "per_label": per_label, "train_prevalence": dict(zip(labels, prev.tolist())),
@@ -259,8 +310,7 @@ def _write_trial(args) -> None:
         write_atomic(out / replicates.FILE, lambda tmp: replicates.save(tmp, rep))
 
     # Localisation rows: CAM methods depend on the trial, chance maps only on (fold, seed).
-    pairs = max(4, round(FULL_PAIRS * n / FULL_TEST))
-    pos = np.argwhere(fd["y"] == 1)[:pairs]
+    pos = _boxed_pairs(n, f, labels)
     lines = ["image_id,finding,method,threshold,tolerance,prob,hit,energy,iou,iobb,mask_iou"]
     for method in CAM_METHODS + CHANCE:
         r = rng if method in CAM_METHODS else np.random.default_rng([19, f, sd, CHANCE.index(method)])
@@ -359,8 +409,11 @@ def _child_report(run_dir: str, html: bool) -> dict:
             "significance_rows": int(len(rep.significance)), "localisation_rows": int(len(rep.localisation))}
 
 
-def time_report(run_dir: Path, *, html: bool) -> dict:
-    """``_child_report`` in a fresh interpreter (the parent's imports and caches do not help it)."""
+def time_report(run_dir: Path, *, html: bool, in_process: bool = False) -> dict:
+    """``_child_report`` in a fresh interpreter (the parent's imports and caches do not help it), or in
+    this one (``in_process``: quicker for small sizes; the report's modules are then imported once)."""
+    if in_process:
+        return _child_report(str(run_dir), html)
     code = ("import json, sys; sys.path.insert(0, sys.argv[1]); from benchmarks.scale import _child_report; "
             "print('RESULT ' + json.dumps(_child_report(sys.argv[2], sys.argv[3] == '1')))")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -461,6 +514,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-load", action="store_true", help="build the page but do not open it in Chromium")
     ap.add_argument("--work", type=Path, default=None, help="where run folders go (default a new /tmp folder)")
     ap.add_argument("--keep", action="store_true", help="keep the run folders")
+    ap.add_argument("--in-process", action="store_true",
+                    help="time the reports in this process rather than a fresh one per report (quick tests)")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = ap.parse_args(argv)
     sizes = parse_sizes(args.sizes)
@@ -481,7 +536,7 @@ def main(argv=None) -> int:
         wrote = time.perf_counter() - t0
         result["write"].append({"trials": trials, "images": images, "seconds": wrote, "bytes": _du(root)})
         load = os.getloadavg()[0]
-        rep = time_report(root, html=False)
+        rep = time_report(root, html=False, in_process=args.in_process)
         result["report"].append({"trials": trials, "images": images, "seconds": rep["seconds"], "load": load,
                                  "rows": rep["rows"], "trials_read": rep["trials"], "files": rep["files"],
                                  "per_label_rows": rep["per_label_rows"],
@@ -490,7 +545,7 @@ def main(argv=None) -> int:
         say(f"{trials:>5} trials x {images:>6} images: wrote {wrote:.0f} s ({_du(root) / 1e9:.2f} GB), "
             f"report {rep['seconds']:.1f} s (load {load:.1f})")
         if (trials, images) in page_sizes:
-            pg = time_report(root, html=True)
+            pg = time_report(root, html=True, in_process=args.in_process)
             path = root / "leaderboard.html"
             entry = {"trials": trials, "images": images, "build_seconds": pg["build_seconds"],
                      "report_with_page_seconds": pg["seconds"], "bytes": path.stat().st_size}
