@@ -39,7 +39,7 @@ REFERENCE_IOBB = {
                      "Mass": 0.141, "Nodule": 0.013, "Pneumonia": 0.383, "Pneumothorax": 0.184},
 }
 REFERENCE_ROW = "<i>published: Wang et al. 2017, Table 4</i>"
-GALLERY_PER_MODEL, GALLERY_MAX, IMAGE_BYTES, GALLERY_BYTES = 2, 32, 120_000, 3_000_000
+GALLERY_MAX, IMAGE_BYTES, GALLERY_BYTES = 32, 120_000, 3_000_000
 
 
 def localisation(report, raw: pd.DataFrame | None = None) -> str:
@@ -206,8 +206,9 @@ def _tuned_thresholds(trial_dir: Path) -> dict[str, float]:
 
 def confident_examples(meta: list[dict], thresholds: dict[str, float]) -> list[dict]:
     """The gallery entries a reader can learn from: a visible map (``map_range`` > 0) of a positive that
-    the model predicts confidently (probability at or above the label's tuned threshold), most confident
-    first; entries without the threshold or the map's range are left out.
+    the model predicts confidently (probability at or above the label's tuned threshold), in the trial's
+    order (its most confident hit, its most confident miss, the next of each, ...); entries without the
+    threshold or the map's range are left out.
 
     >>> meta = [{"finding": "Mass", "prob": 0.9, "map_range": 1.0}, {"finding": "Mass", "prob": 0.2, "map_range": 1.0},
     ...         {"finding": "Mass", "prob": 0.95, "map_range": 0.0}, {"finding": "Edema", "prob": 0.99, "map_range": 1}]
@@ -219,7 +220,7 @@ def confident_examples(meta: list[dict], thresholds: dict[str, float]) -> list[d
         t, p, r = thresholds.get(str(m.get("finding"))), num(m.get("prob")), num(m.get("map_range"))
         if t is not None and p is not None and r is not None and r > 0 and p >= t:
             keep.append({**m, "threshold": t})
-    return sorted(keep, key=lambda m: -m["prob"])
+    return keep
 
 
 def _gallery(report) -> str:
@@ -240,18 +241,17 @@ def _gallery(report) -> str:
         except (OSError, ValueError) as exc:
             log.warning("unreadable %s: %s", meta_path, exc)
             continue
-        shown = 0
+        shown: set[bool] = set()  # at most one confident hit and one confident miss per model
         for m in confident_examples(meta, _tuned_thresholds(meta_path.parent.parent)):
-            png = meta_path.parent / str(m.get("file", ""))
-            if (shown >= GALLERY_PER_MODEL or png.parent != meta_path.parent or not png.is_file()
+            png, hit = meta_path.parent / str(m.get("file", "")), bool(m.get("hit"))
+            if (hit in shown or png.parent != meta_path.parent or not png.is_file()
                     or total > GALLERY_BYTES or len(figs) >= GALLERY_MAX):
                 continue
             data = _png_data(png)
             if data is None:
                 continue
             total += len(data)
-            shown += 1
-            hit = bool(m.get("hit"))
+            shown.add(hit)
             href = "trials/" + quote(str(trial["id"]), safe="") + "/metrics.json"
             energy = num(m.get("energy"))
             method = f' · {esc(m["method"])}' if m.get("method") else ""
@@ -265,9 +265,9 @@ def _gallery(report) -> str:
     if not figs:
         return ""
     return ("<h3>Overlays</h3><p class=\"note\">Confidently predicted held-out positives of one trial per model "
-            "(fold 0 of the first seed where present): the most confident hit and the most confident miss whose "
-            "probability p reaches the label's validation-tuned threshold, among maps with something to see (a "
-            "flat map is never shown). Saliency map over the image, ground-truth box in green; colour is the map's "
+            "(fold 0 of the first seed where present): its most confident hit and its most confident miss, taken "
+            "among the positives whose probability p reaches the label's validation-tuned threshold and whose map "
+            "has something to see (a flat map is never shown). Saliency map over the image, ground-truth box in green; colour is the map's "
             "value relative to its maximum, from 0 (dark blue) to the maximum (dark red), as the bar beside each "
             "overlay shows. Models without such an example are not shown.</p>"
             f'<div class="gallery">{"".join(figs)}</div>')
