@@ -229,8 +229,11 @@ def _keep_latest_callback(keep: int):
         """Delete each trial's checkpoints older than its newest ``keep`` from storage as new ones are
         persisted, and all but the last once the trial has finished (the last holds its outputs).
 
-        Keeping two while a trial runs means that the experiment state saved before its newest checkpoint
-        still names a checkpoint that exists when the driver is killed before it saves the state again.
+        Two while it runs: the experiment state saved before a trial's newest checkpoint still names one that
+        exists if the driver is killed before it saves the state again, as long as the trial checkpoints at
+        most once between two saves (epochs longer than Tune's period, 10 s or more). Otherwise the restored
+        trial finds its checkpoint gone and ``bench run`` restarts it from scratch (same numbers: every
+        draw is seeded), as it does for Tune's own deletions.
         """
 
         def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
