@@ -222,7 +222,6 @@ def test_hostile_strings_never_execute(browser_context, pages):
     # Interact: hover a heatmap, switch the metric menus, sort by the hostile column, open every details block.
     box = page.locator("#fig-per-label .nsewdrag").first.bounding_box()
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-    page.wait_for_selector("#fig-per-label .hoverlayer .hovertext", timeout=10_000)
     for label in ("strategy", "backbone"):
         _header(page, label).click()
     page.evaluate("() => document.querySelectorAll('details').forEach(d => d.open = true)")

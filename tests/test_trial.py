@@ -51,7 +51,9 @@ class Recorder:
         self.folders.append(dest)
 
 
-def test_trial_writes_outputs_and_resumes_identically(data, tmp_path):
+def test_trial_writes_outputs_and_resumes_identically(data, tmp_path, monkeypatch):
+    from bench import engine
+
     full = Recorder(tmp_path / "a")
     run_trial(spec(), data, report=full)
     assert [m["epoch"] for m in full.metrics] == [1, 2] and full.metrics[-1]["done"] is True
@@ -71,10 +73,28 @@ def test_trial_writes_outputs_and_resumes_identically(data, tmp_path):
     assert [m["epoch"] for m in resumed.metrics] == [2]
     for key in ("macro_auc", "micro_auc", "macro_f1", "val_macro_auc", "train_loss"):
         assert resumed.metrics[-1][key] == pytest.approx(full.metrics[-1][key], abs=1e-6), key
-    # A checkpoint that already holds the outputs hands them back without training again.
+
+    # A checkpoint that already holds the outputs is reported as it is: no epoch trains, no prediction runs, the
+    # files are not rewritten (a deterministic retrain would match the numbers, not these).
+    last = full.folders[-1]
+    files = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(last.rglob("*")) if p.is_file()}
+    calls = []
+
+    def refuse(name):
+        def called(*args, **kwargs):
+            calls.append(name)
+            raise AssertionError(f"engine.{name} ran while handing back a finished trial")
+        return called
+
+    for name in ("train_epoch", "predict_logits"):
+        monkeypatch.setattr(engine, name, refuse(name))
     again = Recorder(tmp_path / "c")
-    run_trial(spec(), data, report=again, checkpoint_dir=str(full.folders[-1]))
-    assert again.metrics[-1]["macro_auc"] == pytest.approx(full.metrics[-1]["macro_auc"])
+    run_trial(spec(), data, report=again, checkpoint_dir=str(last))
+    assert calls == []
+    assert len(again.metrics) == 1 and again.metrics[0]["done"] is True and again.metrics[0]["epoch"] == 2
+    summary = json.loads((last / "outputs" / "metrics.json").read_text())["summary"]
+    assert {k: again.metrics[0][k] for k in summary} == summary
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(last.rglob("*")) if p.is_file()} == files
 
 
 def test_thresholds_are_fitted_on_the_validation_part_only(data, tmp_path, monkeypatch):
@@ -106,16 +126,28 @@ def test_fit_thresholds_refuses_held_out_images():
     assert fit_thresholds(MaxF1(), y, p, val_ids=["a", "b", "c"], test_ids=["d"]).shape == (1,)
 
 
-def test_patient_leak_is_refused(data, tmp_path):
+def test_patient_leak_is_refused(data, tmp_path, monkeypatch):
+    """A split that passes the manifest's own checks (hash, records fingerprint, image ids) but puts one
+    patient's images on both sides of fold 0 is stopped by the trial's leakage guard before any training."""
     import dataclasses
 
-    bad = dataclasses.replace(data.manifest)
-    train, val, test = bad.rows(0)
-    leaky = data.records.patients.copy()
-    leaky[test[0]] = leaky[train[0]]  # one patient now spans training and held-out rows
-    rec = dataclasses.replace(data.records, patients=leaky)
-    with pytest.raises(Exception, match="patient|fingerprint|split"):
-        run_trial(spec(), dataclasses.replace(data, records=rec), report=Recorder(tmp_path))
+    from bench import engine
+
+    m = data.manifest
+    train, val, test = m.rows(0)
+    patients = data.records.patients
+    # A held-out patient with two or more images; move one of them to fold 1 (training for fold 0).
+    pid = next(p for p in patients[test] if (patients[test] == p).sum() >= 2)
+    moved = int(test[patients[test] == pid][0])
+    assert all(moved not in v for v in m.val.values())
+    folds = list(m.folds)
+    folds[moved] = 1
+    leaky = dataclasses.replace(m, folds=folds, hash="")  # hash recomputed: the manifest verifies
+    leaky.verify(data.records)
+    monkeypatch.setattr(engine, "train_epoch", lambda *a, **k: pytest.fail("trained on a leaky split"))
+    with pytest.raises(RuntimeError, match=rf"^patient leakage in training and held-out rows: 1 patient\(s\) have "
+                                           rf"images on both sides, e.g. '{pid}'$"):
+        run_trial(spec(), dataclasses.replace(data, manifest=leaky), report=Recorder(tmp_path))
 
 
 def test_metrics_json_reports_the_samplers_mean_ir_before_and_after(data, tmp_path):
