@@ -137,7 +137,7 @@ def friedman_permutation_p(values, *, n_perm: int, rng: np.random.Generator) -> 
     function of it).
 
     >>> round(friedman_permutation_p([[3, 2, 1]] * 4, n_perm=5000, rng=np.random.default_rng(0)), 3)
-    0.004
+    0.005
     """
     ranks = sps.rankdata(-np.asarray(values, dtype=np.float64), axis=1)
     n, k = ranks.shape
