@@ -77,13 +77,14 @@ def test_resume_reads_metrics_once_and_never_predictions(synth_root, tmp_path, m
 @pytest.mark.slow
 def test_driver_scale_benchmark_interrupts_restores_and_reports(tmp_path):
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
-    r = subprocess.run([sys.executable, str(REPO / "benchmarks" / "driver_scale.py"), "--trials", "4", "--epochs", "2",
+    r = subprocess.run([sys.executable, str(REPO / "benchmarks" / "driver_scale.py"), "--trials", "3", "--epochs", "2",
                         "--slots", "2", "--json"], capture_output=True, text=True, timeout=240, env=env, cwd=REPO)
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
     (row,) = out["sizes"]
-    assert row["trials"] == 4 and row["collected"] == 4 and row["n_errors"] == 0 and row["all_done"]
-    assert 2 <= row["done_before"] < 4  # interrupted half-way, the rest resumed by Tuner.restore
+    assert row["trials"] == 3 and row["collected"] == 3 and row["n_errors"] == 0 and row["all_done"]
+    # Interrupted once a trial had finished (the running one may finish before Tune stops), then restored.
+    assert 1 <= row["done_before"] <= 3 and row["checkpoints_left"] == {"trials": 3, "max": 1, "total": 3}
     assert row["restore_s"] > 0 and row["snapshot"]["count"] > 0 and row["snapshot"]["file_kb"] > 0
     assert row["rss_mb"]["peak"] >= row["rss_mb"]["after_ray_init"] > 0
     assert set(out["exponents"]) >= {"wall", "driver_cpu", "snapshot_mean", "rss_growth", "restore"}
