@@ -346,7 +346,8 @@ def _coerce_like(default: Any, raw: Any, key: str, where, annotation: Any) -> An
     if "dict" in ann:
         if not isinstance(raw, Mapping):
             raise BenchError(f"{where(key)}: {key}: {raw!r} is not valid; expected a mapping")
-        return {str(k): str(v) for k, v in raw.items()}
+        # a null value is kept (aliases: {Lipoid: null} ignores that name), never turned into the string 'None'
+        return {str(k): (None if v is None else str(v)) for k, v in raw.items()}
     if isinstance(default, bool) or ann == "bool":
         return _coerce(bool, raw, key, where)
     if isinstance(default, int) and not isinstance(default, bool) and ann == "int":

@@ -21,6 +21,8 @@ Usage::
 
     .venv/bin/python benchmarks/stats_calibration.py --json            # full settings (README figures)
     .venv/bin/python benchmarks/stats_calibration.py --json --quick    # fewer replicates (the test suite)
+    .venv/bin/python benchmarks/stats_calibration.py --json --only coverage > cov.json   # one part
+    .venv/bin/python benchmarks/stats_calibration.py --markdown fold.json cov.json       # README tables
 """
 
 from __future__ import annotations
@@ -240,7 +242,7 @@ def run(quick: bool, only: tuple[str, ...] = SECTIONS) -> dict:
                 out["false_positive_rate"][key] = fold_level(n_null, r=r, overlap=overlap)
                 out["power"][key] = fold_level(n_null // 2, r=r, overlap=overlap, delta=0.02)
     if "bootstrap" in only:
-        n_studies, n_boot = (120, 100) if quick else (400, 200)
+        n_studies, n_boot = (120, 100) if quick else (400, 100)
         out["false_positive_rate"]["predictions, models equally good on the population"] = bootstrap_null(
             n_studies, r=0, n_boot=n_boot)
         out["false_positive_rate"]["predictions, r=1"] = bootstrap_null(n_studies, r=1, n_boot=n_boot)
@@ -255,6 +257,35 @@ def run(quick: bool, only: tuple[str, ...] = SECTIONS) -> dict:
     return out
 
 
+def markdown(res: dict) -> str:
+    """README tables of a result (false-positive rates, power, coverage)."""
+    lines = ["| null (nominal 0.05) | " + " | ".join(TEST_NAMES) + " |", "|---" * (len(TEST_NAMES) + 1) + "|"]
+    for key, rates in res["false_positive_rate"].items():
+        if key.startswith("r="):
+            lines.append(f"| {key} | " + " | ".join(f"{rates[t]:.3f}" for t in TEST_NAMES) + " |")
+    lines += ["", "| power, difference 0.02 macro AUC | " + " | ".join(TEST_NAMES) + " |",
+              "|---" * (len(TEST_NAMES) + 1) + "|"]
+    for key, rates in res["power"].items():
+        lines.append(f"| {key} | " + " | ".join(f"{rates[t]:.3f}" for t in TEST_NAMES) + " |")
+    pred = {k: v for k, v in res["false_positive_rate"].items() if k.startswith("predictions")}
+    if pred:
+        lines += ["", "| prediction-level null | paired bootstrap | corrected t | verdict (both) |", "|---|---|---|---|"]
+        for key, r in pred.items():
+            lines.append(f"| {key} | {r['paired_bootstrap']:.3f} | {r['corrected_t']:.3f} | {r['verdict']:.3f} |")
+    for key, c in res["coverage"].items():
+        lines += ["", f"| coverage, {key} | " + " | ".join(R.METRICS) + " |", "|---" * (len(R.METRICS) + 1) + "|",
+                  "| interval used (method) | " + " | ".join(f"{c['coverage'][m]:.3f} ({c['interval'][m]})"
+                                                          for m in R.METRICS) + " |"]
+        for method, cov in c["coverage_by_method"].items():
+            lines.append(f"| {method} | " + " | ".join(f"{cov[m]:.3f}" for m in R.METRICS) + " |")
+        lines.append("| estimator bias / sd | " + " | ".join(
+            f"{c['estimator_bias'][m]:+.4f} / {c['estimator_sd'][m]:.4f}" for m in R.METRICS) + " |")
+    return "\n".join(lines)
+
+
+TEST_NAMES = ("corrected_t", "friedman_folds", "naive_paired_t", "naive_friedman")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--json", action="store_true", help="print one JSON object")
@@ -262,17 +293,23 @@ def main(argv=None) -> int:
     ap.add_argument("--only", action="append", choices=SECTIONS,
                     help="run only this part (repeatable): fold-level tests, the bootstrap at prediction level, "
                          "interval coverage")
+    ap.add_argument("--markdown", nargs="+", metavar="JSON",
+                    help="print README tables from saved --json outputs (merged) instead of simulating")
     args = ap.parse_args(argv)
+    if args.markdown:
+        res: dict = {"false_positive_rate": {}, "power": {}, "coverage": {}}
+        for path in args.markdown:
+            with open(path) as fh:
+                part = json.load(fh)
+            for k in res:
+                res[k].update(part.get(k, {}))
+        print(markdown(res))
+        return 0
     res = run(args.quick, tuple(args.only or SECTIONS))
     if args.json:
         print(json.dumps(res, indent=1))
     else:
-        for section in ("false_positive_rate", "power"):
-            print(section)
-            for k, v in res[section].items():
-                print(f"  {k}: " + ", ".join(f"{t} {x:.3f}" for t, x in v.items()))
-        for k, v in res["coverage"].items():
-            print(f"coverage, {k}: " + ", ".join(f"{m} {x:.3f}" for m, x in v["coverage"].items()))
+        print(markdown(res))
     return 0
 
 

@@ -86,3 +86,24 @@ def test_pretrained_file_must_exist(tmp_path):
 def test_yaml_is_loaded_safely(tmp_path):
     with pytest.raises(BenchError, match="YAML syntax error|could not determine a constructor|not valid"):
         load_grid(grid(tmp_path, GOOD + "extra: !!python/object/apply:os.system ['echo pwned']\n"))
+
+
+def test_null_alias_ignores_the_name_through_the_grid(tmp_path):
+    """`aliases: {Name: null}` (documented as "ignore this label") reaches the reader as None, not 'None'."""
+    from bench.data.load import load_records
+
+    (tmp_path / "a.png").write_bytes(b"")
+    csv = tmp_path / "list.csv"
+    csv.write_text("path,labels\na.png,Effusion|Lipoid\nb.png,Mass\nc.png,Lipoid\n")
+    grid = tmp_path / "g.yaml"
+    grid.write_text(textwrap.dedent(f"""\
+        dataset: {{kind: csv, root: {tmp_path}, csv: {csv}, image_column: path, label_column: labels,
+                  labels: [Effusion, Mass], aliases: {{Lipoid: null}}}}
+        backbones: [test_resnet]
+        strategies: [bce]
+        """))
+    cfg = load_grid(grid)
+    assert cfg.dataset.aliases == {"Lipoid": None}
+    rec = load_records(cfg.dataset, labels_only=True)
+    assert list(rec.label_names) == ["Effusion", "Mass"]
+    assert rec.labels.tolist() == [[1, 0], [0, 1], [0, 0]]
