@@ -12,6 +12,8 @@ this mechanism points it at an empty folder).
 from __future__ import annotations
 
 import os
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -25,13 +27,35 @@ def under_ci() -> bool:
     """True where the environment variable ``CI`` is set to something other than ``""``, ``0`` or ``false``."""
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
-# Nothing leaves the machine; Ray talks to 127.0.0.1 only.
+# Nothing leaves the machine; Ray talks to 127.0.0.1 only. The network guard (tests/_netguard) refuses and logs
+# every connection or name lookup beyond loopback in this process and, through PYTHONPATH's sitecustomize, in every
+# Python process started from here (subprocesses, `ray start` nodes, Ray workers); _no_network_beyond_loopback
+# fails the test during which the log grew.
+NETGUARD = REPO / "tests" / "_netguard"
+_OWN_LOG = not os.environ.get("BENCH_TEST_NETGUARD_LOG")  # a pytest started by a test shares its parent's log
+if _OWN_LOG:
+    _fd, _log = tempfile.mkstemp(prefix="bench-netguard-", suffix=".log")
+    os.close(_fd)
+    os.environ["BENCH_TEST_NETGUARD_LOG"] = _log
+os.environ["PYTHONPATH"] = os.pathsep.join([str(NETGUARD)] + [p for p in os.environ.get("PYTHONPATH", "").split(
+    os.pathsep) if p and p != str(NETGUARD)])
+sys.path.insert(0, str(NETGUARD))
+import loopback_guard  # noqa: E402
+
+loopback_guard.install()
+NETGUARD_LOG = Path(os.environ["BENCH_TEST_NETGUARD_LOG"])
+
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 # Ray resolves 127.0.0.1 to the machine's address unless told that this is a single-machine setup: with
 # this, local instances and `ray start --node-ip-address 127.0.0.1` nodes listen on loopback only.
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+
+def pytest_unconfigure(config):
+    if _OWN_LOG:
+        NETGUARD_LOG.unlink(missing_ok=True)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -54,6 +78,39 @@ def pytest_runtest_makereport(item, call):
     reason = reason.removeprefix("Skipped: ")
     rep.outcome = "failed"
     rep.longrepr = f"{reason} (a {'/'.join(needs)} test must run under CI, where CI={os.environ.get('CI')!r})"
+
+
+_NETWORK_FAILURES = []  # attempts already failed a test
+
+
+def _attempts(start: int = 0) -> list[str]:
+    if not NETGUARD_LOG.exists():
+        return []
+    with NETGUARD_LOG.open() as f:
+        f.seek(start)
+        return loopback_guard.unknown_attempts(f.read().splitlines())
+
+
+@pytest.fixture(autouse=True)
+def _no_network_beyond_loopback():
+    """Fails the test if any process of the suite attempted a connection beyond loopback while it ran."""
+    start = NETGUARD_LOG.stat().st_size if NETGUARD_LOG.exists() else 0
+    yield
+    attempts = _attempts(start)
+    if attempts:
+        _NETWORK_FAILURES.extend(attempts)
+        pytest.fail(f"network access beyond loopback attempted (pid, call, target): {attempts[:5]}", pytrace=False)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Attempts outside any test (a session fixture's Ray start, say) fail the session instead."""
+    if not _OWN_LOG:
+        return
+    rest = _attempts()[len(_NETWORK_FAILURES):]
+    if rest:
+        session.config.get_terminal_writer().line(
+            f"network access beyond loopback attempted outside any test (pid, call, target): {rest[:5]}", red=True)
+        session.exitstatus = 1
 
 
 @pytest.fixture(scope="session", autouse=True)
