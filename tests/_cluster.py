@@ -66,9 +66,12 @@ def _signal(pid: int, sig: int, *, group: bool = False) -> None:
 
 def kill_tree(proc: subprocess.Popen, *, grace: float = 2.0) -> None:
     """Stop a process started with ``start_new_session=True``, its group and every descendant
-    (Ray's workers start sessions of their own): SIGTERM, then SIGKILL after ``grace`` seconds."""
+    (Ray's workers start sessions of their own): SIGTERM, then SIGKILL after ``grace`` seconds; with
+    ``grace=0`` SIGKILL at once, so a fault lands at the state the caller observed (no process gets to
+    finish what it was doing)."""
     family = [proc.pid, *_descendants(proc.pid)]
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+    steps = ((signal.SIGKILL, 5.0),) if grace <= 0 else ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0))
+    for sig, wait in steps:
         _signal(proc.pid, sig, group=True)
         for pid in family:
             if _alive(pid):

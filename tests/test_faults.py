@@ -57,7 +57,9 @@ def test_lost_node_keeps_finished_trials_and_a_rerun_completes(cluster, drivers,
         return None
 
     victim = wait_for("a finished trial and one training on the worker node", running_on_worker_node, first)
-    kill_tree(worker_node)  # the whole node: `ray start` process, raylet, object store, its trial workers
+    # The whole node at once (SIGKILL, no grace: the victim cannot finish its epoch first): `ray start`
+    # process, raylet, object store, its trial workers.
+    kill_tree(worker_node, grace=0)
     # The last epoch the storage copy of the result log shows (Tune syncs rows there from the driver's staging
     # folder once the checkpoint reported with them is registered): that epoch or the next was in flight.
     lost_at = [r["epoch"] for r in results(out / "tune", victim)][-1]
@@ -67,9 +69,13 @@ def test_lost_node_keeps_finished_trials_and_a_rerun_completes(cluster, drivers,
     lines = {tid: len(results(out / "tune", tid)) for tid in done}
 
     rc = first.wait(timeout=240)
-    assert rc in (0, 3), first.output()[-3000:]  # done, or done but for the lost trial (GridIncomplete)
-    if rc == 0:  # Tune retried the lost trial on the node that is left, from its last checkpoint
-        assert f"{victim}: attempt failed (worker lost or error); retrying from its last checkpoint" in first.output()
+    # Either outcome is documented: Tune retried the lost trial on the node that is left, from its last
+    # checkpoint (exit 0, and the retry is announced), or the run ended without it (exit 3, GridIncomplete,
+    # naming it). Each is checked for what it promises.
+    retried = f"{victim}: attempt failed (worker lost or error); retrying from its last checkpoint"
+    assert rc in (0, 3), first.output()[-3000:]
+    lost = f"1 of {len(TRIALS)} trials errored; the leaderboard is incomplete"  # the worker node ran one trial
+    assert (retried in first.output()) if rc == 0 else (lost in first.output()), first.output()[-3000:]
     again = drivers.run(grid, out)
     assert again.proc.returncode == 0, again.output()[-3000:]
     assert collected(out) == TRIALS
