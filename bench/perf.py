@@ -217,6 +217,16 @@ def read_sections(path: Path) -> dict[str, str]:
     return {m.group(1): m.group(0) + "\n" for m in _SECTION_RE.finditer(path.read_text())}
 
 
+def read_tail(path: Path) -> str:
+    """What an existing BENCHMARKS.md holds after its last ``bench perf`` section: the sections that
+    ``benchmarks/*.py`` scripts measure on their own (driver, cache, report scale), kept verbatim."""
+    if not path.is_file():
+        return ""
+    text = path.read_text()
+    ends = list(re.finditer(r"<!-- perf:end \w+ -->\n", text))
+    return text[ends[-1].end():].lstrip("\n") if ends else ""
+
+
 def section_data(text: str) -> dict:
     m = _DATA_RE.search(text)
     return json.loads(m.group(1)) if m else {}
@@ -231,8 +241,9 @@ def summary_table(sections: dict[str, str]) -> str:
     return markdown_table(rows) if len(rows) > 1 else "(no section measured yet)"
 
 
-def write_benchmarks(path: Path, sections: dict[str, str]) -> None:
-    """Write BENCHMARKS.md atomically from the sections' markdown (missing ones get a placeholder)."""
+def write_benchmarks(path: Path, sections: dict[str, str], tail: str = "") -> None:
+    """Write BENCHMARKS.md atomically from the sections' markdown (missing ones get a placeholder), then
+    ``tail`` (:func:`read_tail`: the script-measured sections after them, kept as they are)."""
     out = ["# Benchmarks\n",
            "Every figure is a ratio measured in one run against a baseline taken in the same run, with the "
            "command that produced it and the machine it ran on (each section has its own line: sections are "
@@ -244,6 +255,8 @@ def write_benchmarks(path: Path, sections: dict[str, str]) -> None:
         out.append(f'<a id="{name}"></a>\n')
         out.append(sections.get(name) or (BEGIN.format(name) + f"\n## {title} (`{name}`)\n\nNot measured yet: "
                                           f"run `bench perf --only {name}`.\n{END.format(name)}\n"))
+    if tail:
+        out.append(tail)
     from reports.leaderboard import write_atomic
 
     text = "\n".join(out)
@@ -293,7 +306,7 @@ def main(args, *, say: Callable[[str], None]) -> int:
     info = machine()
     say(f"bench perf: {', '.join(names)}{' (quick)' if quick else ''} on {info['cpu']}, {info['cores']} cores, "
         f"torch {info['torch']} ({threads} threads); load average {os.getloadavg()[0]:.2f}")
-    sections = read_sections(out)
+    sections, tail = read_sections(out), read_tail(out)
     failed = []
     for name in names:
         module, func = SECTIONS[name][1].split(":")
@@ -320,7 +333,7 @@ def main(args, *, say: Callable[[str], None]) -> int:
         for t in result.targets:
             say(f"  {t.what}: {fmt(t.value)}" + (f" (target {t.target}: {'met' if t.met else 'MISSED'})"
                                                    if t.target else ""))
-        write_benchmarks(out, sections)  # after every section: an interrupted run keeps what it measured
-    write_benchmarks(out, sections)
+        write_benchmarks(out, sections, tail)  # after every section: an interrupted run keeps what it measured
+    write_benchmarks(out, sections, tail)
     say(f"\nwrote {out}" + (f"; failed: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0

@@ -84,3 +84,16 @@ def test_section_data_round_trips():
     data = section_data(text)
     assert data["ratios"] == {"x": 2.5, "y": None} and data["targets"][0]["met"] is True
     assert json.loads(json.dumps(data))  # plain JSON
+
+
+def test_bench_perf_keeps_the_sections_that_benchmark_scripts_wrote(tmp_path):
+    """`bench perf` rewrites its own sections and keeps, verbatim, what follows them (driver, cache, scale)."""
+    from bench.perf import read_tail, write_benchmarks
+
+    out = tmp_path / "BENCHMARKS.md"
+    extra = "## Ray Tune's driver at 1,000+ trials (`benchmarks/driver_scale.py`)\n\n| trials | s |\n| 120 | 9 |\n"
+    write_benchmarks(out, {}, extra)
+    assert read_tail(out) == extra
+    sections = read_sections(out)
+    write_benchmarks(out, sections, read_tail(out))  # what `bench perf --only X` does with the file
+    assert out.read_text().endswith(extra) and out.read_text().count("driver_scale.py") == 1
