@@ -163,7 +163,9 @@ def main(argv=None) -> int:
     if args.json:
         print(json.dumps(out, indent=1))
         return 0
-    print(f"{'size':>4} {'boxes':>7} {'map':>6} {'hit':>6} {'chance':>6} {'z':>6} {'area':>6} {'old rule':>8} {'z old':>6}")
+    head = ("size", 4), ("boxes", 7), ("map", 6), ("hit", 6), ("chance", 6), ("z", 6), ("area", 6), ("old rule", 8), \
+        ("z old", 6)
+    print(" ".join(f"{name:>{width}}" for name, width in head))
     for r in out["results"]:
         print(f"{r['size']:>4} {r['boxes']:>7} {r['map']:>6} {r['hit_rate']:6.3f} {r['expected']:6.3f} {r['z']:6.2f} "
               f"{r['area_share']:6.3f} {r['hit_rate_old_rule']:8.3f} {r['z_old_rule']:6.1f}")

@@ -267,7 +267,7 @@ def _gallery(report) -> str:
     return ("<h3>Overlays</h3><p class=\"note\">Confidently predicted held-out positives of one trial per model "
             "(fold 0 of the first seed where present): its most confident hit and its most confident miss, taken "
             "among the positives whose probability p reaches the label's validation-tuned threshold and whose map "
-            "has something to see (a flat map is never shown). Saliency map over the image, ground-truth box in green; colour is the map's "
-            "value relative to its maximum, from 0 (dark blue) to the maximum (dark red), as the bar beside each "
-            "overlay shows. Models without such an example are not shown.</p>"
+            "has something to see (a flat map is never shown). Saliency map over the image, ground-truth box in "
+            "green; colour is the map's value relative to its maximum, from 0 (dark blue) to the maximum (dark "
+            "red), as the bar beside each overlay shows. Models without such an example are not shown.</p>"
             f'<div class="gallery">{"".join(figs)}</div>')
