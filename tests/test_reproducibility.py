@@ -1,7 +1,10 @@
 """Results reproduce, say where they came from, and cannot leak.
 
-* The same grid and seeds give the same numbers on CPU (to 1e-6) in two runs, one running two trials
-  at once and one running them one at a time (``resources`` are not part of the grid's digest).
+* The same grid and seeds give the same numbers on CPU (to 1e-6) in two runs on this machine with the same
+  torch thread count (``resources.cpu``), one running two trials at once and one running them one at a time
+  (``resources`` are not part of the grid's digest).
+* A different thread count (like another machine) changes the arithmetic, so the numbers agree only to a
+  tolerance: the README's claim, tested on one trial at 1 and 2 threads.
 * Every run records its resolved config, split hash, package versions and git commit (``run.json``,
   ``grid.json``, ``trials/*/config.json``).
 * The leakage guards live in the code and fire on their own: a patient on both sides of a fold
@@ -15,7 +18,6 @@ import dataclasses
 import json
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
@@ -56,9 +58,8 @@ def runs(ray_session, synth_root, tmp_path_factory):
     for concurrent in (2, 1):
         grid = folder / f"grid{concurrent}.yaml"
         grid.write_text(GRID.format(root=synth_root, concurrent=concurrent))
-        t0 = time.time()
         rc = main(["-q", "run", "--grid", str(grid), "--out", str(folder / f"run{concurrent}")])
-        out[concurrent] = {"rc": rc, "run": folder / f"run{concurrent}", "grid": grid, "seconds": time.time() - t0}
+        out[concurrent] = {"rc": rc, "run": folder / f"run{concurrent}", "grid": grid}
     return out
 
 
@@ -82,8 +83,9 @@ def _close(a, b, where: str) -> None:
 def test_same_grid_and_seeds_give_the_same_numbers_at_any_concurrency(runs):
     two, one = runs[2]["run"], runs[1]["run"]
     assert runs[2]["rc"] == runs[1]["rc"] == 0
-    a, b = _spans(two), _spans(one)  # the runs did differ in scheduling
-    assert max(a[0][0], a[1][0]) < min(a[0][1], a[1][1]), f"two at once did not overlap: {a}"
+    # max_concurrent 1 guarantees that the trials ran one after the other; whether the two of the other run
+    # actually overlapped depends on the machine's load, so it is not asserted.
+    b = _spans(one)
     assert max(b[0][0], b[1][0]) >= min(b[0][1], b[1][1]), f"one at a time overlapped: {b}"
     for tid in TRIALS:
         x = json.loads((two / "trials" / tid / "metrics.json").read_text())
@@ -127,6 +129,8 @@ def test_every_run_records_config_split_versions_and_commit(runs):
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True)
     if head.returncode == 0:
         assert meta["git"]["commit"] == head.stdout.strip() and isinstance(meta["git"]["dirty"], bool)
+    else:  # not a git checkout (a source archive): recorded as unknown, never as a guess
+        assert meta["git"] == {"commit": None, "dirty": None}
     for tid in TRIALS:
         doc = json.loads((run / "trials" / tid / "config.json").read_text())
         assert doc["split_hash"] == split_hash and doc["cache_key"] == meta["cache_key"]
@@ -243,3 +247,27 @@ def test_trial_refuses_the_cache_of_another_size_or_dataset(data, tmp_path):
     (ours / f"{key}.json").write_text(json.dumps({**meta, "key": key, "n": len(data.records)}))
     with pytest.raises(RuntimeError, match="holds other images than this dataset"):
         run_trial(spec(0), dataclasses.replace(data, cache_dir=str(ours)), report=lambda m, f: None)
+
+
+# ---- the README's claim across thread counts (and machines): equal only to a tolerance -----------------------
+
+AUC_TOLERANCE = 0.02  # README, "Reproducibility": what may differ across machines or thread counts
+
+
+@pytest.mark.slow
+def test_other_thread_count_agrees_to_the_readme_tolerance(synth_root, tmp_path):
+    from bench.trial import run_trial
+
+    base = tiny_trial_data(synth_root, {"enabled": False})
+    got = {}
+    for threads in (1, 2):
+        grid = json.loads(json.dumps(base.grid))
+        grid["resources"]["cpu"] = threads
+        grid["train"]["epochs"] = 2
+        reports = []
+        run_trial(tiny_spec(), dataclasses.replace(base, grid=grid), report=lambda m, folder: reports.append(m))
+        got[threads] = reports[-1]
+    for key in ("macro_auc", "micro_auc", "val_macro_auc"):
+        assert abs(got[1][key] - got[2][key]) <= AUC_TOLERANCE, (key, got[1][key], got[2][key])
+    readme = (REPO / "README.md").read_text()
+    assert f"within {AUC_TOLERANCE}" in readme  # the tolerance this test holds the README to
