@@ -89,3 +89,26 @@ def test_list_strategies_registers_the_presets_of_bench_presets(tmp_path):
     assert len(lines) == len(base.stdout.strip().splitlines()) + 1
     assert [line.split(None, 1) for line in lines if line.startswith("focal_mine")] == [["focal_mine",
                                                                                        "my focal preset"]]
+
+
+def test_report_options_reach_the_report(tmp_path, capsys):
+    """``bench report --bootstrap N --no-html --top K``: N replicates (the intervals of build_report(n_boot=N),
+    not the grid's), no page, K rows printed."""
+    import pandas as pd
+    from test_html import make_fake_run
+
+    from reports.leaderboard import build_report
+
+    run = make_fake_run(tmp_path / "cli", n_boot=40)
+    ref = build_report(make_fake_run(tmp_path / "ref", n_boot=40), n_boot=25, html=False).leaderboard
+    assert main(["report", str(run), "--bootstrap", "25", "--no-html", "--top", "3"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    table = printed[:printed.index(next(line for line in printed if line.startswith("wrote ")))]
+    assert len(table) == 1 + 3 and table[0].split()[:2] == ["backbone", "strategy"]
+    assert not (run / "leaderboard.html").exists() and not any("leaderboard.html" in line for line in printed)
+    board = pd.read_csv(run / "leaderboard.csv")
+    assert len(board) > 3
+    for col in ("macro_auc_ci_low", "macro_auc_ci_high"):
+        assert board[col].to_numpy() == pytest.approx(ref[col].to_numpy(), abs=1e-6), col  # the CSV keeps 6 places
+    other = build_report(make_fake_run(tmp_path / "other", n_boot=40), n_boot=40, html=False).leaderboard
+    assert not (other["macro_auc_ci_low"].to_numpy() == pytest.approx(board["macro_auc_ci_low"].to_numpy(), abs=1e-6))
