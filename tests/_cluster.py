@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import shutil
 import signal
 import socket
@@ -87,15 +86,6 @@ def kill_tree(proc: subprocess.Popen, *, grace: float = 2.0) -> None:
         pass
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("", port))
-        except OSError:
-            return False
-    return True
-
-
 def free_ports(n: int) -> list[int]:
     """``n`` distinct ports free right now."""
     socks = []
@@ -108,16 +98,6 @@ def free_ports(n: int) -> list[int]:
     finally:
         for s in socks:
             s.close()
-
-
-def free_range(n: int, taken: set[int]) -> int:
-    """The first port of ``n`` consecutive free ports (Ray's worker port range)."""
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(20000, 40000)
-        if all(p not in taken and _port_free(p) for p in range(base, base + n)):
-            return base
-    raise RuntimeError(f"no {n} consecutive free ports")
 
 
 # ---- the cluster ---------------------------------------------------------------------------------
@@ -167,16 +147,14 @@ def _answers(url: str) -> bool:
 
 
 def _node_ports(taken: set[int]) -> tuple[list[str], int]:
-    """``ray start`` options giving one node ports of its own (several nodes share this host), and one
-    more free port (the head's GCS port)."""
-    p = free_ports(7)
+    """``ray start`` options for one node's ports (several nodes share this host), and one more free port (the
+    head's GCS port). Workers bind to port 0 (``--min/max-worker-port 0``) and Ray's node manager, object
+    manager, agents' gRPC, runtime-env agent and metrics ports are left to Ray, which binds them to 0; only
+    the ports another process must know before the node starts are chosen here: the GCS port the worker node
+    joins and the dashboard agent's HTTP port (fixed at 52365 by default, which two nodes would share)."""
+    p = [q for q in free_ports(4) if q not in taken][:2]
     taken.update(p)
-    base = free_range(40, taken)
-    taken.update(range(base, base + 40))
-    return ["--node-manager-port", str(p[0]), "--object-manager-port", str(p[1]),
-            "--min-worker-port", str(base), "--max-worker-port", str(base + 39),
-            "--dashboard-agent-listen-port", str(p[2]), "--dashboard-agent-grpc-port", str(p[3]),
-            "--runtime-env-agent-port", str(p[4]), "--metrics-export-port", str(p[5])], p[6]
+    return ["--min-worker-port", "0", "--max-worker-port", "0", "--dashboard-agent-listen-port", str(p[0])], p[1]
 
 
 @contextlib.contextmanager

@@ -46,6 +46,9 @@ loopback_guard.install()
 NETGUARD_LOG = Path(os.environ["BENCH_TEST_NETGUARD_LOG"])
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# With usage stats disabled, the dashboard of a `ray start` cluster still posts a "disabled" report to
+# usage-stats.ray.io (ray/dashboard/modules/usage_stats/usage_stats_head.py); point it at a closed loopback port.
+os.environ.setdefault("RAY_USAGE_STATS_REPORT_URL", "http://127.0.0.1:9/")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 # Ray resolves 127.0.0.1 to the machine's address unless told that this is a single-machine setup: with

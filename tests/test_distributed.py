@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from _cluster import BIN, S3_ENV, Cluster, free_ports, kill_tree, two_node_cluster
+from _cluster import BIN, S3_ENV, Cluster, kill_tree, two_node_cluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -365,10 +365,10 @@ def s3():
     import boto3
     from moto.server import ThreadedMotoServer
 
-    port = free_ports(1)[0]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)  # bound to 0: the OS picks
     server.start()
     try:
+        port = server.get_host_and_port()[1]
         env = {**S3_ENV, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
         client = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_DEFAULT_REGION"],
                               aws_access_key_id="testing", aws_secret_access_key="testing")

@@ -68,8 +68,8 @@ _LOCAL = local_addresses()
 
 
 def allowed(host) -> bool:
-    """True for a loopback address, an address of this machine's own interfaces, ``localhost`` and this
-    machine's own name."""
+    """True for a loopback or unspecified address, an address of this machine's own interfaces,
+    ``localhost`` and this machine's own name."""
     if isinstance(host, bytes):
         host = host.decode(errors="replace")
     if host is None or host in ("", "localhost", socket.gethostname()):
@@ -78,7 +78,7 @@ def allowed(host) -> bool:
         ip = ipaddress.ip_address(str(host).split("%")[0])
     except ValueError:
         return False
-    return ip.is_loopback or str(ip) in _LOCAL
+    return ip.is_loopback or ip.is_unspecified or str(ip) in _LOCAL  # 0.0.0.0 / :: (binds) stay on the machine
 
 
 def _refuse(kind: str, target, log_path: str | None):
