@@ -106,3 +106,9 @@ def test_json_structure_and_the_timed_reports(tmp_path):
         assert len(sig) == entry["significance_rows"] == len(grid["backbones"]) * (len(grid["strategies"]) - 1) * len(compare.PAIRED_METRICS)
         assert (root / "friedman.json").is_file() and (root / "localisation.csv").is_file()
         assert {"leaderboard.csv", "per_label.csv", "groups.csv", "significance.csv"} <= set(entry["files"])
+
+
+def test_docstring_examples():
+    import doctest
+
+    assert doctest.testmod(scale, raise_on_error=False).failed == 0
