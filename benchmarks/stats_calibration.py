@@ -230,7 +230,7 @@ SECTIONS = ("fold", "bootstrap", "coverage")
 
 def run(quick: bool, only: tuple[str, ...] = SECTIONS) -> dict:
     """Every simulation; ``quick`` for the test suite's fewer replicates, ``only`` a subset of SECTIONS."""
-    n_null = 400 if quick else 2000
+    n_null = 400 if quick else 1000
     t0 = time.perf_counter()
     out: dict = {"settings": {"quick": quick, "null_studies": n_null, "nominal": 0.05, "folds": 5, "seeds": 3,
                               "strategies": 4, "seed_sd": 0.01, "power_difference": 0.02},
