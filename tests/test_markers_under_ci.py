@@ -63,10 +63,12 @@ def test_marked_tests_fail_under_ci_when_what_they_need_is_missing(missing):
 
 
 def test_marked_tests_skip_with_their_reason_elsewhere(missing):
-    r = pytest_in_subprocess(["-m", "realdata or browser", *files_with_marked_tests()], ci=False, **missing)
+    # Two files suffice here (the hook is the same for all; the CI test above runs every marked file).
+    r = pytest_in_subprocess(["-m", "realdata or browser", "tests/test_nih.py", "tests/test_browser.py"], ci=False,
+                             **missing)
     n = counts(r.stdout)
     assert r.returncode == 0, r.stdout[-3000:]
-    assert n.get("skipped", 0) >= 16 and set(n) <= {"skipped", "deselected"}, r.stdout[-3000:]
+    assert n.get("skipped", 0) >= 14 and set(n) <= {"skipped", "deselected"}, r.stdout[-3000:]
     # The reasons, in the -rs summary.
     assert f"real NIH subset not found at {missing['BENCH_TEST_NIH_ROOT']}" in r.stdout
     assert f"Chromium not found at {missing['CHROMIUM']}" in r.stdout
