@@ -176,8 +176,8 @@ class MacroScorer:
 
     >>> y = np.array([[1, 0], [0, 1], [1, 1], [0, 0]], float); p = np.array([[.9, .2], [.1, .8], [.6, .4], [.3, .5]])
     >>> s = MacroScorer(y, p, (p >= 0.5).astype(float))
-    >>> {k: round(float(v[0]), 3) for k, v in s.evaluate(np.ones((1, 4))).items()}["macro_auc"]
-    0.75
+    >>> {k: round(float(v[0]), 3) for k, v in s.evaluate(np.ones((1, 4))).items()}["macro_auc"]  # (1 + 0.75) / 2
+    0.875
     """
 
     def __init__(self, y, p, decisions=None):
