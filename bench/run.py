@@ -269,14 +269,25 @@ def run_grid(grid_path: str | Path, *, out: str | Path | None = None, address: s
             t = tuner.build_tuner(data, todo, cfg=cfg, storage_path=storage_path, name=name, filesystem=filesystem,
                                   callbacks=[callback], restore=True, restart_errored=True, finished=finished)
             results = t.fit()
+        stopped = []
         for result in results:
+            if not result.config:  # never started: Ray Tune was stopped (Ctrl-C) before it ran this trial
+                stopped.append("(not started)")
+                continue
             tid = result.config["trial"]["id"]
             if result.error is not None:
                 if not (run_dir / "trials" / tid / "metrics.json").is_file():  # else: finished before
                     outcome.errors[tid] = _error_line(result.error)
                 continue
             if not (run_dir / "trials" / tid / "metrics.json").is_file():
-                collect_trial(run_dir, tid, result.checkpoint)
+                if _has_outputs(result.checkpoint):
+                    collect_trial(run_dir, tid, result.checkpoint)
+                else:  # neither finished nor errored: Ray Tune stopped it (Ctrl-C); its checkpoint is kept
+                    stopped.append(tid)
+        if stopped:
+            write_json(run_json, {**json.loads(run_json.read_text()), "status": "interrupted",
+                                  "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
+            raise KeyboardInterrupt(f"{len(stopped)} trial(s) stopped before they finished")
     outcome.completed = sorted(p.parent.name for p in (run_dir / "trials").glob("*/metrics.json"))
     missing = [t["id"] for t in trials if t["id"] not in outcome.completed and t["id"] not in outcome.errors]
     for tid in missing:
@@ -291,6 +302,16 @@ def run_grid(grid_path: str | Path, *, out: str | Path | None = None, address: s
     elif (run_dir / "errors.json").exists():
         (run_dir / "errors.json").unlink()
     return outcome
+
+
+def _has_outputs(checkpoint) -> bool:
+    """Whether a trial's checkpoint holds its finished outputs (a checkpoint of an unfinished epoch does not)."""
+    from bench.trial import OUTPUTS
+
+    if checkpoint is None:
+        return False
+    with checkpoint.as_directory() as folder:
+        return (Path(folder) / OUTPUTS / "metrics.json").is_file()
 
 
 def collect_trial(run_dir: Path, tid: str, checkpoint) -> None:

@@ -255,20 +255,19 @@ def _friedman(trials: pd.DataFrame, metric: str = "macro_auc") -> dict:
 
 
 def _localisation(docs: list[dict], n_boot: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    frames = []
+    frames, owners = [], []
     for d in docs:
         f = Path(d["_dir"]) / "localisation.csv"
         if f.is_file():
-            df = pd.read_csv(f)
-            df.insert(0, "trial", d["id"])
-            df.insert(1, "backbone", d["backbone"])
-            df.insert(2, "strategy", d["strategy"])
-            df.insert(3, "fold", d["fold"])
-            df.insert(4, "seed", d["seed"])
-            frames.append(df)
+            frames.append(pd.read_csv(f))
+            owners.append(d)
     if not frames:
         return pd.DataFrame(), pd.DataFrame()
     raw = pd.concat(frames, ignore_index=True)
+    sizes = [len(f) for f in frames]  # the trial columns first, each repeated over its trial's rows
+    front = pd.DataFrame({k: np.repeat([d[k if k != "trial" else "id"] for d in owners], sizes)
+                          for k in ("trial", "backbone", "strategy", "fold", "seed")})
+    raw = pd.concat([front, raw], axis=1)
     from reports.localisation import CHANCE_KEYS, CHANCE_METHODS, summarise
 
     chance = raw["method"].isin(CHANCE_METHODS)

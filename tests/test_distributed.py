@@ -338,6 +338,22 @@ def test_killed_driver_restores_and_runs_only_what_is_missing(drivers, baseline,
     assert_same_leaderboard(out, baseline["out"])
 
 
+def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(drivers, baseline, tmp_path):
+    """SIGINT (Ctrl-C) with trials in flight: exit 130 with the resume hint, the unfinished trials are not
+    reported as errors, and the same command finishes the grid with the uninterrupted run's numbers."""
+    out, grid = tmp_path / "run", drivers.grid("grid")
+    first = drivers.start(grid, out)
+    wait_for("a finished trial", lambda: finished_some(out), first)
+    os.kill(first.proc.pid, signal.SIGINT)
+    first.wait(timeout=120)
+    assert first.proc.returncode == 130, first.output()[-3000:]
+    assert "interrupted; re-run the same command to resume" in first.output()
+    assert "holds no outputs" not in first.output() and not (out / "errors.json").exists()
+    again = drivers.run(grid, out)
+    assert again.proc.returncode == 0, again.output()[-3000:]
+    assert_same_metrics(out, baseline["out"])
+
+
 def test_fractional_gpu_trials_share_one_gpu_two_at_a_time(drivers, baseline, tmp_path):
     out = tmp_path / "run"
     driver = drivers.run(drivers.grid("gpu", "{cpu: 0.25, gpu: 0.5}"), out)
