@@ -228,9 +228,10 @@ def bootstrap_null(n_studies: int, *, r: float, n_images: int = 400, folds: int 
 SECTIONS = ("fold", "bootstrap", "coverage")
 
 
-def run(quick: bool, only: tuple[str, ...] = SECTIONS) -> dict:
-    """Every simulation; ``quick`` for the test suite's fewer replicates, ``only`` a subset of SECTIONS."""
-    n_null = 400 if quick else 1000
+def run(quick: bool, only: tuple[str, ...] = SECTIONS, studies: int | None = None) -> dict:
+    """Every simulation; ``quick`` for the test suite's fewer replicates, ``only`` a subset of SECTIONS,
+    ``studies`` the fold-level null studies (default 400 quick, 1,000 full)."""
+    n_null = studies or (400 if quick else 1000)
     t0 = time.perf_counter()
     out: dict = {"settings": {"quick": quick, "null_studies": n_null, "nominal": 0.05, "folds": 5, "seeds": 3,
                               "strategies": 4, "seed_sd": 0.01, "power_difference": 0.02},
@@ -295,7 +296,11 @@ def main(argv=None) -> int:
                          "interval coverage")
     ap.add_argument("--markdown", nargs="+", metavar="JSON",
                     help="print README tables from saved --json outputs (merged) instead of simulating")
+    ap.add_argument("--studies", type=int, default=None,
+                    help="fold-level null studies (default 400 with --quick, 1000 without; >= 400 for the README)")
     args = ap.parse_args(argv)
+    if args.studies is not None and args.studies < 1:
+        ap.error(f"--studies {args.studies}: expected a positive integer")
     if args.markdown:
         res: dict = {"false_positive_rate": {}, "power": {}, "coverage": {}}
         for path in args.markdown:
@@ -305,7 +310,7 @@ def main(argv=None) -> int:
                 res[k].update(part.get(k, {}))
         print(markdown(res))
         return 0
-    res = run(args.quick, tuple(args.only or SECTIONS))
+    res = run(args.quick, tuple(args.only or SECTIONS), args.studies)
     if args.json:
         print(json.dumps(res, indent=1))
     else:

@@ -170,6 +170,11 @@ def two_node_cluster(logs: Path, *, extra_env: dict | None = None, services: boo
     # to keep single-machine instances on loopback); with it on, Ray advertises this host's own interface
     # address for --node-ip-address 127.0.0.1. Nodes and drivers must agree on it.
     env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "1"
+    # The fault tests watch each trial's result log and recorded checkpoints in RUN/tune, which Ray Tune syncs
+    # there when it saves the experiment state. `bench run` leaves that on Tune's own period (10 s or more:
+    # bench/tuner.py keeps the driver flat at 1,000+ trials); these drivers save at every step instead, so the
+    # tests can see each epoch and kill at a known state. What is restored, and how, is the same.
+    env["TUNE_GLOBAL_CHECKPOINT_S"] = "0"
     temps = [tempfile.mkdtemp(prefix="rt", dir="/tmp") for _ in range(2)]  # short: socket paths are limited
     taken: set[int] = set()
     procs: list[subprocess.Popen] = []

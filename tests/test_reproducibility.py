@@ -202,8 +202,10 @@ def test_cam_threshold_is_tuned_on_validation_boxes_only(data, tmp_path, monkeyp
     boxes, rng = boxes_at(data.records.boxes, 32), np.random.default_rng(0)
     expected = [p[3] for p in boxed_pairs(data.records, val, boxes, 0, rng)]
     held_out = [p[3] for p in boxed_pairs(data.records, test, boxes, 0, rng)]
-    assert expected and held_out and len(seen) == 1  # one method (gradcam), tuned once
-    assert len(seen[0]) == len(expected) and all(np.array_equal(a, b) for a, b in zip(seen[0], expected))
+    # one method (gradcam) and the two chance maps (random, centre), each tuned once, all on the validation boxes
+    assert expected and held_out and len(seen) == 3
+    for boxes_seen in seen:
+        assert len(boxes_seen) == len(expected) and all(np.array_equal(a, b) for a, b in zip(boxes_seen, expected))
     scored = pd.read_csv(folders[-1] / "outputs" / "localisation.csv")
     assert set(scored["image_id"]) <= set(data.records.image_ids[test])
 
