@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 
 def tiny_trial_data(synth_root, localisation: dict):
     """TrialData for ``test_resnet`` x ``bce``, 1 epoch, 2 folds at 32 px, with the grid's ``localisation``."""
@@ -30,3 +33,16 @@ def tiny_spec(fold: int = 0) -> dict:
 
     return {"id": trial_id("test_resnet", "bce", fold, 0), "backbone": "test_resnet", "strategy": resolve_spec("bce"),
             "fold": fold, "seed": 0}
+
+
+class Recorder:
+    """A report hook that keeps every epoch's metrics and a copy of its checkpoint folder."""
+
+    def __init__(self, root: Path):
+        self.root, self.metrics, self.folders = root, [], []
+
+    def __call__(self, metrics, folder):
+        self.metrics.append(metrics)
+        dest = self.root / f"ckpt{len(self.folders)}"
+        shutil.copytree(folder, dest)
+        self.folders.append(dest)

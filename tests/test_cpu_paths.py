@@ -12,30 +12,18 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from _tiny import tiny_spec, tiny_trial_data
+from _tiny import Recorder, tiny_spec, tiny_trial_data
 
 import backbones
 from bench import engine, seeding
 from bench.trial import run_trial
 
 pytestmark = pytest.mark.slow
-
-
-class Recorder:
-    def __init__(self, root):
-        self.root, self.metrics, self.folders = root, [], []
-
-    def __call__(self, metrics, folder):
-        self.metrics.append(metrics)
-        dest = self.root / f"ckpt{len(self.folders)}"
-        shutil.copytree(folder, dest)
-        self.folders.append(dest)
 
 
 @pytest.fixture(scope="module")

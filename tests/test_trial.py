@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _tiny import Recorder
 
 from bench.config import parse_grid, resolve_paths
 from bench.data.cache import build_cache
@@ -36,19 +36,6 @@ def data(synth_root, tmp_path_factory):
 def spec(strategy="bce", fold=0, seed=0):
     return {"id": trial_id("test_resnet", strategy, fold, seed), "backbone": "test_resnet",
             "strategy": resolve_spec(strategy), "fold": fold, "seed": seed}
-
-
-class Recorder:
-    """A report hook that keeps every epoch's metrics and a copy of its checkpoint folder."""
-
-    def __init__(self, root: Path):
-        self.root, self.metrics, self.folders = root, [], []
-
-    def __call__(self, metrics, folder):
-        self.metrics.append(metrics)
-        dest = self.root / f"ckpt{len(self.folders)}"
-        shutil.copytree(folder, dest)
-        self.folders.append(dest)
 
 
 def test_trial_writes_outputs_and_resumes_identically(data, tmp_path, monkeypatch):
