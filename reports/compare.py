@@ -111,9 +111,8 @@ def friedman_folds(scores: pd.DataFrame, *, n_perm: int = 20000, seed: int = 0, 
     the observed one: exact up to Monte Carlo error for any number of independent blocks. ``p`` = ``p_perm``;
     ``p_chi2`` keeps the chi-square approximation. ``enough_blocks`` is False below :data:`MIN_BLOCKS`.
     Folds share training data, so their blocks are not fully independent: a ranking shared by every fold
-    because of the overlap passes as real (``benchmarks/stats_calibration.py`` measures by how much); an
-    allowance like the corrected t-test's (dividing the statistic by 1 + (N - 1) n_test / n_total) leaves
-    the test no power with 5 folds, so the page gives the verdict to the corrected t-test and says so.
+    because of the overlap passes as real (``benchmarks/stats_calibration.py`` measures by how much), so
+    the page gives the verdict to the corrected t-test and says so.
 
     >>> s = pd.DataFrame({"a": [.9, .8, .85, .9, .7], "b": [.7, .75, .8, .6, .65], "c": [.6, .7, .9, .5, .6]})
     >>> r = friedman_folds(s, n_perm=2000); r["n_blocks"], r["enough_blocks"], round(r["p_perm"], 2)
@@ -179,12 +178,13 @@ def significance(trials: pd.DataFrame, reps: Mapping[str, Mapping], docs: Sequen
     ``trials``: one row per trial (``id``, ``backbone``, ``strategy``, ``fold``, ``seed`` and the metrics);
     ``reps``: trial id -> :func:`reports.replicates.trial_replicates` result (may be empty: no bootstrap).
     Columns: ``n_folds``, ``n_trials``, ``mean_diff`` (difference of the leaderboard values over the
-    common folds), ``ci_low`` / ``ci_high`` (paired bootstrap, ``reports.replicates.interval``), ``p_boot`` / ``p_boot_holm``, ``t`` / ``p_t`` /
-    ``p_t_holm`` (corrected t), ``verdict`` (better / worse / no evidence: both Holm p-values below alpha
+    common folds), ``ci_low`` / ``ci_high`` (paired bootstrap, ``reports.replicates.interval``), ``p_boot`` /
+    ``p_boot_holm``, ``t`` / ``p_t`` / ``p_t_holm`` (corrected t), ``verdict`` (better / worse / no evidence: both Holm p-values below alpha
     with the same sign), Holm within backbone x metric.
     """
     ratio = overlap_ratio(docs)
     rows = []
+    baseline_aggs: dict = {}  # the baseline's aggregate over a set of folds serves every strategy compared with it
     for backbone, g in trials.groupby("backbone", sort=False):
         base = g[g["strategy"] == baseline]
         if base.empty:
@@ -203,7 +203,10 @@ def significance(trials: pd.DataFrame, reps: Mapping[str, Mapping], docs: Sequen
                 ra = [reps[i] for i in a["id"] if i in reps]
                 rb = [reps[i] for i in b["id"] if i in reps]
                 if folds and len(ra) == len(a) and len(rb) == len(b) and metric in R.METRICS:
-                    ga, gb = R.aggregate(ra, metric), R.aggregate(rb, metric)
+                    key = (backbone, tuple(folds), metric)
+                    if key not in baseline_aggs:
+                        baseline_aggs[key] = R.aggregate(rb, metric)
+                    ga, gb = R.aggregate(ra, metric), baseline_aggs[key]
                     diff = ga["replicates"] - gb["replicates"]
                     est = ga["estimate"] - gb["estimate"]
                     row["ci_low"], row["ci_high"] = R.interval(metric, diff, est, ga["jackknife"] - gb["jackknife"],

@@ -157,7 +157,9 @@ def _bootstrap_all(docs: list[dict], n_boot: int, seed: int) -> dict[str, dict]:
     out = {d["id"]: r for d in docs if (r := _stored(d, n_boot, seed)) is not None}
     todo = [d for d in docs if d["id"] not in out]
     if todo:
-        log.info("computing bootstrap replicates of %d trial(s) from their predictions", len(todo))
+        log.warning("%d trial(s) have no bootstrap.npz made with bootstrap=%d and seed=%d: computing their "
+                    "replicates from predictions.npz here (same numbers, on this machine's cores)", len(todo),
+                    n_boot, seed)
         workers = min(len(todo), os.cpu_count() or 1)
         if workers > 1 and len(todo) >= 4:
             import multiprocessing
@@ -169,6 +171,10 @@ def _bootstrap_all(docs: list[dict], n_boot: int, seed: int) -> dict[str, dict]:
         else:
             results = [_bootstrap_one((d, n_boot, seed)) for d in todo]
         out.update({d["id"]: r for d, r in zip(todo, results) if r is not None})
+        lost = [d["id"] for d, r in zip(todo, results) if r is None]
+        if lost:
+            log.warning("%d trial(s) have neither bootstrap.npz nor predictions.npz (e.g. %s): their rows get no "
+                        "confidence interval and no paired bootstrap", len(lost), lost[0])
     return out
 
 
@@ -192,9 +198,10 @@ def _confidence(board: pd.DataFrame, docs: list[dict], reps: dict[str, dict]) ->
     for d in docs:
         groups.setdefault((d["backbone"], d["strategy"]), []).append(d)
     for i, row in board.iterrows():
-        trials = [reps[d["id"]] for d in groups.get((row["backbone"], row["strategy"]), []) if d["id"] in reps]
-        if not trials:
-            continue
+        members = groups.get((row["backbone"], row["strategy"]), [])
+        if not members or any(d["id"] not in reps for d in members):
+            continue  # an interval over some of the row's trials would not be the row's (warned above)
+        trials = [reps[d["id"]] for d in members]
         for m in CI_METRICS:
             agg = replicates.aggregate(trials, m)
             board.loc[i, f"{m}_ci_low"], board.loc[i, f"{m}_ci_high"] = replicates.interval(
