@@ -60,7 +60,9 @@ def cmd_run(args) -> int:
     report = build_report(outcome.run_dir)
     say(f"\nfinished {len(outcome.completed)} trial(s) in {outcome.seconds:.0f}s; results in {outcome.run_dir}")
     say(format_top(report.leaderboard))
-    say(f"\nleaderboard: {report.files['leaderboard.csv']}\npage:        {report.files.get('leaderboard.html')}")
+    from reports.runfolder import LEADERBOARD_CSV, LEADERBOARD_HTML
+
+    say(f"\nleaderboard: {report.files[LEADERBOARD_CSV]}\npage:        {report.files.get(LEADERBOARD_HTML)}")
     if outcome.errors:
         for tid, err in sorted(outcome.errors.items()):
             say(f"  errored: {tid}: {err}")

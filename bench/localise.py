@@ -120,10 +120,10 @@ def localise_trial(spec: dict, data, *, model, images, val, test, dev, out: Path
     centre = L.centre_prior_map(shape)
     results += score("random", test_random, threshold("random", lambda: val_random))
     results += score("centre", [centre] * len(test_pairs), threshold("centre", lambda: [centre] * len(val_pairs)))
-    from reports.leaderboard import write_atomic
+    from bench.runfolder import TrialFolder, write_atomic
 
     df = pd.DataFrame(results)
-    write_atomic(out / "localisation.csv", lambda tmp: df.to_csv(tmp, index=False))
+    write_atomic(TrialFolder(out).localisation, lambda tmp: df.to_csv(tmp, index=False))
     return results
 
 
@@ -200,7 +200,10 @@ def gallery_picks(scored: list[dict], cams, n: int) -> list[tuple[int, str]]:
 def _gallery(out: Path, spec, rec, images, pairs, cams, scored: list[dict], n: int) -> None:
     if n <= 0:
         return
-    folder = out / "gallery"
+    from bench.runfolder import TrialFolder
+
+    files = TrialFolder(out)
+    folder = files.gallery
     folder.mkdir(exist_ok=True)
     meta = []
     for k, rank in gallery_picks(scored, cams, n):
@@ -212,4 +215,4 @@ def _gallery(out: Path, spec, rec, images, pairs, cams, scored: list[dict], n: i
                      "hit": bool(scored[k]["hit"]),
                      "energy": float(scored[k]["energy"]), "map_range": float(np.max(cams[k]) - np.min(cams[k])),
                      "rank": rank})
-    (folder / "gallery.json").write_text(json.dumps(meta, indent=1))
+    files.gallery_json.write_text(json.dumps(meta, indent=1))

@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from bench import runfolder
 from bench.config import GridConfig, resolve_paths
 from bench.errors import BenchError
-from reports.leaderboard import write_atomic
+from bench.runfolder import RunFolder, collect_trial, finished_trials, write_atomic, write_json  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -77,26 +78,7 @@ def git_commit() -> dict:
 
 def check_run_dir(run_dir: Path, cfg: GridConfig) -> bool:
     """True when ``run_dir`` holds an earlier run of the same grid (resume); raises for another grid."""
-    if not run_dir.exists():
-        return False
-    if not run_dir.is_dir():
-        raise BenchError(f"--out {str(run_dir)!r} exists and is not a folder")
-    grid_file = run_dir / "grid.json"
-    if not grid_file.is_file():
-        if any(run_dir.iterdir()):
-            raise BenchError(f"--out {str(run_dir)!r} is not empty and is not a run folder; choose another --out")
-        return False
-    old = json.loads(grid_file.read_text())
-    if old.get("digest") != cfg.digest():
-        raise BenchError(f"run folder {str(run_dir)!r} was made by a different grid ({old.get('source') or old.get('name')},"
-                         f" digest {old.get('digest')} != {cfg.digest()}); use another --out or the same grid")
-    return True
-
-
-def write_json(path: Path, obj) -> None:
-    """Write ``obj`` as JSON to ``path``: a temporary name renamed into place, so a failed write (a full
-    disk) never leaves a half-written file under the final name, nor the temporary one."""
-    write_atomic(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=1, default=str)))
+    return runfolder.check_run_dir(run_dir, cfg.digest())
 
 
 def prepare_data(cfg: GridConfig, *, say: Callable[[str], None], bar=None):
@@ -193,7 +175,7 @@ def run_grid(grid_path: str | Path, *, out: str | Path | None = None, address: s
         say(f"resuming the run in {run_dir}")
 
     rec, cache, manifest = prepare_data(cfg, say=say, bar=bar)
-    from bench.tune_search import check_presets
+    from bench.tuned_presets import check_presets
 
     check_presets(cfg.strategies, manifest, grid=str(cfg.source or grid_path or "GRID"))  # before anything is written
     trials = expand(cfg)
@@ -202,28 +184,28 @@ def run_grid(grid_path: str | Path, *, out: str | Path | None = None, address: s
     # ---- nothing above wrote into the run folder; from here on it exists ----
     run_dir.mkdir(parents=True, exist_ok=True)
     # grid.json first: it marks the folder as this grid's run (a first write that fails leaves it empty).
-    write_json(run_dir / "grid.json", {**cfg.to_dict(), "digest": cfg.digest()})
-    (run_dir / "trials").mkdir(exist_ok=True)
-    if not (run_dir / "grid.yaml").is_file() and grid_path and Path(grid_path).is_file():
-        write_atomic(run_dir / "grid.yaml", lambda tmp: shutil.copyfile(grid_path, tmp))
-    manifest.to_json(run_dir / "split.json")
+    folder = RunFolder(run_dir)
+    write_json(folder.grid_json, {**cfg.to_dict(), "digest": cfg.digest()})
+    folder.trials_dir.mkdir(exist_ok=True)
+    if not folder.grid_yaml.is_file() and grid_path and Path(grid_path).is_file():
+        write_atomic(folder.grid_yaml, lambda tmp: shutil.copyfile(grid_path, tmp))
+    manifest.to_json(folder.split_json)
     from bench.data.describe import describe
 
-    write_json(run_dir / "dataset.json", {**describe(rec), "kind": rec.kind, "root": rec.root,
+    write_json(folder.dataset_json, {**describe(rec), "kind": rec.kind, "root": rec.root,
                                           "image_size": cfg.dataset.image_size, "label_names": list(rec.label_names)})
     meta = {"versions": package_versions(), "git": git_commit(), "split_hash": manifest.hash,
             "cache_key": cache.key, "storage": storage_path, "experiment": name,
             "command": " ".join(sys.argv), "host": platform.node()}
-    run_json = run_dir / "run.json"
+    run_json = folder.run_json
     previous = json.loads(run_json.read_text()) if run_json.is_file() else {}
     write_json(run_json, {**previous, **meta, "started": previous.get("started") or time.strftime("%Y-%m-%dT%H:%M:%S"),
                           "status": "running", "trials": len(trials)})
 
     from bench.trial import TrialData
 
-    for stale in (run_dir / "trials").glob(".*.tmp*"):  # a copy of outputs cut short by a killed driver
-        shutil.rmtree(stale, ignore_errors=True)
-    done_ids = {p.parent.name for p in (run_dir / "trials").glob("*/metrics.json")}
+    runfolder.remove_stale_copies(run_dir)
+    done_ids = {t.id for t in folder.finished()}
     todo = [t for t in trials if t["id"] not in done_ids]
     say(f"{len(trials)} trials ({len(cfg.backbones)} backbones x {len(cfg.strategies)} strategies x "
         f"{cfg.splits.folds} folds x {len(cfg.seeds)} seeds); {len(done_ids & {t['id'] for t in trials})} already done")
@@ -240,7 +222,7 @@ def run_grid(grid_path: str | Path, *, out: str | Path | None = None, address: s
         def on_done(tid: str, checkpoint) -> None:
             # Under Ray Client this runs on the head node: outputs are collected below, on this machine.
             # Never overwrite outputs collected earlier (a restored experiment may hand a trial back again).
-            if not client and not (run_dir / "trials" / tid / "metrics.json").is_file():
+            if not client and not folder.trial(tid).is_finished():
                 collect_trial(run_dir, tid, checkpoint)
 
         # Under Ray Client the callback prints on the head node; tagged lines are shown here.
@@ -276,11 +258,11 @@ def run_grid(grid_path: str | Path, *, out: str | Path | None = None, address: s
                 continue
             tid = result.config["trial"]["id"]
             if result.error is not None:
-                if not (run_dir / "trials" / tid / "metrics.json").is_file():  # else: finished before
+                if not folder.trial(tid).is_finished():  # else: finished before
                     outcome.errors[tid] = _error_line(result.error)
                 continue
-            if not (run_dir / "trials" / tid / "metrics.json").is_file():
-                if _has_outputs(result.checkpoint):
+            if not folder.trial(tid).is_finished():
+                if runfolder.has_outputs(result.checkpoint):
                     collect_trial(run_dir, tid, result.checkpoint)
                 else:  # neither finished nor errored: Ray Tune stopped it (Ctrl-C); its checkpoint is kept
                     stopped.append(tid)
@@ -288,7 +270,7 @@ def run_grid(grid_path: str | Path, *, out: str | Path | None = None, address: s
             write_json(run_json, {**json.loads(run_json.read_text()), "status": "interrupted",
                                   "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
             raise KeyboardInterrupt(f"{len(stopped)} trial(s) stopped before they finished")
-    outcome.completed = sorted(p.parent.name for p in (run_dir / "trials").glob("*/metrics.json"))
+    outcome.completed = [t.id for t in folder.finished()]
     missing = [t["id"] for t in trials if t["id"] not in outcome.completed and t["id"] not in outcome.errors]
     for tid in missing:
         outcome.errors[tid] = "no outputs were produced"
@@ -298,45 +280,10 @@ def run_grid(grid_path: str | Path, *, out: str | Path | None = None, address: s
                           "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": round(outcome.seconds, 1),
                           "errors": outcome.errors})
     if outcome.errors:
-        write_json(run_dir / "errors.json", outcome.errors)
-    elif (run_dir / "errors.json").exists():
-        (run_dir / "errors.json").unlink()
+        write_json(folder.errors_json, outcome.errors)
+    elif folder.errors_json.exists():
+        folder.errors_json.unlink()
     return outcome
-
-
-def _has_outputs(checkpoint) -> bool:
-    """Whether a trial's checkpoint holds its finished outputs (a checkpoint of an unfinished epoch does not)."""
-    from bench.trial import OUTPUTS
-
-    if checkpoint is None:
-        return False
-    with checkpoint.as_directory() as folder:
-        return (Path(folder) / OUTPUTS / "metrics.json").is_file()
-
-
-def collect_trial(run_dir: Path, tid: str, checkpoint) -> None:
-    """Copy a finished trial's outputs from its last checkpoint into ``run_dir/trials/<id>``."""
-    from bench.trial import OUTPUTS, copy_outputs
-
-    if checkpoint is None:
-        raise RuntimeError(f"trial {tid} finished without a checkpoint")
-    with checkpoint.as_directory() as folder:
-        src = Path(folder) / OUTPUTS
-        if not (src / "metrics.json").is_file():
-            raise RuntimeError(f"trial {tid}'s last checkpoint holds no outputs")
-        copy_outputs(src, run_dir / "trials" / tid)
-
-
-def finished_trials(run_dir: Path, epochs: int) -> dict[str, dict]:
-    """The trials whose outputs were collected into ``run_dir/trials`` (each marked by its ``metrics.json``),
-    mapped to their final metrics. A resume reads only these small files, never a trial's predictions."""
-    return {p.parent.name: _final_metrics(p, epochs) for p in sorted((run_dir / "trials").glob("*/metrics.json"))}
-
-
-def _final_metrics(path: Path, epochs: int) -> dict:
-    """A collected trial's summary numbers, as its last Tune result reported them."""
-    summary = json.loads(path.read_text()).get("summary", {})
-    return {**{k: v for k, v in summary.items() if isinstance(v, (int, float))}, "epoch": epochs}
 
 
 def _checkpoint_gone(error: BaseException | None) -> bool:

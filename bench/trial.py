@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import platform
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -27,10 +25,9 @@ from typing import Any, Callable
 import numpy as np
 
 from bench.data.labels import Records
+from bench.runfolder import STATE_FILE, TrialFolder, checkpoint_outputs, write_atomic
 
 log = logging.getLogger(__name__)
-STATE_FILE = "state.pt"
-OUTPUTS = "outputs"
 
 
 @dataclass
@@ -130,7 +127,7 @@ def _run(spec: dict, data: TrialData, *, report, checkpoint_dir) -> dict:
     start, history = 0, []
     if checkpoint_dir:
         state_file = Path(checkpoint_dir) / STATE_FILE
-        done = Path(checkpoint_dir) / OUTPUTS / "metrics.json"
+        done = checkpoint_outputs(checkpoint_dir).metrics
         if done.is_file():  # finished before the worker died: hand the same outputs back
             final = json.loads(done.read_text())["summary"]
             report({**final, "epoch": tr["epochs"], "done": True}, checkpoint_dir)
@@ -172,7 +169,7 @@ def _run(spec: dict, data: TrialData, *, report, checkpoint_dir) -> dict:
             metrics = {**entry, "done": False}
             if last:
                 summary = evaluate(spec, data, model=net, strategy=strategy, images=images, rows=(train, val, test),
-                                   history=history, dev=dev, out=Path(ckpt) / OUTPUTS, val_prob=val_prob)
+                                   history=history, dev=dev, out=checkpoint_outputs(ckpt).path, val_prob=val_prob)
                 metrics = {**entry, **summary, "done": True}
             report(metrics, ckpt)
     return metrics
@@ -250,8 +247,9 @@ def evaluate(spec: dict, data: TrialData, *, model, strategy, images, rows, hist
         localise_trial(spec, data, model=model, images=images, val=val, test=test, dev=dev, out=out, prob=prob)
         loc_seconds = time.perf_counter() - t1
 
+    files = TrialFolder(out)
     np.savez_compressed(
-        out / "predictions.npz", image_ids=np.asarray(rec.image_ids[test], dtype=str),
+        files.predictions, image_ids=np.asarray(rec.image_ids[test], dtype=str),
         patients=np.asarray(rec.patients[test] if rec.patients is not None else rec.image_ids[test], dtype=str),
         labels=y_test.astype(np.float32), probs=prob.astype(np.float32), logits=logits.astype(np.float32),
         thresholds=thresholds, label_names=np.asarray(names, dtype=str),
@@ -278,8 +276,8 @@ def evaluate(spec: dict, data: TrialData, *, model, strategy, images, rows, hist
 
     doc["imbalance"] = _jsonable(strategy.sampler.imbalance(
         seeding.numpy_rng(int(spec["seed"]), int(spec["fold"]), "order", 0)))
-    _write_json(out / "metrics.json", doc)
-    _write_json(out / "config.json", {"trial": spec, "grid": data.grid, "split_hash": data.manifest.hash,
+    _write_json(files.metrics, doc)
+    _write_json(files.config, {"trial": spec, "grid": data.grid, "split_hash": data.manifest.hash,
                                       "cache_key": data.cache_key, **data.run_meta})
     return {k: v for k, v in clean.items() if isinstance(v, (int, float)) and v is not None}
 
@@ -288,8 +286,8 @@ def _write_bootstrap(spec: dict, data: TrialData, out: Path, y_test, prob, thres
     """The trial's bootstrap replicates of its own leaderboard metrics (``bootstrap.npz``), computed here on
     the worker so the report only aggregates arrays. Computed from the predictions exactly as saved
     (float32), so ``bench report`` recomputing them from ``predictions.npz`` gives identical numbers."""
-    from reports.leaderboard import bootstrap_seed, write_atomic
-    from reports.replicates import FILE, save, trial_replicates
+    from reports.leaderboard import bootstrap_seed
+    from reports.replicates import save, trial_replicates
 
     n_boot = int(data.grid["report"]["bootstrap"])
     if n_boot <= 0 or spec.get("search"):
@@ -299,7 +297,7 @@ def _write_bootstrap(spec: dict, data: TrialData, out: Path, y_test, prob, thres
     rep = trial_replicates(y_test.astype(np.float32), p, (p >= thresholds[None, :]).astype(np.int8),
                            np.asarray(patients, dtype=str), n_boot=n_boot, fold=int(spec["fold"]),
                            seed=bootstrap_seed(data.grid))
-    write_atomic(out / FILE, lambda tmp: save(tmp, rep))
+    write_atomic(TrialFolder(out).bootstrap, lambda tmp: save(tmp, rep))
     return time.perf_counter() - t0
 
 
@@ -316,23 +314,5 @@ def _jsonable(v):
 
 
 def _write_json(path: Path, obj) -> None:
-    """Write ``obj`` atomically (:func:`reports.leaderboard.write_atomic`): a full disk leaves nothing."""
-    from reports.leaderboard import write_atomic
-
+    """Write ``obj`` atomically (:func:`reports.runfolder.write_atomic`): a full disk leaves nothing."""
     write_atomic(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=1, default=_jsonable)))
-
-
-def copy_outputs(src: Path, dest: Path) -> None:
-    """Copy a finished trial's outputs into ``dest`` atomically (temp folder, then rename)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.parent / f".{dest.name}.tmp{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    try:
-        shutil.copytree(src, tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)  # a full disk: no half copy is left behind
-        raise
-    if dest.exists():
-        shutil.rmtree(dest)
-    os.replace(tmp, dest)

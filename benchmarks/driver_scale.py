@@ -19,7 +19,7 @@ the way ``bench run`` resumes a killed run. Measured per size:
 * ``rss_mb``: the driver's resident memory after Ray started, after the fits, and its peak;
 * ``restore_s``: ``Tuner.restore`` of the interrupted experiment; ``resumed_fit_s``: the restored
   ``fit()`` that runs the rest; ``collect_s``: reading the finished trials' final metrics from the run
-  folder (``bench.run.finished_trials``, what ``bench run`` reads when it resumes).
+  folder (``bench.runfolder.finished_trials``, what ``bench run`` reads when it resumes).
 
 The parent fits growth exponents (``y ~ T^b``, least squares on logs) over the sizes.
 
@@ -112,7 +112,7 @@ def one(n: int, *, epochs: int, slots: int, ckpt_kb: int, interrupt_at: float) -
     """Run ``n`` stand-in trials in this process (interrupted, then restored); returns the measurements."""
     from bench import tuner
     from bench.config import ResourcesConfig
-    from bench.run import collect_trial, finished_trials
+    from bench.runfolder import collect_trial, finished_trials
 
     work = Path(tempfile.mkdtemp(prefix="driver-scale-"))
     run_dir = work / "run"

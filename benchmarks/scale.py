@@ -243,7 +243,7 @@ def _png_bytes(rng, size: int = 96) -> bytes:
 def _write_trial(args) -> None:
     root, spec, n, n_boot = args
     from reports import replicates
-    from reports.leaderboard import write_atomic
+    from reports.runfolder import write_atomic
 
     labels, prev = _labels()
     b, s, f, sd, k = spec["backbone"], spec["strategy"], spec["fold"], spec["seed"], spec["index"]

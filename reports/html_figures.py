@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from reports.html import esc, figure, num, ptext, section
+from reports.html_common import esc, figure, num, ptext, section
 from reports.html_page import names
 
 #: Published per-class ROC-AUC on NIH ChestX-ray14 (REFERENCES.md): shown only for NIH runs.

@@ -14,9 +14,10 @@ from urllib.parse import quote
 
 import pandas as pd
 
-from reports.html import esc, figure, fmt_p, num, ptext, section
+from reports.html_common import esc, figure, fmt_p, num, ptext, section
 from reports.html_figures import is_nih
 from reports.html_tables import best_flags, controls, int_cell, num_cell, table, text_cell, th
+from reports.runfolder import RunFolder, TrialFolder
 
 log = logging.getLogger(__name__)
 CHANCE = ("random", "centre")
@@ -197,9 +198,9 @@ def _png_data(path: Path) -> str | None:
 def _tuned_thresholds(trial_dir: Path) -> dict[str, float]:
     """The trial's validation-tuned decision threshold per label (its metrics.json); empty if unreadable."""
     try:
-        doc = json.loads((trial_dir / "metrics.json").read_text())
+        doc = json.loads(TrialFolder(trial_dir).metrics.read_text())
     except (OSError, ValueError) as exc:
-        log.warning("unreadable %s: %s", trial_dir / "metrics.json", exc)
+        log.warning("unreadable %s: %s", TrialFolder(trial_dir).metrics, exc)
         return {}
     return {str(k): float(v) for k, v in (doc.get("thresholds") or {}).items() if num(v) is not None}
 
@@ -227,7 +228,7 @@ def _gallery(report) -> str:
     t = report.trials
     trial_info = {str(r["id"]): r for r in t.to_dict("records")} if not t.empty else {}
     by_model: dict[tuple, list] = {}
-    for meta_path in sorted((Path(report.run_dir) / "trials").glob("*/gallery/gallery.json")):
+    for meta_path in RunFolder(report.run_dir).gallery_files():
         trial = trial_info.get(meta_path.parent.parent.name)
         if trial is None:
             continue

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from reports.html import esc, fmt, json_script, plot_template
+from reports.html_common import esc, fmt, json_script, plot_template
 from reports.html_assets import CSS, SCRIPT
 
 #: No external resource may be fetched: nothing but inline scripts and styles and data: images.

@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 from urllib.parse import quote
 
-from reports.html import esc, fmt, num, section, slug
+from reports import runfolder as RF
+from reports.html_common import esc, fmt, num, section, slug
 from reports.html_tables import (best_flags, controls, int_cell, kv_grid, num_cell, table, text_cell, th)
 
 #: Leaderboard columns: (leaderboard.csv column, header, explanation).
@@ -74,13 +75,13 @@ def trial_details(report) -> str:
         g = t[(t["backbone"] == backbone) & (t["strategy"] == strategy)].sort_values(["seed", "fold"])
         rows = []
         for r in g.to_dict("records"):
-            href = "trials/" + quote(str(r["id"]), safe="") + "/metrics.json"
+            href = f"{RF.TRIALS}/{quote(str(r['id']), safe='')}/{RF.METRICS_JSON}"
             rows.append("<tr>" + text_cell(r["id"]) + int_cell(r["fold"]) + int_cell(r["seed"])
                         + "".join(num_cell(r.get(m)) for m in ("macro_auc", "micro_auc", "macro_ap", "macro_f1",
                                                                "macro_f1_fixed"))
                         + num_cell(r.get("train_seconds"), digits=1)
                         + text_cell(r.get("excluded") or "", cls="text wrap")
-                        + f'<td class="text"><a href="{esc(href)}">metrics.json</a></td></tr>')
+                        + f'<td class="text"><a href="{esc(href)}">{RF.METRICS_JSON}</a></td></tr>')
         head = [th("trial"), th("fold", numeric=True), th("seed", numeric=True), th("macro AUC", numeric=True),
                 th("micro AUC", numeric=True), th("mAP", numeric=True), th("macro F1", numeric=True),
                 th("macro F1 @0.5", numeric=True), th("train s", numeric=True), th("labels left out"),
@@ -89,9 +90,9 @@ def trial_details(report) -> str:
         blocks.append(f'<details class="trials" id="{anchor}"><summary>{esc(backbone)} / {esc(strategy)} '
                       f"({len(g)} trial{'s' if len(g) != 1 else ''})</summary>"
                       + table(anchor + "-table", head, rows, short=True) + "</details>")
-    lead = ("One block per leaderboard row; each trial's outputs are in <code>trials/&lt;id&gt;/</code> "
-            "(metrics.json, predictions.npz, config.json, localisation.csv, gallery/). Links are relative to this "
-            "page, so they work when the run folder is copied whole.")
+    lead = (f"One block per leaderboard row; each trial's outputs are in <code>{RF.TRIALS}/&lt;id&gt;/</code> "
+            f"({RF.METRICS_JSON}, {RF.PREDICTIONS_NPZ}, {RF.CONFIG_JSON}, {RF.LOCALISATION_CSV}, {RF.GALLERY}/). "
+            "Links are relative to this page, so they work when the run folder is copied whole.")
     return section("trials", "Trials", "".join(blocks), lead=lead)
 
 
@@ -177,7 +178,7 @@ def provenance(report) -> str:
     inner = ('<div class="grid2"><div><table class="kvtable"><tbody>' + "".join(rows) + "</tbody></table></div>"
              '<div><table><thead><tr><th class="text">package</th><th class="text">version</th></tr></thead>'
              f"<tbody>{vrows}</tbody></table></div></div>"
-             f"<details><summary>resolved grid (grid.json)</summary><pre>{grid_json}</pre></details>")
+             f"<details><summary>resolved grid ({RF.GRID_JSON})</summary><pre>{grid_json}</pre></details>")
     return section("provenance", "Provenance", inner,
                    lead="Enough to rerun this exact run: the command, the code's commit, the split's hash and "
-                        "the library versions (from run.json), and the fully resolved grid.")
+                        f"the library versions (from {RF.RUN_JSON}), and the fully resolved grid.")

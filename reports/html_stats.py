@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 
 from reports import compare
-from reports.html import esc, fmt, fmt_p, num, section
+from reports.html_common import esc, fmt, fmt_p, num, section
 from reports.html_tables import controls, int_cell, num_cell, table, text_cell, th
 
 METRIC_NAMES = {"macro_auc": "macro AUC", "micro_auc": "micro AUC", "macro_f1": "macro F1", "macro_ap": "mAP"}

@@ -12,7 +12,7 @@ missing values sort last); a header's ``data-type="num"`` makes its column sort 
 
 from __future__ import annotations
 
-from reports.html import esc, fmt, num
+from reports.html_common import esc, fmt, num
 
 
 def text_cell(v, *, cls: str = "text", html: str | None = None) -> str:

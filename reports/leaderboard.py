@@ -25,7 +25,9 @@ import numpy as np
 import pandas as pd
 
 from reports import compare, replicates, stats
+from reports import runfolder as RF
 from reports.metrics import group_labels
+from reports.runfolder import RunFolder, TrialFolder, read_json, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -56,15 +58,8 @@ class Report:
 
 
 def load_trials(run_dir: Path) -> list[dict]:
-    """Every finished trial's ``metrics.json`` (sorted by id)."""
-    docs = []
-    for path in sorted((run_dir / "trials").glob("*/metrics.json")):
-        if path.parent.name.startswith("."):  # a copy being made (or cut short): not a finished trial
-            continue
-        doc = json.loads(path.read_text())
-        doc["_dir"] = str(path.parent)
-        docs.append(doc)
-    return docs
+    """Every finished trial's ``metrics.json`` (sorted by id), with ``_dir``, its folder."""
+    return [r.as_record() for r in RunFolder(run_dir).results()]
 
 
 def trial_table(docs: list[dict], label_names: list[str]) -> pd.DataFrame:
@@ -109,7 +104,7 @@ def _fold_mean(g: pd.DataFrame, col: str) -> float:
 
 
 def _trial_predictions(doc: dict) -> dict | None:
-    f = Path(doc["_dir"]) / "predictions.npz"
+    f = TrialFolder(doc["_dir"]).predictions
     if not f.is_file():
         return None
     with np.load(f, allow_pickle=False) as z:
@@ -126,7 +121,7 @@ def bootstrap_seed(grid: dict) -> int:
 
 
 def _stored(doc: dict, n_boot: int, seed: int) -> dict | None:
-    f = Path(doc["_dir"]) / replicates.FILE
+    f = TrialFolder(doc["_dir"]).bootstrap
     if not f.is_file():
         return None
     rep = replicates.load(f)
@@ -243,7 +238,7 @@ def _groups(docs: list[dict], per_label: pd.DataFrame, head: float, tail: float)
 
 def _friedman(trials: pd.DataFrame, metric: str = "macro_auc") -> dict:
     """Friedman / Nemenyi per backbone over independent blocks: folds, seeds averaged (``reports.compare``)."""
-    from reports.html import clean
+    from reports.html_common import clean
 
     out: dict = {"metric": metric, "unit": compare.UNIT, "min_blocks": compare.MIN_BLOCKS, "by_backbone": {}}
     if trials["strategy"].nunique() < 2:
@@ -264,7 +259,7 @@ def _friedman(trials: pd.DataFrame, metric: str = "macro_auc") -> dict:
 def _localisation(docs: list[dict], n_boot: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     frames, owners = [], []
     for d in docs:
-        f = Path(d["_dir"]) / "localisation.csv"
+        f = TrialFolder(d["_dir"]).localisation
         if f.is_file():
             frames.append(pd.read_csv(f))
             owners.append(d)
@@ -304,30 +299,15 @@ def write_csv(df: pd.DataFrame, path: Path) -> None:
     write_atomic(path, lambda tmp: df.to_csv(tmp, index=False, float_format="%.6g"))
 
 
-def write_atomic(path: Path, write) -> None:
-    """Call ``write(tmp)`` and rename ``tmp`` to ``path``: a failed write (a full disk) leaves the previous
-    file untouched and no temporary file; an ``OSError`` names ``path``."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError) and not exc.filename:
-            exc.filename = str(path)
-        raise
-
-
 def build_report(run_dir: str | Path, *, n_boot: int | None = None, html: bool = True) -> Report:
     """Rebuild every report of ``run_dir`` from its files. Raises FileNotFoundError without trials."""
     run_dir = Path(run_dir)
-    grid = json.loads((run_dir / "grid.json").read_text()) if (run_dir / "grid.json").is_file() else {}
-    dataset = json.loads((run_dir / "dataset.json").read_text()) if (run_dir / "dataset.json").is_file() else {}
-    split = json.loads((run_dir / "split.json").read_text()) if (run_dir / "split.json").is_file() else {}
-    run = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
+    folder = RunFolder(run_dir)
+    grid, dataset = read_json(folder.grid_json, {}), read_json(folder.dataset_json, {})
+    split, run = read_json(folder.split_json, {}), read_json(folder.run_json, {})
     docs = load_trials(run_dir)
     if not docs:
-        raise FileNotFoundError(f"{run_dir}: no finished trials (trials/*/metrics.json)")
+        raise FileNotFoundError(f"{run_dir}: no finished trials ({RF.TRIALS}/*/{RF.METRICS_JSON})")
     label_names = dataset.get("label_names") or [r["label"] for r in docs[0]["per_label"]]
     rep_cfg = grid.get("report", {})
     n_boot = int(rep_cfg.get("bootstrap", 1000) if n_boot is None else n_boot)
@@ -351,19 +331,19 @@ def build_report(run_dir: str | Path, *, n_boot: int | None = None, html: bool =
         from reports.localisation import paired_against
 
         report.localisation_significance = paired_against(loc_raw, rep_cfg.get("baseline", "bce"))
-    files = {"leaderboard.csv": board, "trials.csv": trials, "per_label.csv": per_label, "groups.csv": groups,
-             "significance.csv": significance}
+    files = {RF.LEADERBOARD_CSV: board, RF.TRIALS_CSV: trials, RF.PER_LABEL_CSV: per_label, RF.GROUPS_CSV: groups,
+             RF.SIGNIFICANCE_CSV: significance}
     if not loc.empty:
-        files["localisation.csv"] = loc
-        files["localisation_significance.csv"] = report.localisation_significance
+        files[RF.LOCALISATION_CSV] = loc
+        files[RF.LOCALISATION_SIGNIFICANCE_CSV] = report.localisation_significance
     for name, df in files.items():
         write_csv(df, run_dir / name)
         report.files[name] = str(run_dir / name)
-    write_atomic(run_dir / "friedman.json", lambda tmp: tmp.write_text(json.dumps(friedman, indent=1)))
+    write_atomic(folder / RF.FRIEDMAN_JSON, lambda tmp: tmp.write_text(json.dumps(friedman, indent=1)))
     if html:
         from reports.html import write_html
 
-        report.files["leaderboard.html"] = str(write_html(report, run_dir / "leaderboard.html", loc_raw=loc_raw))
+        report.files[RF.LEADERBOARD_HTML] = str(write_html(report, folder / RF.LEADERBOARD_HTML, loc_raw=loc_raw))
     return report
 
 

@@ -31,12 +31,13 @@ from pathlib import Path
 import numpy as np
 from scipy import stats as sps
 
+from reports.runfolder import BOOTSTRAP_NPZ
 from reports.stats import MacroScorer, _patient_codes
 
 __all__ = ["FILE", "METRICS", "INTERVAL", "trial_replicates", "save", "load", "aggregate", "interval", "bca_interval",
            "basic_interval", "percentile_interval", "patients_digest"]
 
-FILE = "bootstrap.npz"
+FILE = BOOTSTRAP_NPZ  # a trial folder's name for its replicates (reports.runfolder owns the layout)
 METRICS = ("macro_auc", "micro_auc", "macro_ap", "macro_f1", "micro_f1")
 JACKKNIFE_GROUPS = 20
 

@@ -45,15 +45,13 @@ def _split(spec: Any, kind: str) -> tuple[str, dict]:
 
 
 def _check_params(cls, params: dict, what: str) -> None:
-    import difflib
-
+    from strategies._registry import did_you_mean
     from strategies.base import param_names
 
     allowed = param_names(cls)
     for key in params:
         if key not in allowed:
-            close = difflib.get_close_matches(key, allowed, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
+            hint = did_you_mean(key, allowed, n=1, fold_case=False)
             valid = ", ".join(allowed) or "none"
             raise ValueError(f"unknown parameter {key!r} for {what}{hint} (valid: {valid})")
 
@@ -94,10 +92,9 @@ def resolve_spec(spec: Any) -> dict:
     allowed = {"name", "preset", "loss", "sampler", "threshold", "description"}
     for key in spec:
         if key not in allowed:
-            import difflib
+            from strategies._registry import did_you_mean
 
-            close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
+            hint = did_you_mean(key, sorted(allowed), n=1, fold_case=False)
             raise ValueError(f"unknown strategy key {key!r}{hint} (valid: {', '.join(sorted(allowed))})")
     base = resolve_spec(spec["preset"]) if "preset" in spec else {
         "loss": {"name": "bce"}, "sampler": {"name": "none"}, "threshold": {"name": "f1"}, "description": ""}

@@ -17,7 +17,27 @@ import fnmatch
 import importlib
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
+
+
+def did_you_mean(value: Any, choices: Iterable[Any], *, n: int = 3, cutoff: float = 0.6,
+                 fold_case: bool = True) -> str:
+    """``"; did you mean 'x'?"`` naming up to ``n`` close matches of ``value`` among ``choices``, or ``""``.
+
+    The one close-match helper of the harness (``bench.errors`` re-exports it). ``cutoff`` is difflib's
+    similarity ratio; with ``fold_case`` a value with no close match is tried again ignoring case.
+
+    >>> did_you_mean("focl", ["focal", "bce"])
+    "; did you mean 'focal'?"
+    >>> did_you_mean("PATH", ["path"]), did_you_mean("PATH", ["path"], fold_case=False)
+    ("; did you mean 'path'?", '')
+    """
+    choices = [str(c) for c in choices]
+    close = difflib.get_close_matches(str(value), choices, n=n, cutoff=cutoff)
+    if not close and fold_case:
+        lowered = {c.lower(): c for c in choices}
+        close = [lowered[c] for c in difflib.get_close_matches(str(value).lower(), list(lowered), n=n, cutoff=cutoff)]
+    return "; did you mean " + " or ".join(repr(c) for c in close) + "?" if close else ""
 
 
 class UnknownNameError(KeyError):
@@ -28,8 +48,7 @@ class UnknownNameError(KeyError):
         super().__init__(name)
 
     def __str__(self) -> str:
-        close = difflib.get_close_matches(str(self.name), self.choices, n=3, cutoff=0.5)
-        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        hint = did_you_mean(self.name, self.choices, n=3, cutoff=0.5, fold_case=False)
         listing = ", ".join(self.choices[:20]) + (", ..." if len(self.choices) > 20 else "")
         return f"unknown {self.kind} {self.name!r}{hint} (choose from: {listing})"
 

@@ -19,7 +19,7 @@ each fold's search saw (``tuned.images``)::
     tuned: {from: focal, split: {hash: ...}, images: {...}, ...}
 
 A run applies fold F's parameters to its fold-F trials and refuses the preset when the images fold F's
-search saw intersect the run's held-out fold F (``bench.tune_search.check_presets``); a preset with a
+search saw intersect the run's held-out fold F (``bench.tuned_presets.check_presets``); a preset with a
 ``tuned`` block but no ``folds`` (written by an older ``bench tune``) is refused by runs.
 
 They are looked up in ``./presets`` and in every folder of ``$BENCH_PRESETS`` (``:``-separated).

@@ -360,7 +360,7 @@ def test_split_file_with_a_patient_in_two_folds(tmp_path, capsys, synth_root):
 
 def _tuned_preset(name: str, manifest, folds=(0, 1)) -> dict:
     """A preset as ``bench tune`` writes it, tuned (per fold) on ``manifest``'s split."""
-    from bench.tune_search import tuning_record
+    from bench.tuned_presets import tuning_record
 
     return {"name": name, "description": "focal loss, tuned per fold", "loss": {"name": "focal", "gamma": 2.0},
             "sampler": {"name": "none"}, "threshold": {"name": "f1"},

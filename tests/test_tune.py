@@ -43,7 +43,7 @@ def test_tune_per_fold_preset_is_applied_fold_by_fold_and_never_saw_a_held_out_i
     held-out folds the searches did see, is refused with one line naming the file, the fold and the count."""
     import numpy as np
 
-    from bench.tune_search import decode_images
+    from bench.tuned_presets import decode_images
 
     monkeypatch.chdir(tmp_path)
     grid = tmp_path / "g.yaml"
@@ -108,7 +108,8 @@ def test_check_presets_counts_the_overlap_image_by_image(tmp_path):
     from bench.data.labels import Records
     from bench.data.splits import make_split
     from bench.errors import BenchError
-    from bench.tune_search import check_presets, tuning_record, write_preset
+    from bench.tune_search import write_preset
+    from bench.tuned_presets import check_presets, tuning_record
     from strategies.user_presets import load_preset_file
 
     y = np.array([[1, 0], [0, 1]] * 20, dtype=np.float32)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.perf import Context, Result, Target, fmt, ratio, torch_threads
+from bench.perf.common import Context, Result, Target, fmt, ratio, torch_threads
 
 # The engine's grayscale normalisation, restated (the baseline must not import the engine).
 _MEAN, _STD = 0.449, 0.226
@@ -119,13 +119,16 @@ def ray_worker_threads(cpus: int) -> dict:
 def trial_timings(run_dir: Path) -> dict:
     """The one trial's measured numbers from its run folder: training history, evaluation and
     localisation seconds (metrics.json), Ray's time_total_s (its result.json)."""
-    [trial] = list((run_dir / "trials").iterdir())
-    doc = json.loads((trial / "metrics.json").read_text())
+    from bench.runfolder import RunFolder, TrialFolder
+
+    folder = RunFolder(run_dir)
+    [trial] = list(folder.trials_dir.iterdir())
+    doc = json.loads(TrialFolder(trial).metrics.read_text())
     hist = doc["history"]
     out = {"id": trial.name, **summarise([(h["train_images"], h["train_seconds"]) for h in hist]),
            "train_seconds": sum(h["train_seconds"] for h in hist),
            "eval_seconds": doc["timing"]["eval_seconds"], "localisation_seconds": doc["timing"]["localisation_seconds"]}
-    iters = sorted((json.loads(line) for f in (run_dir / "tune").rglob("result.json") if f.parent.name == trial.name
+    iters = sorted((json.loads(line) for f in folder.tune_dir.rglob("result.json") if f.parent.name == trial.name
                     for line in f.read_text().splitlines() if line.strip()), key=lambda d: d["training_iteration"])
     out["ray_trial_seconds"] = float(iters[-1]["time_total_s"]) if iters else float("nan")
     # Per-epoch validation + checkpoint: an iteration's time beyond its training, for the middle epochs;

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.perf import REPO, Context, Result, Target, fmt, random_memmap
+from bench.perf.common import REPO, Context, Result, Target, fmt, random_memmap
 
 NIH = REPO.parent / "shared" / "data" / "nih-cxr14"
 RESULTS = REPO / "benchmarks" / "results"
@@ -94,7 +94,7 @@ def cpu_costs(backbone: str, size: int, *, quick: bool, threads: int, n_labels: 
     import backbones
     from bench import engine
     from bench.cam import compute_cams
-    from bench.perf_train import engine_train
+    from bench.perf.train import engine_train
 
     batch = 4 if quick else 8
     n = batch * (1 if quick else 2)

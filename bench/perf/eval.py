@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from bench.perf import Context, Result, Target, best_of, fmt, ratio
+from bench.perf.common import Context, Result, Target, best_of, fmt, ratio
 
 # NIH ChestX-ray14 label prevalences (full label file), rounded: a realistic long tail.
 NIH_PREVALENCE = (0.103, 0.025, 0.119, 0.177, 0.052, 0.056, 0.013, 0.047, 0.042, 0.021, 0.022, 0.015, 0.030,

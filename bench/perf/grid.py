@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from bench.perf import Context, Result, Target, fmt, ratio
+from bench.perf.common import Context, Result, Target, fmt, ratio
 
 
 def timed_grid(cfg, out) -> dict:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from bench.perf import REPO, Context, Result, Target, fmt, ratio
-from bench.perf_cost import GPU_COMMAND, latest_gpu_results
+from bench.perf.common import REPO, Context, Result, Target, fmt, ratio
+from bench.perf.cost import GPU_COMMAND, latest_gpu_results
 
 SCRIPT = REPO / "benchmarks" / "gpu_check.py"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.perf import REPO, Context, Result, Target, best_of, fmt, random_memmap, ratio
+from bench.perf.common import REPO, Context, Result, Target, best_of, fmt, random_memmap, ratio
 
 NIH_SUBSET = REPO.parent / "shared" / "data" / "nih-cxr14"
 
@@ -56,7 +56,7 @@ def loader_rates(images: np.ndarray, labels: np.ndarray, *, batch_size: int, see
 def train_rate(backbone: str, images: np.ndarray, labels: np.ndarray, rows: np.ndarray, *, threads: int,
                batch_size: int) -> float:
     """Training images/s of ``engine.train_epoch`` (second of two epochs: the first warms up)."""
-    from bench.perf_train import engine_train
+    from bench.perf.train import engine_train
 
     r = engine_train(backbone, images, labels, rows, epochs=2, batch_size=batch_size, threads=threads)
     return r["per_epoch"][-1]
