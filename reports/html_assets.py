@@ -2,7 +2,8 @@
 
 The script sorts tables (click a header: numeric-aware, toggles ascending / descending, missing
 values always last), filters them (a search box plus per-column selects), opens a trial's
-details block when a link points at it, and draws every plotly figure from its JSON block.
+details block when a link points at it, and draws each plotly figure from its JSON block when it comes near
+the screen (every figure before printing).
 """
 
 CSS = """
@@ -143,12 +144,33 @@ document.addEventListener('click', function(ev){
 if(location.hash) openTarget(decodeURIComponent(location.hash.slice(1)));
 var tplEl = document.getElementById('plot-template');
 var template = tplEl ? JSON.parse(tplEl.textContent) : undefined;
-document.querySelectorAll('div.fig[data-figure]').forEach(function(div){
+// Figures are drawn when they come near the screen (and all of them before printing), so the page opens
+// as fast with 1,000 trials as with ten; each keeps its final height meanwhile, so nothing jumps.
+var figs = Array.prototype.slice.call(document.querySelectorAll('div.fig[data-figure]'));
+var specs = {};
+figs.forEach(function(div){
   try {
-    var spec = JSON.parse(document.getElementById(div.id + '-data').textContent);
+    specs[div.id] = JSON.parse(document.getElementById(div.id + '-data').textContent);
+    if(specs[div.id].layout && specs[div.id].layout.height) div.style.minHeight = specs[div.id].layout.height + 'px';
+  } catch(err) { console.error('figure ' + div.id + ': ' + err); }
+});
+function draw(div){
+  var spec = specs[div.id];
+  if(!spec || div.getAttribute('data-drawn')) return;
+  div.setAttribute('data-drawn', '1');
+  try {
     if(template) spec.layout.template = template;
     Plotly.newPlot(div, spec.data, spec.layout, spec.config);
   } catch(err) { console.error('figure ' + div.id + ': ' + err); }
-});
+}
+if('IntersectionObserver' in window){
+  var seen = new IntersectionObserver(function(entries){
+    entries.forEach(function(e){ if(e.isIntersecting){ seen.unobserve(e.target); draw(e.target); } });
+  }, {rootMargin: '800px 0px'});
+  figs.forEach(function(div){ seen.observe(div); });
+} else {
+  figs.forEach(draw);
+}
+window.addEventListener('beforeprint', function(){ figs.forEach(draw); });
 })();
 """

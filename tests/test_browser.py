@@ -50,10 +50,17 @@ class Session:
         self.dialogs.append(f"{dialog.type}: {dialog.message}")
         dialog.dismiss()
 
-    def open(self, path: Path):
+    def open(self, path: Path, *, draw_all: bool = True):
+        """Open the page; with ``draw_all``, scroll every figure into view (they are drawn as they come near
+        the screen), wait until all are drawn and scroll back to the top."""
         self.page.goto(path.resolve().as_uri(), wait_until="load")
-        n = self.page.locator("div.fig[data-figure]").count()
-        self.page.wait_for_function(f"document.querySelectorAll('.js-plotly-plot').length >= {n}", timeout=30_000)
+        figs = self.page.locator("div.fig[data-figure]")
+        if draw_all:
+            for i in range(figs.count()):
+                figs.nth(i).scroll_into_view_if_needed()
+            self.page.wait_for_function(f"() => document.querySelectorAll('.js-plotly-plot').length >= {figs.count()}",
+                                        timeout=30_000)
+            self.page.evaluate("() => window.scrollTo(0, 0)")
         return self.page
 
     def check_clean(self):
@@ -120,6 +127,30 @@ def _rows(page, table="board", col=2):
 
 def _header(page, label, table="board"):
     return page.locator(f"#{table} thead th", has_text=label).first
+
+
+def test_figures_are_drawn_as_they_come_near_the_screen_and_all_before_printing(browser_context, pages):
+    ctx, _ = browser_context
+    s = Session(ctx)
+    page = s.open(pages[0], draw_all=False)
+    drawn = ("() => [...document.querySelectorAll('div.fig[data-figure]')]"
+             ".map(d => d.classList.contains('js-plotly-plot'))")
+    near = ("() => [...document.querySelectorAll('div.fig[data-figure]')]"
+            ".map(d => d.getBoundingClientRect().top < window.innerHeight + 800)")
+    page.wait_for_function(f"() => ({drawn})().some(x => x)", timeout=30_000)
+    first, close = page.evaluate(drawn), page.evaluate(near)
+    assert first == close and not all(first), (first, close)  # the ones near the screen only
+    last = page.locator("div.fig[data-figure]").last
+    last.scroll_into_view_if_needed()
+    page.wait_for_function(f"() => ({drawn})().slice(-1)[0]", timeout=30_000)
+    page.evaluate("() => { window.scrollTo(0, 0); window.dispatchEvent(new Event('beforeprint')); }")
+    assert all(page.evaluate(drawn))  # printing draws the rest at once
+    # a figure waiting to be drawn already holds its final height, so the page does not jump
+    heights = page.evaluate("() => [...document.querySelectorAll('div.fig[data-figure]')]"
+                            ".map(d => [d.getBoundingClientRect().height, JSON.parse("
+                            "document.getElementById(d.id + '-data').textContent).layout.height || 0])")
+    assert all(h >= want - 1 for h, want in heights), heights
+    s.check_clean()
 
 
 def test_renders_offline_without_errors_and_screenshot(browser_context, pages):

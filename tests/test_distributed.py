@@ -1,6 +1,7 @@
 """Distribution on real Ray processes, no mocks of Ray: a two-node cluster on this machine, a killed
-trial worker, a killed driver, fractional GPUs, ``s3://`` storage on a local S3 server, a run driven
-from outside the cluster through Ray Client (``ray://``) and one submitted with ``ray job submit``.
+trial worker, a killed driver, fractional GPUs, ``s3://`` storage on a local S3 server (and a lost run
+folder restored from it), a run driven from outside the cluster through Ray Client (``ray://``) and one
+submitted with ``ray job submit``.
 
 One cluster serves the module: a head node (1 CPU, 1 fake GPU) and a worker node (1 CPU), each a
 separate ``ray start --block`` process with its own temp dir and ports. ``bench run --address``
@@ -163,21 +164,22 @@ def tune_state(experiment: Path) -> dict[str, dict]:
     return out
 
 
-def resume_checkpoints(experiment: Path) -> dict[str, Path]:
-    """The checkpoint folder each unfinished trial resumes from, per Tune's saved experiment state.
+def resume_checkpoints(experiment: Path) -> dict[str, list[Path]]:
+    """Unfinished trials whose last recorded checkpoint is certainly in Tune's saved experiment state, with
+    their checkpoint folders on storage.
 
-    A test-only peek into Tune's pickled checkpoint manager, to stage Tune's own race: it deletes a
-    trial's previous checkpoint before it saves the state, so a driver killed in between leaves the
-    state pointing at a folder that is gone.
+    Tune syncs a trial's result rows to storage together with the experiment state, and registers the
+    checkpoint reported with a row before it processes the next row; so once storage shows two rows of a
+    running trial, the saved state records a checkpoint of it, and that checkpoint is one of the folders
+    listed. Deleting every listed folder stages Tune's own race (it deletes a trial's previous checkpoint
+    before it saves the state, so a driver killed in between leaves the state pointing at a folder that is
+    gone) without reading Tune's pickled checkpoint manager.
     """
-    newest = max(experiment.glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
     out = {}
-    for trial_json, meta_json in json.loads(newest.read_text())["trial_data"]:
-        trial, meta = json.loads(trial_json), json.loads(meta_json)
-        names = re.findall(rb"checkpoint_\d{6}", bytes.fromhex(meta["checkpoint_manager"]["value"]))
-        tid = trial["config"]["trial"]["id"]
-        if trial["status"] != "TERMINATED" and names and (experiment / tid / max(names).decode()).is_dir():
-            out[tid] = experiment / tid / max(names).decode()
+    for tid, state in tune_state(experiment).items():
+        folders = sorted((experiment / tid).glob("checkpoint_*"))
+        if state["status"] != "TERMINATED" and len(results(experiment, tid)) >= 2 and folders:
+            out[tid] = folders
     return out
 
 
@@ -318,7 +320,8 @@ def test_killed_driver_restores_and_runs_only_what_is_missing(drivers, baseline,
     before = {tid: snapshot(out / "trials" / tid) for tid in done}
     lines = {tid: len(results(out / "tune", tid)) for tid in done}
     gone_tid, gone = sorted(resume_checkpoints(out / "tune").items())[0]
-    shutil.rmtree(gone)  # as if Tune deleted it and the driver died before the state recorded the next
+    for folder in gone:  # as if Tune deleted the recorded one and the driver died before the state recorded the next
+        shutil.rmtree(folder)
     # ... and as if the driver died while copying that trial's outputs (a copy is renamed when whole).
     shutil.copytree(out / "trials" / done[0], out / "trials" / f".{gone_tid}.tmp99999")
 
@@ -394,7 +397,11 @@ def s3():
         server.stop()
 
 
-def test_s3_storage_run_and_restore(drivers, baseline, s3, tmp_path):
+def test_s3_storage_run_and_a_lost_run_folder_restored_from_it(drivers, baseline, s3, tmp_path):
+    """``--storage s3://...``: the experiment lives in the bucket only. The driver is killed after some trials
+    finished and the run folder is lost with it (a lost head node); the same command restores the experiment from
+    the bucket, collects the finished trials' outputs from their checkpoints there without training them again,
+    runs the rest and rebuilds the folder with the uninterrupted run's numbers."""
     out, grid, storage = tmp_path / "run", drivers.grid("grid"), "s3://bench-results/runs"
     first = drivers.start(grid, out, storage=storage, env=s3["env"])
     wait_for("a finished trial", lambda: finished_some(out), first)
@@ -402,16 +409,19 @@ def test_s3_storage_run_and_restore(drivers, baseline, s3, tmp_path):
     first.wait(timeout=30)
     done = collected(out)
     assert 0 < len(done) < len(TRIALS)
-    before = {tid: snapshot(out / "trials" / tid) for tid in done}
+    experiment = json.loads((out / "run.json").read_text())["experiment"]
+    shutil.rmtree(out)
 
     again = drivers.run(grid, out, storage=storage, env=s3["env"])
     assert again.proc.returncode == 0, again.output()[-3000:]
+    assert "0 already done" in again.output() and "resuming the run" not in again.output()
     assert "restoring the Ray Tune experiment" in again.output()
-    for tid in done:  # untouched and never trained again, even if Tune's saved state missed their end
-        assert snapshot(out / "trials" / tid) == before[tid], tid
-        assert f"{tid}: epoch" not in again.output(), tid
+    for tid in done:  # handed back from the bucket, never trained again (unless Tune's saved state missed their end)
+        assert f"{tid}: epoch" not in again.output(), (tid, again.output()[-3000:])
+    assert collected(out) == TRIALS
+    run = json.loads((out / "run.json").read_text())
+    assert run["status"] == "complete" and run["experiment"] == experiment
     assert not (out / "tune").exists()  # the experiment lives in the bucket only
-    experiment = json.loads((out / "run.json").read_text())["experiment"]
     pages = s3["client"].get_paginator("list_objects_v2").paginate(Bucket=s3["bucket"], Prefix=f"runs/{experiment}/")
     keys = [o["Key"] for page in pages for o in page.get("Contents", [])]
     assert f"runs/{experiment}/tuner.pkl" in keys
@@ -422,6 +432,7 @@ def test_s3_storage_run_and_restore(drivers, baseline, s3, tmp_path):
     for tid in TRIALS:
         final = re.compile(rf"runs/{re.escape(experiment)}/{re.escape(tid)}{suffix}/checkpoint_\d+/outputs/metrics\.json")
         assert any(final.fullmatch(k) for k in keys), (tid, sorted(k for k in keys if k.endswith("metrics.json")))
+    assert_same_metrics(out, baseline["out"])
     assert_same_leaderboard(out, baseline["out"])
 
 
