@@ -45,7 +45,7 @@ What this module adds around grad-cam, because of how the library behaves:
   pass runs through the head alone, and frozen models or ``torch.no_grad()`` callers work too.
 * The library's Score-CAM draws a tqdm bar per image on stderr, keeps the activations of every
   masked forward pass, and builds all B x C masked images at once (gigabytes for DenseNet at
-  224 px); ``_QuietScoreCAM`` computes the same weights for one image and ``batch_size`` channels
+  224 px); ``QuietScoreCAM`` computes the same weights for one image and ``batch_size`` channels
   at a time (tested against the library's ``ScoreCAM``). ``batch_size`` therefore also counts the
   masked copies of one image per forward pass.
 
@@ -63,18 +63,18 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
-from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, ScoreCAM
+from pytorch_grad_cam import ScoreCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 import backbones
-from bench.cam_methods import CAM_METHODS
+from bench.cam_methods import CAM_METHODS, CAMS
 
 __all__ = ["METHODS", "compute_cams", "compute_cams_per_image"]
 
 METHODS = CAM_METHODS  # ("gradcam", "gradcam++", "scorecam"), named where config can read them without torch
 
 
-class _QuietScoreCAM(ScoreCAM):
+class QuietScoreCAM(ScoreCAM):
     """The library's Score-CAM weights, computed image by image without a progress bar."""
 
     batch_size: int = 32
@@ -99,9 +99,6 @@ class _QuietScoreCAM(ScoreCAM):
         return torch.stack(weights).numpy()
 
 
-_CLASSES = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "scorecam": _QuietScoreCAM}
-
-
 def _start_graph_here(module: torch.nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor | None:
     """Forward hook: the CAM layer's output becomes the root of the autograd graph."""
     if not torch.is_grad_enabled():
@@ -119,7 +116,7 @@ def _cam_session(model: torch.nn.Module, backbone: str, method: str, device: tor
     On exit everything is put back: hooks removed, ``training`` flags, ``requires_grad`` flags and
     ``.grad`` tensors restored exactly.
     """
-    if method not in _CLASSES:
+    if method not in CAMS:
         raise ValueError(f"unknown CAM method {method!r} (choose from: {', '.join(METHODS)})")
     layer = backbones.cam_layer(model, backbone)
     params = list(model.parameters())
@@ -139,7 +136,7 @@ def _cam_session(model: torch.nn.Module, backbone: str, method: str, device: tor
             p.requires_grad_(False)
             p.grad = None
         handle = layer.register_forward_hook(_start_graph_here)
-        cam = _CLASSES[method](model=model, target_layers=[layer])  # its hooks run after ours
+        cam = CAMS.get(method).load()(model=model, target_layers=[layer])  # its hooks run after ours
         cam.batch_size = batch_size
         model.eval()
 

@@ -99,6 +99,15 @@ def cmd_list(args) -> int:
         entries = list_backbones(args.pattern)
         for e in entries:
             say(f"{e.name:<24} {e.description}" + ("  [tiny]" if e.meta.get("tiny") else ""))
+    elif args.what in ("datasets", "cams"):
+        if args.what == "datasets":
+            from bench.data.catalogue import DATASETS as reg
+        else:
+            from bench.cam_methods import CAMS as reg
+
+        entries = reg.list(args.pattern)
+        for e in entries:
+            say(f"{e.name:<24} {e.description}")
     else:
         import strategies
 
@@ -138,13 +147,15 @@ def _dataset_from_args(args):
         return cfg.dataset, cfg
     if not args.dataset or not args.root:
         raise BenchError("give --grid GRID.yaml, or --dataset KIND --root PATH")
-    from bench.config import DATASET_KINDS, parse_grid
+    from bench.config import parse_grid
+    from bench.data.catalogue import DATASETS, dataset_kinds
 
-    if args.dataset not in DATASET_KINDS:
+    if args.dataset not in DATASETS:
         from bench.errors import did_you_mean
 
-        raise BenchError(f"--dataset: {args.dataset!r} is not valid{did_you_mean(args.dataset, DATASET_KINDS)} "
-                         f"(choose from: {', '.join(DATASET_KINDS)})")
+        kinds = dataset_kinds()
+        raise BenchError(f"--dataset: {args.dataset!r} is not valid{did_you_mean(args.dataset, kinds)} "
+                         f"(choose from: {', '.join(kinds)})")
     cfg = resolve_paths(parse_grid({"dataset": {"kind": args.dataset, "root": args.root}}, source="--dataset"))
     return dataclasses.replace(cfg.dataset), cfg
 
@@ -263,8 +274,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--top", type=int, default=10, help="rows printed")
     rep.set_defaults(func=cmd_report)
 
-    ls = sub.add_parser("list", help="list registered backbones, strategies, losses, samplers, thresholds")
-    ls.add_argument("what", choices=["backbones", "strategies", "losses", "samplers", "thresholds"])
+    ls = sub.add_parser("list", help="list registered backbones, strategies, losses, samplers, thresholds, "
+                                     "dataset kinds, CAM methods")
+    ls.add_argument("what", choices=["backbones", "strategies", "losses", "samplers", "thresholds", "datasets",
+                                     "cams"])
     ls.add_argument("pattern", nargs="?", help="shell-style pattern, e.g. 'resnet*'")
     ls.set_defaults(func=cmd_list)
 

@@ -19,9 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from bench.data.catalogue import DATASETS, dataset_kinds, reader_class
+from bench.data.reader import COMMON_KEYS
 from bench.errors import BenchError, did_you_mean
 
-DATASET_KINDS = ("synthetic", "nih", "chexpert", "chestmnist", "csv")
+DATASET_KINDS = dataset_kinds()  # the built-in kinds; validation asks the registry (bench.data.catalogue)
 
 
 # ---- schema -------------------------------------------------------------------------------------
@@ -30,7 +32,8 @@ DATASET_KINDS = ("synthetic", "nih", "chexpert", "chestmnist", "csv")
 class DatasetConfig:
     """Where the images come from and how they are prepared.
 
-    ``kind`` picks the reader; the reader-specific keys are listed in ``KIND_KEYS``.
+    ``kind`` picks the reader (:mod:`bench.data.catalogue`); each reader class names its own keys (``keys``)
+    and checks their values. The fields below are the union of the built-in kinds' keys.
     """
 
     kind: str = "synthetic"
@@ -66,16 +69,12 @@ class DatasetConfig:
     view_column: str | None = None
 
 
-COMMON_DATASET_KEYS = {"kind", "root", "image_size", "labels", "aliases", "on_bad_image", "cache_dir",
-                       "min_positives"}
-KIND_KEYS = {
-    "synthetic": {"n", "size", "seed"},
-    "nih": {"label_file", "box_file", "official_test"},
-    "chexpert": {"split", "uncertainty", "views"},
-    "chestmnist": {"file", "split"},
-    "csv": {"csv", "image_root", "image_column", "label_column", "separator", "label_columns",
-            "patient_column", "view_column"},
-}
+COMMON_DATASET_KEYS = set(COMMON_KEYS)
+
+
+def kind_keys(kind: str) -> set[str]:
+    """The keys of the dataset section that only ``kind`` has (its reader's ``keys``)."""
+    return set(reader_class(kind).keys)
 
 
 @dataclass(frozen=True)
@@ -263,14 +262,16 @@ def parse_grid(data: Mapping, *, where: Any = None, source: str = "") -> GridCon
         allowed = _fields(cls)
         if cls is DatasetConfig:
             kind = value.get("kind", "synthetic")
-            if kind not in DATASET_KINDS:
+            if kind not in DATASETS:
+                kinds = dataset_kinds()
                 raise BenchError(f"{where(key + '.kind')}: dataset.kind: {kind!r} is not valid"
-                                 f"{did_you_mean(kind, DATASET_KINDS)} (choose from: {', '.join(DATASET_KINDS)})")
-            allowed = COMMON_DATASET_KEYS | KIND_KEYS[kind]
+                                 f"{did_you_mean(kind, kinds)} (choose from: {', '.join(kinds)})")
+            own = kind_keys(kind)
+            allowed = COMMON_DATASET_KEYS | own
             for k in value:
                 if k not in allowed and k in _fields(cls):
                     raise BenchError(f"{where(key + '.' + str(k))}: dataset.{k} does not apply to kind {kind!r} "
-                                     f"(keys for {kind}: {', '.join(sorted(KIND_KEYS[kind])) or 'none'})")
+                                     f"(keys for {kind}: {', '.join(sorted(own)) or 'none'})")
         _check_keys(value, allowed, key, where)
         return _build(cls, value, key, where)
 
@@ -292,19 +293,16 @@ def parse_grid(data: Mapping, *, where: Any = None, source: str = "") -> GridCon
     return cfg
 
 
-ROOT_HELP = {"nih": "the folder holding Data_Entry_2017.csv and images/", "chexpert": "the folder holding train.csv",
-             "chestmnist": "the folder holding chestmnist_64.npz, or give dataset.file"}
-
-
 def _default_root(ds: DatasetConfig, given: Mapping, where) -> DatasetConfig:
-    """``root`` defaults to the synthetic data's folder: other kinds need their own (csv: the CSV's folder)."""
-    if ds.kind == "synthetic" or "root" in given:
+    """``root`` defaults to the synthetic data's folder; another kind's reader may imply one from its other
+    keys (csv: the CSV's folder), or the grid must give it."""
+    reader = reader_class(ds.kind)
+    if reader.root_help is None or "root" in given:
         return ds
-    if ds.kind == "csv":
-        return dataclasses.replace(ds, root=str(Path(ds.csv).parent)) if ds.csv else ds
-    if ds.kind == "chestmnist" and ds.file:
-        return ds
-    raise BenchError(f"{where('dataset')}: dataset.root is required for kind {ds.kind!r} ({ROOT_HELP[ds.kind]})")
+    root = reader.implied_root(ds)
+    if root is None:
+        raise BenchError(f"{where('dataset')}: dataset.root is required for kind {ds.kind!r} ({reader.root_help})")
+    return ds if root == ds.root else dataclasses.replace(ds, root=root)
 
 
 def _fields(cls) -> set[str]:
@@ -431,22 +429,7 @@ def _validate(cfg: GridConfig, where) -> None:
         bad("dataset.image_size", d.image_size, "an integer from 16 to 1024")
     if d.on_bad_image not in ("exclude", "fail"):
         bad("dataset.on_bad_image", d.on_bad_image, "'exclude' or 'fail'")
-    if d.kind == "synthetic":
-        if d.n < 50:
-            bad("dataset.n", d.n, "an integer >= 50")
-        if not 32 <= d.size <= 1024:
-            bad("dataset.size", d.size, "an integer from 32 to 1024")
-    if d.kind == "chexpert":
-        if d.uncertainty not in ("ignore", "ones", "zeros"):
-            bad("dataset.uncertainty", d.uncertainty, "one of 'ignore', 'ones', 'zeros'")
-        if d.views not in ("frontal", "lateral", "all"):
-            bad("dataset.views", d.views, "one of 'frontal', 'lateral', 'all'")
-        if d.split not in ("train", "valid", "both"):
-            bad("dataset.split", d.split, "one of 'train', 'valid', 'both'")
-    if d.kind == "csv" and not d.csv:
-        bad("dataset.csv", d.csv, "the path of the CSV label file")
-    if d.kind == "nih" and d.official_test not in ("ignore", "exclude"):
-        bad("dataset.official_test", d.official_test, "'ignore' or 'exclude'")
+    reader_class(d.kind).check(d, bad)
     if d.min_positives is not None and d.min_positives < 1:
         bad("dataset.min_positives", d.min_positives, "an integer >= 1")
     if s.folds < 2:

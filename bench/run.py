@@ -83,18 +83,20 @@ def check_run_dir(run_dir: Path, cfg: GridConfig) -> bool:
 
 def prepare_data(cfg: GridConfig, *, say: Callable[[str], None], bar=None):
     """Read, cache and split the dataset; returns (records, cache, manifest). Writes only the cache."""
-    from bench.data.cache import build_cache, default_cache_dir, exclude_bad
-    from bench.data.load import check_spreadable, load_records
+    from bench.data.cache import build_cache, default_cache_dir
+    from bench.data.catalogue import open_reader
+    from bench.data.load import check_spreadable
     from bench.data.splits import SplitManifest, make_split
 
     ds = cfg.dataset
-    rec = load_records(ds, progress=bar("synthesising images") if bar and ds.kind == "synthetic" else None)
+    reader = open_reader(ds)
+    rec = reader.load(progress=bar("synthesising images") if bar and ds.kind == "synthetic" else None)
     dropped = ", ".join(f"{v:,} {k}" for k, v in rec.dropped.items())
     say(f"dataset: {len(rec):,} images, {rec.n_patients or 'no'} patients, {len(rec.label_names)} labels, "
         f"{len(rec.boxes)} boxes" + (f" (dropped: {dropped})" if dropped else ""))
     cache_dir = Path(ds.cache_dir) if ds.cache_dir else default_cache_dir()
     cache = build_cache(rec, ds.image_size, cache_dir, progress=bar(f"caching {ds.image_size}px images") if bar else None)
-    kept = exclude_bad(rec, cache, policy=ds.on_bad_image)
+    kept = reader.exclude_bad(rec, cache)
     if len(kept) < len(rec):  # trials (and nodes that build their own cache) read a cache of exactly these images
         cache = build_cache(kept, ds.image_size, cache_dir, source=cache)
     rec = kept

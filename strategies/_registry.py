@@ -108,6 +108,10 @@ class Registry:
     def names(self) -> list[str]:
         return sorted(self._entries, key=natural_key)
 
+    def registered(self) -> list[str]:
+        """The names in the order they were registered."""
+        return list(self._entries)
+
     def get(self, name: str) -> Entry:
         try:
             return self._entries[name]

@@ -11,7 +11,8 @@ pytest.importorskip("pytorch_grad_cam")
 
 import backbones  # noqa: E402
 from bench import seeding  # noqa: E402
-from bench.cam import _CLASSES, METHODS, compute_cams, compute_cams_per_image  # noqa: E402
+from bench.cam import METHODS, compute_cams, compute_cams_per_image  # noqa: E402
+from bench.cam_methods import CAMS  # noqa: E402
 
 ALL = [e.name for e in backbones.list_backbones()]
 TINY = [e.name for e in backbones.list_backbones() if e.meta["tiny"]]
@@ -57,7 +58,8 @@ def _assert_no_hooks(model: torch.nn.Module) -> None:
 
 
 def test_every_method_has_an_implementation():
-    assert set(METHODS) == set(_CLASSES) and {"gradcam", "gradcam++", "scorecam"} <= set(METHODS)
+    assert set(METHODS) == set(CAMS.names()) and {"gradcam", "gradcam++", "scorecam"} <= set(METHODS)
+    assert all(isinstance(CAMS.get(m).load(), type) for m in METHODS)  # every entry names a CAM class
 
 
 @pytest.mark.parametrize("name", ALL)

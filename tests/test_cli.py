@@ -32,7 +32,8 @@ def test_help_imports_neither_torch_nor_ray():
 
 
 @pytest.mark.parametrize("what, expect", [("backbones", "densenet121"), ("strategies", "asl"),
-                                          ("losses", "focal"), ("samplers", "ml_ros"), ("thresholds", "youden")])
+                                          ("losses", "focal"), ("samplers", "ml_ros"), ("thresholds", "youden"),
+                                          ("datasets", "csv"), ("cams", "gradcam++")])
 def test_list_prints_one_line_per_entry_without_torch(what, expect):
     code = f"import sys; from bench.cli import main; main(['list', '{what}']); assert 'torch' not in sys.modules"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

@@ -119,3 +119,12 @@ def test_a_cycle_through_a_lazy_import_is_found():
     graph = {"p.a": imported_modules("p.a", "import p.b", {"p.a", "p.b"}),
              "p.b": imported_modules("p.b", "def f():\n    from p import a\n", {"p.a", "p.b"})}
     assert cycles(graph) == [["p.a", "p.b"]]
+
+
+def test_data_reading_does_not_depend_on_the_grid_schema():
+    """``bench.data`` sits below the grid (dataset files -> bench/data -> trials; grids -> bench/config): no
+    module of it imports ``bench.config``."""
+    graph = import_graph()
+    upward = {name: "bench.config" for name, deps in graph.items()
+              if name.startswith("bench.data") and "bench.config" in deps}
+    assert not upward, f"bench.data modules importing bench.config: {sorted(upward)}"

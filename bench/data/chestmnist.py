@@ -21,9 +21,10 @@ from typing import Sequence
 
 import numpy as np
 
-from bench.data.csvfile import check_label_list
 from bench.data.images import npz_path
 from bench.data.labels import NIH_LABELS, Records
+from bench.data.reader import DatasetReader
+from bench.data.tables import check_label_list
 from bench.errors import BenchError, choices_text, did_you_mean
 
 CHESTMNIST_SIZES: tuple[int, ...] = (28, 64, 128, 224)
@@ -171,3 +172,27 @@ def read_chestmnist(
         root=str(file),
         official_test=np.concatenate(test),
     )
+
+
+class ChestMNISTReader(DatasetReader):
+    """The ``chestmnist`` kind: a MedMNIST ``chestmnist*.npz`` (:func:`read_chestmnist`)."""
+
+    keys = ("file", "split")
+    root_help = "the folder holding chestmnist_64.npz, or give dataset.file"
+
+    @classmethod
+    def implied_root(cls, ds) -> str | None:
+        return ds.root if ds.file else None
+
+    @property
+    def target(self) -> Path:
+        return Path(self.ds.file) if self.ds.file else self.root
+
+    def check_root(self) -> None:
+        if not self.target.exists():
+            raise BenchError(f"dataset.{'file' if self.ds.file else 'root'}: {str(self.target)!r} does not exist "
+                             "(a MedMNIST chestmnist*.npz file or the folder holding it)")
+
+    def read(self, *, labels_only: bool = False) -> Records:
+        split = self.ds.split if self.ds.split in ("train", "val", "test") else "all"
+        return read_chestmnist(self.target, split=split)

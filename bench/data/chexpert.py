@@ -34,11 +34,12 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from bench.data.csvfile import (
+from bench.data.labels import Records
+from bench.data.reader import DatasetReader
+from bench.data.tables import (
     MISSING_IMAGE, check_aliases, check_label_list, keep_existing, line_numbers, match_label_columns,
     need_column, parse_values, read_table,
 )
-from bench.data.labels import Records
 from bench.errors import BenchError, choices_text, did_you_mean
 
 # The 14 observations, in the order of the CheXpert CSVs.
@@ -247,3 +248,24 @@ def read_chexpert(
         kind="chexpert",
         root=str(dataset_dir),
     )
+
+
+class CheXpertReader(DatasetReader):
+    """The ``chexpert`` kind: CheXpert's ``train.csv`` / ``valid.csv`` (:func:`read_chexpert`)."""
+
+    keys = ("split", "uncertainty", "views")
+    root_help = "the folder holding train.csv"
+
+    @classmethod
+    def check(cls, ds, bad) -> None:
+        if ds.uncertainty not in ("ignore", "ones", "zeros"):
+            bad("dataset.uncertainty", ds.uncertainty, "one of 'ignore', 'ones', 'zeros'")
+        if ds.views not in ("frontal", "lateral", "all"):
+            bad("dataset.views", ds.views, "one of 'frontal', 'lateral', 'all'")
+        if ds.split not in ("train", "valid", "both"):
+            bad("dataset.split", ds.split, "one of 'train', 'valid', 'both'")
+
+    def read(self, *, labels_only: bool = False) -> Records:
+        ds = self.ds
+        return read_chexpert(self.root, split=ds.split, uncertainty=ds.uncertainty, views=ds.views,
+                             labels_only=labels_only)

@@ -1,4 +1,4 @@
-"""The generic CSV reader, and the table helpers the CheXpert reader shares.
+"""The ``csv`` dataset kind: any CSV of image paths and labels (the table helpers are :mod:`bench.data.tables`).
 
 A CSV names one image per row and its labels in one of two layouts:
 
@@ -10,227 +10,78 @@ A CSV names one image per row and its labels in one of two layouts:
 
 ``aliases`` map a name in the file (a column name, or a token of the label string) to a declared
 label; mapping a name to ``None`` ignores it. Line numbers in messages count the header as line 1.
+
+Without a declared label list, the labels are the ones the file holds: every token of the label-string
+column (after ``aliases``; ``no_finding`` is none), or every column of ``label_columns``; they are logged.
+
+Messages name what the caller can change: :func:`read_csv_dataset`'s arguments (``labels=``) for Python
+callers, the grid's keys (``dataset.labels``) for a grid (:class:`CSVReader` passes :data:`GRID_TERMS`).
 """
 
 from __future__ import annotations
 
+import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from bench.data.images import NPZ_SCHEME
 from bench.data.labels import Records
-from bench.errors import BenchError, choices_text, did_you_mean
+from bench.data.reader import DatasetReader
+from bench.data.tables import (
+    BLANKS, MISSING_IMAGE, check_aliases, check_label_list, keep_existing, line_numbers, match_label_columns,
+    need_column, parse_values, read_table, resolve_path,
+)
+from bench.errors import BenchError, did_you_mean
 
-MISSING_IMAGE = "image file missing"
-_BLANKS = frozenset({"", "nan", "NaN", "NA", "N/A", "null", "None"})
-
-
-# --------------------------------------------------------------------------------------------------
-# Helpers shared with the other CSV-based readers
-# --------------------------------------------------------------------------------------------------
-
-def read_table(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a CSV as strings: stripped header names and cells, blanks as ``""``, never NaN.
-
-    >>> read_table("labels.csv").columns.tolist()  # doctest: +SKIP
-    ['path', 'Effusion', 'Mass']
-    """
-    path = Path(path)
-    if not path.is_file():
-        what = "is a directory, not a CSV file" if path.is_dir() else "file not found"
-        raise BenchError(f"{path}: {what}")
-    try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8-sig")
-    except pd.errors.EmptyDataError:
-        raise BenchError(f"{path}: empty file; expected a header line naming the columns") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BenchError(f"{path}: cannot parse as CSV ({first})") from None
-    table.columns = [str(c).strip() for c in table.columns]
-    for column in table.columns:
-        table[column] = table[column].astype(str).str.strip()
-    return table
+log = logging.getLogger(__name__)
 
 
-def need_column(table: pd.DataFrame, column: str, file: str | os.PathLike, *, role: str = "column") -> None:
-    """Raise a one-line :class:`BenchError` unless ``column`` is in ``table``.
+@dataclass(frozen=True)
+class Terms:
+    """How the reader's messages name the options a caller sets (Python arguments, or grid keys)."""
 
-    >>> need_column(pd.DataFrame(columns=["path"]), "Path", "a.csv")
-    Traceback (most recent call last):
-    bench.errors.BenchError: a.csv: no column 'Path'; did you mean 'path'? (columns: 'path')
-    """
-    if column not in table.columns:
-        raise BenchError(
-            f"{file}: no {role} {column!r}{did_you_mean(column, table.columns)} "
-            f"(columns: {choices_text(table.columns)})"
-        )
-
-
-def check_label_list(labels: Iterable[str] | None, *, key: str = "labels") -> list[str]:
-    """A non-empty list of unique, non-empty label names, or a one-line :class:`BenchError`.
-
-    >>> check_label_list(("Mass", "Nodule"))
-    ['Mass', 'Nodule']
-    """
-    if labels is None or isinstance(labels, str):
-        raise BenchError(f"{key} must be a list of label names, got {labels!r}")
-    names = list(labels)
-    if not names:
-        raise BenchError(f"{key} is empty; declare at least one label")
-    seen: set[str] = set()
-    for name in names:
-        if not isinstance(name, str) or not name.strip():
-            raise BenchError(f"{key}: {name!r} is not a label name (expected a non-empty string)")
-        if name in seen:
-            raise BenchError(f"{key}: label {name!r} is declared twice")
-        seen.add(name)
-    return names
+    labels: str = "labels="
+    aliases: str = "aliases="
+    label_column: str = "label_column="
+    label_columns: str = "label_columns="
+    #: the last remedy for label-string tokens that are not declared labels
+    unknown: str = "or pass ignore_unknown=True"
+    #: the remedy when none of the images exists
+    no_images: str = "point the image root at the folder holding them, or pass labels_only=True"
 
 
-def check_aliases(aliases: Mapping[str, str | None] | None, declared: Sequence[str]) -> dict[str, str | None]:
-    """Validate ``aliases`` (name in the file -> declared label, or ``None`` to ignore the name).
-
-    >>> check_aliases({"Pleural Effusion": "Effusion"}, ["Effusion"])
-    {'Pleural Effusion': 'Effusion'}
-    """
-    if aliases is None:
-        return {}
-    if not isinstance(aliases, Mapping):
-        raise BenchError(f"aliases must be a dict of name in the file -> declared label, got {aliases!r}")
-    out: dict[str, str | None] = {}
-    for source, target in aliases.items():
-        if target is not None and target not in declared:
-            raise BenchError(
-                f"aliases: {source!r} -> {target!r}, but {target!r} is not a declared label"
-                f"{did_you_mean(str(target), declared)} (declared: {choices_text(declared)})"
-            )
-        out[str(source)] = target
-    return out
-
-
-def match_label_columns(
-    columns: Sequence[str],
-    declared: Sequence[str],
-    aliases: Mapping[str, str | None],
-    file: str | os.PathLike,
-    *,
-    known: Sequence[str] | None = None,
-) -> dict[str, str]:
-    """Map each declared label to the one file column holding it (its own name or an alias).
-
-    ``known`` lists the names to suggest in the error (default: ``columns``).
-
-    >>> match_label_columns(["path", "Pleural Effusion"], ["Effusion"], {"Pleural Effusion": "Effusion"}, "a.csv")
-    {'Effusion': 'Pleural Effusion'}
-    """
-    source: dict[str, str] = {}
-    for column in columns:
-        target = aliases[column] if column in aliases else column
-        if target is None or target not in declared:
-            continue
-        if target in source:
-            raise BenchError(
-                f"{file}: columns {source[target]!r} and {column!r} both give label {target!r}; "
-                "keep one (aliases) or merge them afterwards with bench.data.harmonise.harmonise"
-            )
-        source[target] = column
-    known = list(columns if known is None else known)
-    for label in declared:
-        if label not in source:
-            raise BenchError(
-                f"{file}: no column for label {label!r}{did_you_mean(label, known)} "
-                f"(file has: {choices_text(known)}; map a differently named column with aliases=)"
-            )
-    return {label: source[label] for label in declared}
-
-
-def parse_values(
-    cells: pd.Series,
-    allowed: Sequence[float],
-    *,
-    file: str | os.PathLike,
-    column: str,
-    lines: np.ndarray,
-) -> np.ndarray:
-    """Cells such as ``"1"``, ``"0.0"``, ``"-1.0"`` or blank -> float64 with NaN for blank.
-
-    Anything else, or a number outside ``allowed``, is a one-line error naming the line.
-
-    >>> parse_values(pd.Series(["1", "", "0.0"]), (0, 1), file="a.csv", column="Mass", lines=np.array([2, 3, 4]))
-    array([ 1., nan,  0.])
-    """
-    text = cells.astype(str).str.strip()
-    blank = text.isin(_BLANKS).to_numpy()
-    values = np.array(pd.to_numeric(text.where(~blank, None), errors="coerce"), dtype=np.float64)
-    bad = (~blank & ~np.isin(values, np.asarray(allowed, dtype=np.float64)))
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        valid = ", ".join(repr(f"{v:g}") for v in allowed)
-        raise BenchError(
-            f"{file} line {int(lines[i])}: column {column!r} has value {text.iloc[i]!r}; "
-            f"valid values are {valid} or blank ({int(bad.sum())} bad cell(s) in all)"
-        )
-    values[blank] = np.nan
-    return values
-
-
-def resolve_path(value: str, root: str) -> str:
-    """An absolute path for ``value`` (kept when absolute or ``npz://``), else ``root/value``.
-
-    >>> resolve_path("a/b.png", "/data")
-    '/data/a/b.png'
-    """
-    if value.startswith(NPZ_SCHEME):
-        return value
-    return os.path.abspath(os.path.join(root, value))
-
-
-def image_exists(path: str) -> bool:
-    """True when the file behind ``path`` (for ``npz://`` paths, the ``.npz`` file) exists.
-
-    >>> image_exists("npz:///nowhere/chestmnist.npz#train_images/0")
-    False
-    """
-    if path.startswith(NPZ_SCHEME):
-        path = path[len(NPZ_SCHEME):].partition("#")[0]
-    return os.path.isfile(path)
-
-
-def keep_existing(paths: np.ndarray, where: str, *, labels_only: bool) -> np.ndarray:
-    """Boolean mask of rows whose image exists (all True when ``labels_only``).
-
-    Raises a :class:`BenchError` when none of the images exists: a wrong root, not a dataset.
-
-    >>> keep_existing(np.array(["/nowhere/a.png"]), "list.csv", labels_only=True)
-    array([ True])
-    """
-    if labels_only or len(paths) == 0:
-        return np.ones(len(paths), dtype=bool)
-    keep = np.fromiter((image_exists(p) for p in paths), dtype=bool, count=len(paths))
-    if not keep.any():
-        raise BenchError(
-            f"{where}: none of the {len(paths)} images exists (first: {paths[0]}); "
-            "point the image root at the folder holding them, or pass labels_only=True"
-        )
-    return keep
-
-
-def line_numbers(n: int) -> np.ndarray:
-    """File line of each data row: the header is line 1.
-
-    >>> line_numbers(3)
-    array([2, 3, 4])
-    """
-    return np.arange(n, dtype=np.int64) + 2
+PYTHON_TERMS = Terms()
+GRID_TERMS = Terms(labels="dataset.labels", aliases="dataset.aliases", label_column="dataset.label_column",
+                   label_columns="dataset.label_columns",
+                   unknown="or leave dataset.labels out to take every label the column holds",
+                   no_images="point the image root at the folder holding them (dataset.image_root; default: the "
+                             "CSV's folder)")
 
 
 # --------------------------------------------------------------------------------------------------
 # The generic reader
 # --------------------------------------------------------------------------------------------------
+
+def infer_labels(table: pd.DataFrame, *, label_column: str | None, label_columns: Sequence[str] | None,
+                 separator: str, aliases: Mapping[str, str | None], no_finding: str | None) -> list[str]:
+    """The labels a file holds, for a caller that declared none: the label-string column's tokens, or the
+    ``label_columns``, each mapped through ``aliases`` (a ``None`` target drops it), sorted.
+
+    >>> t = pd.DataFrame({"path": ["a", "b", "c"], "f": ["Mass|Eff", "No Finding", ""]})
+    >>> infer_labels(t, label_column="f", label_columns=None, separator="|", aliases={"Eff": "Effusion"},
+    ...              no_finding="No Finding")
+    ['Effusion', 'Mass']
+    """
+    if label_column is not None:
+        tokens = {t.strip() for text in table[label_column].unique() for t in str(text).split(separator)}
+        tokens = {t for t in tokens if t and t != no_finding}
+    else:
+        tokens = set(label_columns or ())
+    return sorted({aliases.get(t, t) for t in tokens} - {None})
 
 def _labels_from_strings(
     cells: pd.Series,
@@ -243,6 +94,7 @@ def _labels_from_strings(
     file: Path,
     column: str,
     lines: np.ndarray,
+    terms: Terms = PYTHON_TERMS,
 ) -> np.ndarray:
     index = {name: j for j, name in enumerate(declared)}
     codes, uniques = pd.factorize(cells, sort=False)
@@ -272,8 +124,7 @@ def _labels_from_strings(
             shown += f", ... ({len(tokens)} in all)"
         raise BenchError(
             f"{file}: column {column!r} has labels that are not declared: {shown}; "
-            "declare them in labels=, map them with aliases=, "
-            "or pass ignore_unknown=True"
+            f"declare them in {terms.labels}, map them with {terms.aliases}, {terms.unknown}"
         )
     return rows[codes]
 
@@ -281,7 +132,7 @@ def _labels_from_strings(
 def read_csv_dataset(
     csv_path: str | os.PathLike,
     *,
-    labels: Sequence[str],
+    labels: Sequence[str] | None = None,
     image_root: str | os.PathLike | None = None,
     image_column: str = "path",
     label_column: str | None = None,
@@ -293,12 +144,14 @@ def read_csv_dataset(
     no_finding: str | None = "No Finding",
     ignore_unknown: bool = False,
     labels_only: bool = False,
+    terms: Terms = PYTHON_TERMS,
 ) -> Records:
     """Read any CSV of images and labels into :class:`Records`.
 
     Args:
         csv_path: the CSV file (comma separated, one header line).
-        labels: the declared label list, in column order of the result.
+        labels: the declared label list, in column order of the result. Without it the labels are the
+            ones the file holds (:func:`infer_labels`; needs ``label_column`` or ``label_columns``).
         image_root: folder that relative image paths start from (default: the CSV's folder).
         image_column: column holding the image path; it is also the image id.
         label_column: a label-string column (``"Effusion|Mass"``), split on ``separator``.
@@ -310,6 +163,7 @@ def read_csv_dataset(
         no_finding: the label-string token meaning "no finding" (``None`` to treat it as unknown).
         ignore_unknown: drop undeclared label-string tokens instead of raising.
         labels_only: keep rows whose image file is missing (no file checks at all).
+        terms: how messages name the options (:data:`PYTHON_TERMS`, or :data:`GRID_TERMS` for a grid).
 
     Rows whose image file is missing are dropped and counted in ``dropped["image file missing"]``.
 
@@ -319,15 +173,31 @@ def read_csv_dataset(
     array([[1., 0.], [0., 0.]], dtype=float32)
     """
     csv_path = Path(csv_path)
-    declared = check_label_list(labels)
-    alias_map = check_aliases(aliases, declared)
+    t = terms
+    declared = None if labels is None else check_label_list(labels)
+    alias_map = None if declared is None else check_aliases(aliases, declared)
     if label_column is not None and label_columns is not None:
         raise BenchError(
-            f"{csv_path}: pass label_column={label_column!r} (one label-string column) or "
-            "label_columns= (one column per label), not both"
+            f"{csv_path}: pass {t.label_column}{label_column!r} (one label-string column) or "
+            f"{t.label_columns} (one column per label), not both"
         )
+    if declared is None and label_column is None and label_columns is None:
+        raise BenchError(f"{csv_path}: declare the label list ({t.labels}), or name the labels' columns "
+                         f"({t.label_column} for one label-string column, {t.label_columns} for one column per "
+                         "label) to take every label they hold")
     table = read_table(csv_path)
     need_column(table, image_column, csv_path, role="image column")
+    if declared is None:
+        if label_column is not None:
+            need_column(table, label_column, csv_path, role="label column")
+        raw_aliases = {str(k): v for k, v in (aliases or {}).items()}
+        inferred = infer_labels(table, label_column=label_column, label_columns=label_columns, separator=separator,
+                                aliases=raw_aliases, no_finding=no_finding)
+        source = f"column {label_column!r}" if label_column is not None else t.label_columns.rstrip("=")
+        log.warning("%s: %s not given; %d label(s) taken from %s: %s", csv_path, t.labels.rstrip("="),
+                    len(inferred), source, ", ".join(inferred))
+        declared = check_label_list(inferred)
+        alias_map = check_aliases(aliases, declared)
     lines = line_numbers(len(table))
 
     if label_column is not None:
@@ -336,24 +206,25 @@ def read_csv_dataset(
         need_column(table, label_column, csv_path, role="label column")
         y = _labels_from_strings(
             table[label_column], declared, alias_map, separator=separator, no_finding=no_finding,
-            ignore_unknown=ignore_unknown, file=csv_path, column=label_column, lines=lines,
+            ignore_unknown=ignore_unknown, file=csv_path, column=label_column, lines=lines, terms=t,
         )
     else:
         if label_columns is not None:
             if isinstance(label_columns, str):
-                raise BenchError(f"label_columns must be a list of column names, got {label_columns!r}")
+                raise BenchError(f"{t.label_columns.rstrip('=')} must be a list of column names, got {label_columns!r}")
             for column in label_columns:
                 need_column(table, column, csv_path, role="label column")
                 target = alias_map[column] if column in alias_map else column
                 if target not in declared:
                     raise BenchError(
                         f"{csv_path}: label column {column!r} is not a declared label"
-                        f"{did_you_mean(column, declared)}; declare it in labels= or map it with aliases="
+                        f"{did_you_mean(column, declared)}; declare it in {t.labels} or map it with {t.aliases}"
                     )
             candidates = list(label_columns)
         else:
             candidates = [c for c in table.columns if c != image_column]
-        source = match_label_columns(candidates, declared, alias_map, csv_path, known=list(table.columns))
+        source = match_label_columns(candidates, declared, alias_map, csv_path, known=list(table.columns),
+                                     aliases_key=t.aliases)
         y = np.empty((len(table), len(declared)), dtype=np.float32)
         for j, label in enumerate(declared):
             y[:, j] = parse_values(table[source[label]], (0.0, 1.0), file=csv_path,
@@ -376,7 +247,7 @@ def read_csv_dataset(
     if patient_column is not None:
         need_column(table, patient_column, csv_path, role="patient column")
         patients = table[patient_column].to_numpy(dtype=object)
-        blank = table[patient_column].isin(_BLANKS).to_numpy()
+        blank = table[patient_column].isin(BLANKS).to_numpy()
         if blank.any():
             raise BenchError(
                 f"{csv_path} line {int(lines[blank.argmax()])}: patient column {patient_column!r} is empty "
@@ -385,11 +256,11 @@ def read_csv_dataset(
     views = None
     if view_column is not None:
         need_column(table, view_column, csv_path, role="view column")
-        views = table[view_column].where(~table[view_column].isin(_BLANKS), "").to_numpy(dtype=object)
+        views = table[view_column].where(~table[view_column].isin(BLANKS), "").to_numpy(dtype=object)
 
     root = os.path.abspath(image_root if image_root is not None else csv_path.parent)
     paths = np.array([resolve_path(v, root) for v in images], dtype=object)
-    keep = keep_existing(paths, f"{csv_path} (image root {root})", labels_only=labels_only)
+    keep = keep_existing(paths, f"{csv_path} (image root {root})", labels_only=labels_only, remedy=t.no_images)
     dropped = {MISSING_IMAGE: int((~keep).sum())} if not keep.all() else {}
     return Records(
         labels=y[keep],
@@ -402,3 +273,39 @@ def read_csv_dataset(
         kind="csv",
         root=root,
     )
+
+
+class CSVReader(DatasetReader):
+    """The ``csv`` kind: :func:`read_csv_dataset` with the grid's keys (it applies ``labels`` and ``aliases``
+    itself, and takes the labels the file holds when ``labels`` is absent)."""
+
+    keys = ("csv", "image_root", "image_column", "label_column", "separator", "label_columns", "patient_column",
+            "view_column")
+    root_help = "the folder the image paths start from (default: the CSV's folder)"
+    reads_labels = True
+
+    @classmethod
+    def check(cls, ds: Any, bad) -> None:
+        if not ds.csv:
+            bad("dataset.csv", ds.csv, "the path of the CSV label file")
+
+    @classmethod
+    def implied_root(cls, ds: Any) -> str | None:
+        return str(Path(ds.csv).parent) if ds.csv else ds.root
+
+    def check_root(self) -> None:
+        if not Path(self.ds.csv).is_file():
+            raise BenchError(f"dataset.csv: {self.ds.csv!r} does not exist")
+
+    def read(self, *, labels_only: bool = False) -> Records:
+        ds = self.ds
+        if not ds.labels and not ds.label_column and not ds.label_columns:
+            raise BenchError("dataset.labels: a csv dataset must declare its label list (e.g. [Effusion, Edema]), "
+                             "or name its labels' columns (dataset.label_column: one label-string column, whose "
+                             "labels are then all taken; dataset.label_columns: one column per label)")
+        return read_csv_dataset(ds.csv, image_root=ds.image_root or ds.root, image_column=ds.image_column,
+                                labels=list(ds.labels) if ds.labels else None, label_column=ds.label_column,
+                                separator=ds.separator,
+                                label_columns=list(ds.label_columns) if ds.label_columns else None,
+                                patient_column=ds.patient_column, view_column=ds.view_column,
+                                aliases=dict(ds.aliases) or None, labels_only=labels_only, terms=GRID_TERMS)

@@ -45,9 +45,10 @@ def merge_known_max(columns: np.ndarray) -> np.ndarray:
 
 
 def harmonise(
-    records: Records, mapping: Mapping[str, str], *, keep_unmapped: bool = True, strict: bool = True
+    records: Records, mapping: Mapping[str, str | None], *, keep_unmapped: bool = True, strict: bool = True
 ) -> Records:
-    """Rename labels by ``mapping`` (source -> target), merging sources that share a target.
+    """Rename labels by ``mapping`` (source -> target), merging sources that share a target; a ``None``
+    target drops the source label (the grid's ``aliases: {Name: null}``).
 
     Labels not in ``mapping`` keep their name (or are dropped with ``keep_unmapped=False``); a label
     that keeps its name and is also the target of another merges with it. The result's columns are
@@ -60,6 +61,8 @@ def harmonise(
     >>> h = harmonise(r, {"Pleural Effusion": "Effusion", "Lung Lesion": "Other", "Pleural Other": "Other"})
     >>> h.label_names, h.labels.tolist()
     (('Effusion', 'Edema', 'Other'), [[1.0, nan, 0.0]])
+    >>> harmonise(r, {"Lung Lesion": None, "Pleural Other": None}).label_names
+    ('Pleural Effusion', 'Edema')
     """
     if not isinstance(mapping, Mapping):
         raise BenchError(f"mapping must be a dict of source label -> target label, got {mapping!r}")
@@ -72,13 +75,14 @@ def harmonise(
                 f"mapping: {source!r} is not a label of these records{did_you_mean(str(source), names)} "
                 f"(labels: {choices_text(names)})"
             )
-        if not isinstance(target, str) or not target.strip():
+        if target is not None and (not isinstance(target, str) or not target.strip()):
             raise BenchError(f"mapping: {source!r} -> {target!r}; the target must be a non-empty label name")
 
     targets: dict[str, list[int]] = {}
     for j, name in enumerate(names):
         if name in mapping:
-            targets.setdefault(mapping[name], []).append(j)
+            if mapping[name] is not None:
+                targets.setdefault(mapping[name], []).append(j)
         elif keep_unmapped:
             targets.setdefault(name, []).append(j)
     labels = np.empty((len(records), len(targets)), dtype=np.float32)

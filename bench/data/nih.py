@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from bench.data.labels import BOX_COLUMNS, NIH_LABELS, Records
+from bench.data.reader import DatasetReader
 from bench.errors import BenchError, did_you_mean
 
 log = logging.getLogger(__name__)
@@ -225,3 +226,25 @@ def read_boxes(path: Path, all_ids: set[str], rec: Records, *, labels_only: bool
     out["h"] *= sy
     out["img_w"], out["img_h"] = wh[:, 0], wh[:, 1]
     return out[list(BOX_COLUMNS)].reset_index(drop=True)
+
+
+class NIHReader(DatasetReader):
+    """The ``nih`` kind: NIH ChestX-ray14 (:func:`read_nih`)."""
+
+    keys = ("label_file", "box_file", "official_test")
+    root_help = "the folder holding Data_Entry_2017.csv and images/"
+    missing_root = "download NIH ChestX-ray14 there, or use kind: synthetic for the built-in data"
+
+    @classmethod
+    def check(cls, ds, bad) -> None:
+        if ds.official_test not in ("ignore", "exclude"):
+            bad("dataset.official_test", ds.official_test, "'ignore' or 'exclude'")
+
+    def check_root(self) -> None:
+        if not self.root.exists():
+            raise BenchError(f"dataset.root: {str(self.root)!r} does not exist ({self.missing_root})")
+
+    def read(self, *, labels_only: bool = False) -> Records:
+        ds = self.ds
+        return read_nih(self.root, label_file=ds.label_file, box_file=ds.box_file, labels_only=labels_only,
+                        official_test=ds.official_test)

@@ -51,6 +51,7 @@ from typing import Callable
 import numpy as np
 
 from bench.data.labels import NIH_LABELS
+from bench.data.nih import NIHReader, read_nih
 from bench.errors import BenchError
 
 log = logging.getLogger(__name__)
@@ -885,3 +886,25 @@ def _write_into(folder: Path, *, n: int, size: int, seed: int,
     (folder / META_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8", newline="\n")
     log.info("wrote %d synthetic images (%d px, seed %d) in %.1f s", n, size, seed, time.perf_counter() - start)
     return summary
+
+
+class SyntheticReader(NIHReader):
+    """The ``synthetic`` kind: generated at ``root`` in the NIH layout on first use, then read as NIH."""
+
+    keys = ("n", "size", "seed")
+    root_help = None  # the default root (data/synthetic) is where it is generated
+
+    @classmethod
+    def check(cls, ds, bad) -> None:
+        if ds.n < 50:
+            bad("dataset.n", ds.n, "an integer >= 50")
+        if not 32 <= ds.size <= 1024:
+            bad("dataset.size", ds.size, "an integer from 32 to 1024")
+
+    def prepare(self, progress) -> None:
+        ensure_synthetic(self.root, n=self.ds.n, size=self.ds.size, seed=self.ds.seed, progress=progress)
+
+    def read(self, *, labels_only: bool = False):
+        rec = read_nih(self.root, labels_only=labels_only)  # the NIH keys do not apply: the generator's files
+        rec.kind = "synthetic"
+        return rec
