@@ -175,6 +175,9 @@ def two_node_cluster(logs: Path, *, extra_env: dict | None = None, services: boo
     # bench/tuner.py keeps the driver flat at 1,000+ trials); these drivers save at every step instead, so the
     # tests can see each epoch and kill at a known state. What is restored, and how, is the same.
     env["TUNE_GLOBAL_CHECKPOINT_S"] = "0"
+    # The head's Ray Client proxy gives each client's own server 30 s to answer; on two loaded cores that server
+    # (a fresh Python process) sometimes needs longer, and the driver's retry then costs another 30 s or more.
+    env["RAY_CLIENT_SERVER_CHECK_CHANNEL_TIMEOUT_S"] = "120"
     temps = [tempfile.mkdtemp(prefix="rt", dir="/tmp") for _ in range(2)]  # short: socket paths are limited
     taken: set[int] = set()
     procs: list[subprocess.Popen] = []
