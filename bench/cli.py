@@ -241,6 +241,20 @@ def cmd_cluster_validate(args) -> int:
     return 0
 
 
+def cmd_schema(args) -> int:
+    from bench.schema import grid_schema
+
+    text = json.dumps(grid_schema(), indent=1)
+    if args.out:
+        from reports.runfolder import write_atomic
+
+        write_atomic(Path(args.out), lambda tmp: tmp.write_text(text + "\n"))
+        say(f"wrote {args.out}")
+    else:
+        print(text)
+    return 0
+
+
 def cmd_perf(args) -> int:
     from bench.perf import main as perf_main
 
@@ -322,6 +336,10 @@ def build_parser() -> argparse.ArgumentParser:
     v = csub.add_parser("validate", help="check cluster.yaml against Ray's autoscaler schema (offline)")
     v.add_argument("file", nargs="?", default="cluster.yaml")
     v.set_defaults(func=cmd_cluster_validate)
+
+    sc = sub.add_parser("schema", help="print the grid's JSON Schema (for editors; from the grid's own sections)")
+    sc.add_argument("--out", help="write it to this file instead")
+    sc.set_defaults(func=cmd_schema)
 
     pf = sub.add_parser("perf", help="measure throughput against plain PyTorch and regenerate BENCHMARKS.md")
     pf.add_argument("--quick", action="store_true", help="smaller measurements (about a minute)")

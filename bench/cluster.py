@@ -46,7 +46,7 @@ def validate_cluster_file(path: str | os.PathLike) -> list[str]:
     >>> validate_cluster_file("cluster.yaml")  # doctest: +SKIP
     []
     """
-    from bench.config import line_map, line_of, read_yaml
+    from bench.yaml_lines import line_map, line_of, read_yaml
     from bench.errors import BenchError
 
     shown = str(path)

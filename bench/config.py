@@ -15,13 +15,15 @@ import hashlib
 import json
 import math
 import os
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
 
 from bench.data.catalogue import DATASETS, dataset_kinds, reader_class
 from bench.data.reader import COMMON_KEYS
 from bench.errors import BenchError, did_you_mean
+from bench.yaml_lines import Where, line_map, read_yaml
 
 DATASET_KINDS = dataset_kinds()  # the built-in kinds; validation asks the registry (bench.data.catalogue)
 
@@ -41,7 +43,7 @@ class DatasetConfig:
     image_size: int = 64
     labels: tuple[str, ...] | None = None       # keep only these labels (default: all the reader knows)
     aliases: dict = field(default_factory=dict)  # rename labels, e.g. {"Pleural Effusion": "Effusion"}
-    on_bad_image: str = "exclude"               # exclude (with a warning listing them) | fail
+    on_bad_image: Literal["exclude", "fail"] = "exclude"  # exclude (with a warning listing them) | fail
     cache_dir: str | None = None                # default: $BENCH_CACHE_DIR or ~/.cache/cxr-bench
     min_positives: int | None = None            # drop labels with fewer positives (default: keep, error if < folds)
     # synthetic
@@ -51,11 +53,11 @@ class DatasetConfig:
     # nih
     label_file: str | None = None
     box_file: str | None = None
-    official_test: str = "ignore"               # ignore | exclude (drop NIH's test_list.txt images)
+    official_test: Literal["ignore", "exclude"] = "ignore"  # ignore | exclude (drop NIH's test_list.txt images)
     # chexpert
     split: str = "train"
-    uncertainty: str = "ignore"
-    views: str = "frontal"
+    uncertainty: Literal["ignore", "ones", "zeros"] = "ignore"
+    views: Literal["frontal", "lateral", "all"] = "frontal"
     # chestmnist
     file: str | None = None
     # csv
@@ -91,11 +93,11 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 1e-4
-    optimizer: str = "adamw"     # adamw | sgd
-    scheduler: str = "cosine"    # cosine | none
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    scheduler: Literal["cosine", "none"] = "cosine"
     pretrained: Any = False      # false | true (timm hub weights) | path to a .pth/.safetensors file
     augment: bool = False        # light random shifts / contrast, on the batch
-    precision: str = "auto"      # auto (bf16 on GPU, fp32 on CPU) | bf16 | fp32
+    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
     channels_last: str = "auto"  # auto (on GPU) | true | false
     compile: bool = False        # torch.compile the model (GPU)
     num_workers: int = 0         # data-loader worker processes (GPU nodes: 4-8)
@@ -153,10 +155,54 @@ class GridConfig:
         d.pop("resources", None)  # resources change scheduling, not results
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
+    @classmethod
+    def from_dict(cls, data: Mapping) -> "GridConfig":
+        """The typed, frozen grid back from :meth:`to_dict` output (a grid validated before: nothing is checked
+        again). Keys a section does not have are ignored and missing ones take their defaults, so a grid
+        resolved by an older or newer version still reads.
+
+        >>> g = GridConfig.from_dict(GridConfig(train=TrainConfig(batch_size=8)).to_dict())
+        >>> g.train.batch_size, g.localisation.methods, g == GridConfig(train=TrainConfig(batch_size=8))
+        (8, ('gradcam',), True)
+        """
+        def section(kind, value):
+            names = {f.name: f for f in dataclasses.fields(kind)}
+            out = {}
+            for key, v in (value or {}).items():
+                if key in names:
+                    out[key] = tuple(v) if isinstance(v, list) else v
+            return kind(**out)
+
+        top = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()
+                  if k in top and k not in _SECTIONS}
+        kwargs.update({k: section(kind, data.get(k)) for k, kind in _SECTIONS.items()})
+        return cls(**kwargs)
+
     def strategy_specs(self) -> list[dict]:
         from strategies import resolve_spec
 
         return [resolve_spec(s) for s in self.strategies]
+
+
+_SECTIONS = {"dataset": DatasetConfig, "splits": SplitConfig, "train": TrainConfig, "resources": ResourcesConfig,
+             "localisation": LocalisationConfig, "report": ReportConfig}
+
+
+def choices(cls, name: str) -> tuple:
+    """The values a ``Literal``-typed field of a section allows: what validation accepts and what the grid's
+    JSON Schema lists (``bench schema``).
+
+    >>> choices(TrainConfig, "optimizer")
+    ('adamw', 'sgd')
+    """
+    return typing.get_args(typing.get_type_hints(cls)[name])
+
+
+def _or(values: tuple) -> str:
+    """``'a', 'b' or 'c'``."""
+    quoted = [repr(v) for v in values]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
 
 
 def _plain(obj: Any) -> Any:
@@ -168,64 +214,6 @@ def _plain(obj: Any) -> Any:
 
 
 # ---- loading ------------------------------------------------------------------------------------
-
-class _Where:
-    """Maps key paths ("train.epochs") to line numbers in the YAML file."""
-
-    def __init__(self, path: str, lines: dict[str, int]):
-        self.path, self.lines = path, lines
-
-    def __call__(self, key: str) -> str:
-        line = line_of(self.lines, key)
-        return f"{self.path}:{line}" if line else self.path
-
-
-def line_of(lines: dict[str, int], key: str) -> int | None:
-    """The line of ``key`` ("train.epochs", "head_start_ray_commands[1]") in a :func:`line_map`, or of
-    the nearest key that encloses it."""
-    while key:
-        if key in lines:
-            return lines[key]
-        key = key[:max(key.rfind("."), key.rfind("["), 0)]
-    return None
-
-
-def line_map(node, prefix: str = "", out: dict | None = None) -> dict[str, int]:
-    """Key paths of a composed YAML node ("train.epochs", "a[0].b") -> 1-based line numbers."""
-    import yaml
-
-    out = {} if out is None else out
-    if isinstance(node, yaml.MappingNode):
-        for k, v in node.value:
-            key = f"{prefix}.{k.value}" if prefix else str(k.value)
-            out[key] = k.start_mark.line + 1
-            line_map(v, key, out)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, v in enumerate(node.value):
-            key = f"{prefix}[{i}]"
-            out[key] = v.start_mark.line + 1
-            line_map(v, key, out)
-    return out
-
-
-def read_yaml(path: Path, *, shown: str | None = None):
-    """Safely load a YAML file; returns (data, node) where ``node`` locates keys (see :func:`line_map`).
-
-    Raises BenchError ``FILE:LINE: YAML syntax error: ...`` on malformed YAML; only plain YAML types are
-    constructed (``yaml.SafeLoader``), so a ``!!python/...`` tag is an error, never code.
-    """
-    import yaml
-
-    shown = shown or str(path)
-    text = Path(path).read_text(encoding="utf-8")
-    try:
-        return yaml.safe_load(text), yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{shown}:{mark.line + 1}" if mark else shown
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise BenchError(f"{where}: YAML syntax error: {problem}") from None
-
 
 def load_grid(path: str | os.PathLike) -> GridConfig:
     """Read, parse and validate a grid YAML file.
@@ -245,7 +233,7 @@ def load_grid(path: str | os.PathLike) -> GridConfig:
     if not isinstance(data, Mapping):
         raise BenchError(f"{shown}: a grid must be a mapping of keys (name, dataset, backbones, ...), "
                          f"got {type(data).__name__}")
-    where = _Where(shown, line_map(node))
+    where = Where(shown, line_map(node))
     return parse_grid(data, where=where, source=str(p))
 
 
@@ -352,7 +340,7 @@ def _coerce_like(default: Any, raw: Any, key: str, where, annotation: Any) -> An
         return _coerce(int, raw, key, where)
     if isinstance(default, float) or ann == "float":
         return _coerce(float, raw, key, where)
-    if "str" in ann:
+    if "str" in ann or ann.startswith("Literal["):
         return _coerce(str, raw, key, where)
     return raw
 
@@ -427,8 +415,8 @@ def _validate(cfg: GridConfig, where) -> None:
         bad("name", cfg.name, "a non-empty name without slashes")
     if not 16 <= d.image_size <= 1024:
         bad("dataset.image_size", d.image_size, "an integer from 16 to 1024")
-    if d.on_bad_image not in ("exclude", "fail"):
-        bad("dataset.on_bad_image", d.on_bad_image, "'exclude' or 'fail'")
+    if d.on_bad_image not in choices(DatasetConfig, "on_bad_image"):
+        bad("dataset.on_bad_image", d.on_bad_image, _or(choices(DatasetConfig, "on_bad_image")))
     reader_class(d.kind).check(d, bad)
     if d.min_positives is not None and d.min_positives < 1:
         bad("dataset.min_positives", d.min_positives, "an integer >= 1")
@@ -446,12 +434,9 @@ def _validate(cfg: GridConfig, where) -> None:
         bad("train.lr", t.lr, "a number > 0")
     if t.weight_decay < 0:
         bad("train.weight_decay", t.weight_decay, "a number >= 0")
-    if t.optimizer not in ("adamw", "sgd"):
-        bad("train.optimizer", t.optimizer, "'adamw' or 'sgd'")
-    if t.scheduler not in ("cosine", "none"):
-        bad("train.scheduler", t.scheduler, "'cosine' or 'none'")
-    if t.precision not in ("auto", "bf16", "fp32"):
-        bad("train.precision", t.precision, "'auto', 'bf16' or 'fp32'")
+    for key in ("optimizer", "scheduler", "precision"):
+        if getattr(t, key) not in choices(TrainConfig, key):
+            bad(f"train.{key}", getattr(t, key), _or(choices(TrainConfig, key)))
     if str(t.channels_last).lower() not in ("auto", "true", "false"):
         bad("train.channels_last", t.channels_last, "'auto', true or false")
     if t.num_workers < 0:

@@ -70,15 +70,15 @@ def localise_trial(spec: dict, data, *, model, images, val, test, dev, out: Path
     from bench.cam import compute_cams
     from reports import localisation as L
 
-    cfg = data.grid["localisation"]
-    tolerance = float(cfg.get("tolerance", 0.0))  # grids resolved before the option existed: its default
+    cfg = data.cfg.localisation  # a grid resolved before an option existed reads with its default
+    tolerance = float(cfg.tolerance)
     rec, size = data.records, data.image_size
     boxes = boxes_at(rec.boxes, size)
     rng = seeding.numpy_rng(spec["seed"], spec["fold"], "localisation")
-    test_pairs = boxed_pairs(rec, test, boxes, int(cfg["max_images"]), rng)
+    test_pairs = boxed_pairs(rec, test, boxes, int(cfg.max_images), rng)
     if not test_pairs:
         return []
-    val_pairs = boxed_pairs(rec, val, boxes, int(cfg["max_images"]), rng)
+    val_pairs = boxed_pairs(rec, val, boxes, int(cfg.max_images), rng)
     refuse_held_out(rec, [p[0] for p in val_pairs], test)
     row_pos = {r: i for i, r in enumerate(test)}
     val_boxes = [p[3] for p in val_pairs]
@@ -91,8 +91,8 @@ def localise_trial(spec: dict, data, *, model, images, val, test, dev, out: Path
                             batch_size=32, device=dev.device)
 
     def threshold(name: str, val_maps) -> float:
-        if cfg["threshold"] != "tune":
-            return float(cfg["threshold"])
+        if cfg.threshold != "tune":
+            return float(cfg.threshold)
         if not val_pairs:
             log.warning("trial %s: no boxed validation image to tune the %s threshold on; using 0.5", spec["id"], name)
             return 0.5
@@ -107,12 +107,12 @@ def localise_trial(spec: dict, data, *, model, images, val, test, dev, out: Path
         return rows
 
     results = []
-    for method in list(cfg["methods"]):
+    for method in list(cfg.methods):
         cams = maps(test_pairs, method)
         scored = score(method, cams, threshold(method, lambda: maps(val_pairs, method)))
         results += scored
-        if method == cfg["methods"][0]:
-            _gallery(out, spec, rec, images, test_pairs, cams, scored, int(cfg["gallery"]))
+        if method == cfg.methods[0]:
+            _gallery(out, spec, rec, images, test_pairs, cams, scored, int(cfg.gallery))
     shape = (size, size)
     base_rng = seeding.numpy_rng(spec["seed"], spec["fold"], "random-map")
     val_random = [L.random_map(shape, base_rng) for _ in val_pairs]  # drawn first: the test maps never see them

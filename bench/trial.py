@@ -13,6 +13,7 @@ folder from any node and any storage (local, NFS, s3://).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import platform
@@ -20,27 +21,38 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from bench.data.labels import Records
 from bench.runfolder import STATE_FILE, TrialFolder, checkpoint_outputs, write_atomic
 
+if TYPE_CHECKING:
+    from bench.config import GridConfig
+
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class TrialData:
-    """What every trial of a run shares (shipped once through Ray's object store)."""
+    """What every trial of a run shares (shipped once through Ray's object store). A trial reads the grid
+    through :attr:`cfg`, its typed and frozen sections (``data.cfg.train.batch_size``)."""
 
     records: Records
     manifest: Any            # bench.data.splits.SplitManifest
     cache_key: str
     cache_dir: str
     image_size: int
-    grid: dict               # the resolved grid (GridConfig.to_dict())
+    grid: dict               # the resolved grid (GridConfig.to_dict()), as each trial's config.json records it
     run_meta: dict           # versions, git commit, split hash
+
+    @functools.cached_property
+    def cfg(self) -> "GridConfig":
+        """The resolved grid as typed, frozen sections (validated when the run started)."""
+        from bench.config import GridConfig
+
+        return GridConfig.from_dict(self.grid)
 
 
 def trial_id(backbone: str, strategy: str, fold: int, seed: int) -> str:
@@ -78,7 +90,7 @@ def run_trial(spec: dict, data: TrialData, *, report: Callable[[dict, str | None
                               "or run fewer trials at once (resources.max_concurrent)") from None
         if "out of memory" in text.lower():
             raise OutOfMemory(f"trial {spec['id']} ran out of GPU memory with {spec['backbone']} at batch size "
-                              f"{data.grid['train']['batch_size']}: lower train.batch_size or give it a whole GPU "
+                              f"{data.cfg.train.batch_size}: lower train.batch_size or give it a whole GPU "
                               "(resources.gpu)") from None
         raise
 
@@ -92,11 +104,11 @@ def _run(spec: dict, data: TrialData, *, report, checkpoint_dir) -> dict:
     from bench.data.splits import assert_fold_disjoint
     from strategies import create_strategy
 
-    tr, res = data.grid["train"], data.grid["resources"]
+    tr, res = data.cfg.train, data.cfg.resources
     seed, fold, rec = int(spec["seed"]), int(spec["fold"]), data.records
-    threads = max(1, int(res["cpu"]))
+    threads = max(1, int(res.cpu))
     torch.set_num_threads(threads)
-    dev = engine.Device.resolve(gpu=float(res["gpu"]), precision=tr["precision"], channels_last=tr["channels_last"])
+    dev = engine.Device.resolve(gpu=float(res.gpu), precision=tr.precision, channels_last=tr.channels_last)
 
     # ---- data: the node's cache (built here if this node has none yet) and the verified split ----
     data.manifest.verify(rec)
@@ -118,19 +130,18 @@ def _run(spec: dict, data: TrialData, *, report, checkpoint_dir) -> dict:
     features = thumbnail_features(images, train, seed=seed) if strategy.needs_features else None
     strategy.fit(y[train], features=features)
     seeding.seed_torch(seed, spec["backbone"], fold, "init")
-    model = create_model(spec["backbone"], len(rec.label_names), pretrained=tr["pretrained"])
+    model = create_model(spec["backbone"], len(rec.label_names), pretrained=tr.pretrained)
     model.to(dev.device)
     if dev.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = engine.make_optimizer(model, name=tr["optimizer"], lr=float(tr["lr"]),
-                                      weight_decay=float(tr["weight_decay"]))
+    optimizer = engine.make_optimizer(model, name=tr.optimizer, lr=float(tr.lr), weight_decay=float(tr.weight_decay))
     start, history = 0, []
     if checkpoint_dir:
         state_file = Path(checkpoint_dir) / STATE_FILE
         done = checkpoint_outputs(checkpoint_dir).metrics
         if done.is_file():  # finished before the worker died: hand the same outputs back
             final = json.loads(done.read_text())["summary"]
-            report({**final, "epoch": tr["epochs"], "done": True}, checkpoint_dir)
+            report({**final, "epoch": tr.epochs, "done": True}, checkpoint_dir)
             return final
         state = torch.load(state_file, map_location=dev.device, weights_only=True)
         model.load_state_dict(state["model"])
@@ -138,19 +149,19 @@ def _run(spec: dict, data: TrialData, *, report, checkpoint_dir) -> dict:
         start = int(state["epoch"]) + 1
         history = json.loads(state["history"])
         log.info("trial %s resumes after epoch %d", spec["id"], start)
-    net = torch.compile(model) if tr["compile"] and dev.device.type == "cuda" else model
+    net = torch.compile(model) if tr.compile and dev.device.type == "cuda" else model
 
-    epochs = int(tr["epochs"])
+    epochs = int(tr.epochs)
     for epoch in range(start, epochs):
         seeding.seed_torch(seed, fold, "epoch", epoch)  # dropout etc.: same draws after a resume
         order = strategy.sampler.epoch_indices(seeding.numpy_rng(seed, fold, "order", epoch))
         rows = train[order]
-        aug = seeding.torch_generator(seed, fold, "augment", epoch) if tr["augment"] else None
-        schedule = engine.cosine_factor(epoch, epochs) if tr["scheduler"] == "cosine" else None
+        aug = seeding.torch_generator(seed, fold, "augment", epoch) if tr.augment else None
+        schedule = engine.cosine_factor(epoch, epochs) if tr.scheduler == "cosine" else None
         stats = engine.train_epoch(net, images, y, rows, loss_fn=strategy.loss, optimizer=optimizer,
-                                   lr_factor=schedule, batch_size=int(tr["batch_size"]),
-                                   dev=dev, aug_gen=aug, num_workers=int(tr["num_workers"]))
-        val_logits = engine.predict_logits(net, images, val, batch_size=int(tr["eval_batch_size"]), dev=dev)
+                                   lr_factor=schedule, batch_size=int(tr.batch_size),
+                                   dev=dev, aug_gen=aug, num_workers=int(tr.num_workers))
+        val_logits = engine.predict_logits(net, images, val, batch_size=int(tr.eval_batch_size), dev=dev)
         val_prob = engine.sigmoid(_adjust(strategy, val_logits))
         val_auc = _macro_auc(y[val], val_prob)
         entry = {"epoch": epoch + 1, "train_loss": stats["loss"], "train_images": stats["images"],
@@ -163,7 +174,7 @@ def _run(spec: dict, data: TrialData, *, report, checkpoint_dir) -> dict:
             report(metrics, None)
             continue
         with tempfile.TemporaryDirectory(prefix="bench-ckpt-") as ckpt:
-            if not last or tr["keep_weights"]:
+            if not last or tr.keep_weights:
                 torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
                             "history": json.dumps(history)}, Path(ckpt) / STATE_FILE)
             metrics = {**entry, "done": False}
@@ -221,13 +232,13 @@ def evaluate(spec: dict, data: TrialData, *, model, strategy, images, rows, hist
     from bench import engine
     from reports.metrics import label_metrics, summary_metrics
 
-    rec, tr = data.records, data.grid["train"]
+    rec, tr = data.records, data.cfg.train
     train, val, test = rows
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     thresholds = fit_thresholds(strategy.threshold, rec.labels[val], val_prob,
                                 val_ids=rec.image_ids[val], test_ids=rec.image_ids[test])
-    logits = engine.predict_logits(model, images, test, batch_size=int(tr["eval_batch_size"]), dev=dev)
+    logits = engine.predict_logits(model, images, test, batch_size=int(tr.eval_batch_size), dev=dev)
     prob = engine.sigmoid(_adjust(strategy, logits))
     y_test = rec.labels[test]
     names = list(rec.label_names)
@@ -240,7 +251,7 @@ def evaluate(spec: dict, data: TrialData, *, model, strategy, images, rows, hist
     n_train = len(train)
     train_prev = (positives(rec.labels[train]) / max(n_train, 1)).tolist()
     loc_seconds = 0.0
-    if data.grid["localisation"]["enabled"] and len(rec.boxes):
+    if data.cfg.localisation.enabled and len(rec.boxes):
         from bench.localise import localise_trial
 
         t1 = time.perf_counter()
@@ -289,7 +300,7 @@ def _write_bootstrap(spec: dict, data: TrialData, out: Path, y_test, prob, thres
     from reports.leaderboard import bootstrap_seed
     from reports.replicates import save, trial_replicates
 
-    n_boot = int(data.grid["report"]["bootstrap"])
+    n_boot = int(data.cfg.report.bootstrap)
     if n_boot <= 0 or spec.get("search"):
         return 0.0
     t0 = time.perf_counter()

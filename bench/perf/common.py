@@ -63,7 +63,8 @@ class Context:
     def grid(self, **changes):
         """The demo grid (grids/demo.yaml) with its dataset at ``data_root`` and ``changes`` applied
         (top-level keys replace; ``train`` / ``resources`` / ``localisation`` dicts update)."""
-        from bench.config import parse_grid, read_yaml, resolve_paths
+        from bench.config import parse_grid, resolve_paths
+        from bench.yaml_lines import read_yaml
 
         data, _ = read_yaml(REPO / "grids" / "demo.yaml")
         data["dataset"]["root"] = str(self.data_root)
