@@ -40,9 +40,10 @@ def files_with_marked_tests() -> list[str]:
 
 @pytest.fixture(scope="module")
 def missing(tmp_path_factory) -> dict[str, str]:
-    """An empty folder for the NIH subset and a path with no Chromium."""
+    """An empty folder for the NIH subset and for KubeRay's CRDs, and a path with no Chromium."""
     tmp = tmp_path_factory.mktemp("missing")
-    return {"BENCH_TEST_NIH_ROOT": str(tmp / "nih"), "CHROMIUM": str(tmp / "chromium")}
+    return {"BENCH_TEST_NIH_ROOT": str(tmp / "nih"), "BENCH_TEST_KUBERAY_SCHEMAS": str(tmp / "kuberay"),
+            "CHROMIUM": str(tmp / "chromium")}
 
 
 def test_marked_tests_fail_under_ci_when_what_they_need_is_missing(missing):
@@ -60,6 +61,8 @@ def test_marked_tests_fail_under_ci_when_what_they_need_is_missing(missing):
     assert n.get("failed", 0) + n.get("errors", n.get("error", 0)) == len(summary) == len(realdata) + len(browser)
     assert f"real NIH subset not found at {missing['BENCH_TEST_NIH_ROOT']}" in r.stdout
     assert f"Chromium not found at {missing['CHROMIUM']}" in r.stdout
+    assert f"KubeRay CRD schemas not found at {missing['BENCH_TEST_KUBERAY_SCHEMAS']}" in r.stdout
+    assert any("test_k8s_manifests.py" in line for line in realdata)
 
 
 def test_marked_tests_skip_with_their_reason_elsewhere(missing):
