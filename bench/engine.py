@@ -26,18 +26,44 @@ class Device:
     autocast_dtype: torch.dtype | None
     channels_last: bool
 
+    @property
+    def scales_gradients(self) -> bool:
+        """fp16 autocast needs a gradient scaler (bf16 and fp32 do not)."""
+        return self.autocast_dtype == torch.float16
+
     @classmethod
-    def resolve(cls, *, gpu: float, precision: str = "auto", channels_last: str | bool = "auto") -> "Device":
+    def resolve(cls, *, gpu: float, precision: str = "auto", channels_last: str | bool = "auto",
+                fake_gpus: bool = False) -> "Device":
+        """The device a trial with ``resources.gpu: gpu`` trains on, and its autocast precision.
+
+        ``gpu > 0`` without a CUDA device torch can use raises :class:`bench.devices.DeviceUnavailable` (one
+        line: node, assigned GPUs, driver, torch's CUDA build, what to do); never a silent CPU fallback. Only
+        ``fake_gpus`` (the project's tests of fractional GPU scheduling on a machine without one) trains such a
+        trial on the CPU. ``precision="auto"``: bf16 on a GPU that has it natively, fp16 with a gradient
+        scaler on one that does not (V100, T4), fp32 on a CPU; ``"bf16"`` / ``"fp32"`` as asked.
+        """
         use_cuda = gpu > 0 and torch.cuda.is_available()
+        if gpu > 0 and not use_cuda and not fake_gpus:
+            from bench.devices import DeviceUnavailable, cuda_report, no_gpu_message
+
+            raise DeviceUnavailable(no_gpu_message(gpu, cuda_report()))
         dev = torch.device("cuda" if use_cuda else "cpu")
-        if precision == "bf16" or (precision == "auto" and use_cuda and torch.cuda.is_bf16_supported()):
+        if precision == "bf16":
             dtype = torch.bfloat16
+        elif precision == "auto" and use_cuda:
+            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
         else:
             dtype = None
         # channels_last is faster for depthwise / dense convolutions on CPU (MobileNet 1.9x, EfficientNet
         # 1.7x, DenseNet 1.3x measured at 48 px) and for tensor cores on GPU; ResNets are indifferent.
         cl = str(channels_last).lower()
         return cls(dev, dtype, True if cl == "auto" else cl == "true")
+
+
+def grad_scaler(dev: Device) -> "torch.amp.GradScaler":
+    """The gradient scaler of a trial on ``dev`` (enabled for fp16 autocast only; a no-op otherwise). Its state
+    belongs in the trial's checkpoint, so that a resumed trial continues with the same loss scale."""
+    return torch.amp.GradScaler(dev.device.type, enabled=dev.scales_gradients)
 
 
 class BatchSource(torch.utils.data.Dataset):
@@ -104,12 +130,16 @@ def augment(x: torch.Tensor, gen: torch.Generator, *, shift: float = 0.06, contr
 
 def train_epoch(model, images: np.ndarray, labels: np.ndarray, rows: np.ndarray, *, loss_fn: Callable,
                 optimizer, lr_factor: Callable[[float], float] | None = None, batch_size: int, dev: Device,
-                aug_gen: torch.Generator | None = None, num_workers: int = 0) -> dict:
+                aug_gen: torch.Generator | None = None, num_workers: int = 0,
+                scaler: "torch.amp.GradScaler | None" = None) -> dict:
     """One pass over ``rows`` (already in training order). Returns loss, images and seconds.
 
-    ``lr_factor(f)`` scales each parameter group's ``initial_lr`` at fraction ``f`` of the epoch.
+    ``lr_factor(f)`` scales each parameter group's ``initial_lr`` at fraction ``f`` of the epoch. With fp16
+    autocast, ``scaler`` (:func:`grad_scaler`, kept across epochs) scales the loss; one is made for this epoch
+    when none is given.
     """
     model.train()
+    scaler = scaler if scaler is not None else grad_scaler(dev)
     total, seen, t0 = 0.0, 0, time.perf_counter()
     n_batches = max(1, len(rows) // batch_size if len(rows) > batch_size else 1)
     for g in optimizer.param_groups:
@@ -130,8 +160,9 @@ def train_epoch(model, images: np.ndarray, labels: np.ndarray, rows: np.ndarray,
             logits = model(inp)
         loss = loss_fn(logits.float(), target)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()  # unscaled unless fp16
+        scaler.step(optimizer)
+        scaler.update()
         value = float(loss.detach())
         if not math.isfinite(value):
             raise FloatingPointError(f"training loss became {value} (learning rate too high?)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import platform
 import shutil
 import subprocess
@@ -183,6 +184,14 @@ def run_grid(grid_path: str | Path, *, out: str | Path | None = None, address: s
     trials = expand(cfg)
     storage_path, name, filesystem = _storage(run_dir, storage, cfg)
 
+    collected = {p.parent.name for p in (run_dir / "trials").glob("*/metrics.json")}
+    if cfg.resources.gpu > 0 and {t["id"] for t in trials} - collected:
+        # Trials that ask for GPUs: torch must see CUDA on every GPU node now in the cluster (bench/devices.py).
+        from bench.devices import check_gpu_nodes
+
+        tuner.init_ray(address)
+        check_gpu_nodes(float(cfg.resources.gpu), local=not (address or os.environ.get("RAY_ADDRESS")), say=say)
+
     # ---- nothing above wrote into the run folder; from here on it exists ----
     run_dir.mkdir(parents=True, exist_ok=True)
     # grid.json first: it marks the folder as this grid's run (a first write that fails leaves it empty).
@@ -213,10 +222,13 @@ def run_grid(grid_path: str | Path, *, out: str | Path | None = None, address: s
         f"{cfg.splits.folds} folds x {len(cfg.seeds)} seeds); {len(done_ids & {t['id'] for t in trials})} already done")
     outcome = RunOutcome(run_dir)
     if todo:
+        from bench.devices import fake_gpus_for_tests
+
         tuner.init_ray(address)
         data = TrialData(records=rec, manifest=manifest, cache_key=cache.key, cache_dir=str(cache.path),
                          image_size=cfg.dataset.image_size, grid=cfg.to_dict(),
-                         run_meta={"versions": meta["versions"], "git": meta["git"]})
+                         run_meta={"versions": meta["versions"], "git": meta["git"],
+                                   "fake_gpus": fake_gpus_for_tests()})
         progress = tuner.Progress(total=len(trials), done=set(done_ids))
 
         client = tuner.is_client(address)

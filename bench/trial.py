@@ -108,7 +108,8 @@ def _run(spec: dict, data: TrialData, *, report, checkpoint_dir) -> dict:
     seed, fold, rec = int(spec["seed"]), int(spec["fold"]), data.records
     threads = max(1, int(res.cpu))
     torch.set_num_threads(threads)
-    dev = engine.Device.resolve(gpu=float(res.gpu), precision=tr.precision, channels_last=tr.channels_last)
+    dev = engine.Device.resolve(gpu=float(res.gpu), precision=tr.precision, channels_last=tr.channels_last,
+                                fake_gpus=bool(data.run_meta.get("fake_gpus")))
 
     # ---- data: the node's cache (built here if this node has none yet) and the verified split ----
     data.manifest.verify(rec)
@@ -135,6 +136,7 @@ def _run(spec: dict, data: TrialData, *, report, checkpoint_dir) -> dict:
     if dev.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = engine.make_optimizer(model, name=tr.optimizer, lr=float(tr.lr), weight_decay=float(tr.weight_decay))
+    scaler = engine.grad_scaler(dev)
     start, history = 0, []
     if checkpoint_dir:
         state_file = Path(checkpoint_dir) / STATE_FILE
@@ -146,6 +148,8 @@ def _run(spec: dict, data: TrialData, *, report, checkpoint_dir) -> dict:
         state = torch.load(state_file, map_location=dev.device, weights_only=True)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        if state.get("scaler"):  # saved by an fp16 trial (empty, or absent in older checkpoints, otherwise)
+            scaler.load_state_dict(state["scaler"])
         start = int(state["epoch"]) + 1
         history = json.loads(state["history"])
         log.info("trial %s resumes after epoch %d", spec["id"], start)
@@ -160,7 +164,7 @@ def _run(spec: dict, data: TrialData, *, report, checkpoint_dir) -> dict:
         schedule = engine.cosine_factor(epoch, epochs) if tr.scheduler == "cosine" else None
         stats = engine.train_epoch(net, images, y, rows, loss_fn=strategy.loss, optimizer=optimizer,
                                    lr_factor=schedule, batch_size=int(tr.batch_size),
-                                   dev=dev, aug_gen=aug, num_workers=int(tr.num_workers))
+                                   dev=dev, aug_gen=aug, num_workers=int(tr.num_workers), scaler=scaler)
         val_logits = engine.predict_logits(net, images, val, batch_size=int(tr.eval_batch_size), dev=dev)
         val_prob = engine.sigmoid(_adjust(strategy, val_logits))
         val_auc = _macro_auc(y[val], val_prob)
@@ -176,7 +180,7 @@ def _run(spec: dict, data: TrialData, *, report, checkpoint_dir) -> dict:
         with tempfile.TemporaryDirectory(prefix="bench-ckpt-") as ckpt:
             if not last or tr.keep_weights:
                 torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                            "history": json.dumps(history)}, Path(ckpt) / STATE_FILE)
+                            "history": json.dumps(history), "scaler": scaler.state_dict()}, Path(ckpt) / STATE_FILE)
             metrics = {**entry, "done": False}
             if last:
                 summary = evaluate(spec, data, model=net, strategy=strategy, images=images, rows=(train, val, test),

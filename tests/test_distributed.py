@@ -1,7 +1,7 @@
 """Distribution on real Ray processes, no mocks of Ray: a two-node cluster on this machine, a killed
-trial worker, a killed driver, fractional GPUs, ``s3://`` storage on a local S3 server (and a lost run
-folder restored from it), a run driven from outside the cluster through Ray Client (``ray://``) and one
-submitted with ``ray job submit``.
+trial worker, a killed driver, fractional GPUs (and the check that refuses GPUs torch cannot use), ``s3://``
+storage on a local S3 server (and a lost run folder restored from it), a run driven from outside the cluster
+through Ray Client (``ray://``) and one submitted with ``ray job submit``.
 
 One cluster serves the module: a head node (1 CPU, 1 fake GPU) and a worker node (1 CPU), each a
 separate ``ray start --block`` process with its own temp dir and ports. ``bench run --address``
@@ -357,14 +357,31 @@ def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(drivers, baseline, tm
     assert_same_metrics(out, baseline["out"])
 
 
-def test_fractional_gpu_trials_share_one_gpu_two_at_a_time(drivers, baseline, tmp_path):
+def test_gpu_trials_stop_before_scheduling_when_torch_on_a_gpu_node_sees_no_cuda(drivers, tmp_path):
+    """The head's GPU is Ray's resource only (``--num-gpus 1`` on a machine without one), as on a node whose
+    driver is too old for torch's CUDA build: `bench run` probes it and stops before any trial, one line."""
     out = tmp_path / "run"
     driver = drivers.run(drivers.grid("gpu", "{cpu: 0.25, gpu: 0.5}"), out)
+    assert driver.proc.returncode == 2, driver.output()[-3000:]
+    last = driver.output().strip().splitlines()[-1]
+    assert re.fullmatch(r"error: resources\.gpu: 0\.5 asked for GPUs, but on node \S+: torch sees no CUDA "
+                        r"device \(Ray assigned GPUs: 0; NVIDIA driver: none found; torch \S+ built for CUDA [\d.]+\); "
+                        r"the node has no NVIDIA driver loaded: .*, or set resources\.gpu: 0 to train on CPUs",
+                        last), last
+    assert "fake" not in last.lower()
+    assert not out.exists()  # nothing written
+
+
+def test_fractional_gpu_trials_share_one_gpu_two_at_a_time(drivers, baseline, tmp_path):
+    from bench.devices import TEST_SWITCH
+
+    out = tmp_path / "run"
+    driver = drivers.run(drivers.grid("gpu", "{cpu: 0.25, gpu: 0.5}"), out, env={TEST_SWITCH: "1"})
     assert driver.proc.returncode == 0, driver.output()[-3000:]
     found = metrics(out)
     assert sorted(found) == TRIALS
     assert len({m["node_id"] for m in found.values()}) == 1  # only the head node has a GPU
-    assert {m["device"] for m in found.values()} == {"cpu"}  # no CUDA here: the trials fall back to CPU
+    assert {m["device"] for m in found.values()} == {"cpu"}  # a fake GPU: only the test-only switch allows this
     # Tune's record of when each trial held its resources: [set RUNNING, last result].
     spans = [(s["start_time"], s["last_result_time"]) for s in tune_state(out / "tune").values()]
     assert len(spans) == len(TRIALS)
