@@ -122,7 +122,8 @@ def figure(fig_id: str, fig, *, caption: str = "") -> str:
     layout.setdefault("font", {"family": PAGE_FONT, "size": 12})
     out = {"data": spec.get("data", []), "layout": layout, "config": dict(PLOT_CONFIG)}
     cap = f'<p class="caption">{caption}</p>' if caption else ""
-    return (f'<div class="fig" id="{esc(fig_id)}" data-figure="1"></div>{cap}'
+    traces = ",".join(sorted({str(t.get("type", "scatter")) for t in out["data"]}))
+    return (f'<div class="fig" id="{esc(fig_id)}" data-figure="1" data-traces="{esc(traces)}"></div>{cap}'
             + json_script(out, fig_id + "-data"))
 
 

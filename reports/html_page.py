@@ -2,8 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+import re
+from pathlib import Path
+
 from reports.html_common import esc, fmt, json_script, plot_template
 from reports.html_assets import CSS, SCRIPT
+
+log = logging.getLogger(__name__)
+#: plotly.js's official "cartesian" partial bundle (npm ``plotly.js-cartesian-dist-min``, MIT licence in
+#: ``plotly-cartesian.LICENSE`` beside it): every trace type the page draws, at a third of the full bundle's
+#: size, which is most of what a browser parses before the page is shown.
+BUNDLE = Path(__file__).with_name("assets") / "plotly-cartesian.min.js"
+BUNDLE_TRACES = frozenset({"bar", "box", "contour", "heatmap", "histogram", "histogram2d", "histogram2dcontour",
+                           "image", "pie", "scatter", "scatterternary", "violin"})
 
 #: No external resource may be fetched: nothing but inline scripts and styles and data: images.
 #: plotly.js needs inline styles; the SVG traces used here need no 'unsafe-eval' (WebGL traces would).
@@ -19,20 +31,46 @@ def names(items) -> list[str]:
     return out
 
 
+def bundle_version(text: str) -> str | None:
+    """The version in a plotly.js bundle's header comment.
+
+    >>> bundle_version("/**\\n* plotly.js (cartesian - minified) v4.1.1\\n* Copyright 2012-2026, Plotly, Inc.")
+    '4.1.1'
+    """
+    m = re.search(r"\* plotly\.js(?: \([^)]*\))? v(\d[\w.\-]*)", text[:400])
+    return m.group(1) if m else None
+
+
+def plotly_js(traces: set[str]) -> tuple[str, str]:
+    """(the plotly.js source the page inlines, what it is). The cartesian bundle when it is the plotly.js version
+    the installed plotly.py writes figures for and holds every trace type in ``traces``; plotly.py's own full
+    bundle otherwise, said in the log (a page 3 MB larger and slower to open, drawn the same)."""
+    from plotly.offline import get_plotlyjs, get_plotlyjs_version
+
+    text = BUNDLE.read_text(encoding="utf-8")
+    version, wanted, missing = bundle_version(text), get_plotlyjs_version(), sorted(set(traces) - BUNDLE_TRACES)
+    if version == wanted and not missing:
+        return text, f"plotly.js {version} (cartesian bundle)"
+    why = (f"trace types {missing} are not in the cartesian bundle" if missing else
+           f"plotly.py writes figures for plotly.js {wanted}, the shipped cartesian bundle is {version}")
+    log.info("leaderboard.html inlines plotly.py's full plotly.js bundle: %s", why)
+    return get_plotlyjs(), f"plotly.js {wanted} (full bundle)"
+
+
 def page(report, body: str, nav: list[tuple[str, str]]) -> str:
     """The whole document around ``body`` (already escaped HTML)."""
-    from plotly.offline import get_plotlyjs
-
+    traces = {t for found in re.findall(r'data-traces="([^"]*)"', body) for t in found.split(",") if t}
+    js, which = plotly_js(traces)
     title = f"Leaderboard: {report.grid.get('name') or report.run_dir.name}"
     links = "".join(f'<a href="#{esc(i)}">{esc(t)}</a>' for i, t in nav)
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
             '<meta name="referrer" content="no-referrer">'
             f'<meta name="viewport" content="width=device-width,initial-scale=1"><title>{esc(title)}</title>'
-            f"<style>{CSS}</style>\n<script>{get_plotlyjs()}</script>\n</head><body>"
+            f"<style>{CSS}</style>\n<script>{js}</script>\n</head><body>"
             f"{header(report)}<nav class=\"toc\">{links}</nav><main>{body}</main>"
-            f"<footer>Built from the files of {esc(report.run_dir.name)} by <code>bench report</code>; "
-            "this page works offline and loads nothing from the network.</footer>"
+            f"<footer>Built from the files of {esc(report.run_dir.name)} by <code>bench report</code> with "
+            f"{esc(which)}; this page works offline and loads nothing from the network.</footer>"
             f"{json_script(plot_template(), 'plot-template')}<script>{SCRIPT}</script></body></html>")
 
 

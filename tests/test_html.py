@@ -234,13 +234,48 @@ def nih_run(tmp_path_factory):
     return root, report, (root / "leaderboard.html").read_text(encoding="utf-8")
 
 
-def test_plotly_js_inlined_once(hostile_run):
+def test_plotly_js_inlined_once_as_the_cartesian_bundle(hostile_run):
+    from plotly.offline import get_plotlyjs_version
+
+    from reports.html_page import BUNDLE, bundle_version
+
     _, _, page = hostile_run
     tags = parse(page)
     big = [s for a, s in tags.scripts if len(s) > 1_000_000]
-    assert len(big) == 1 and "plotly.js v" in big[0][:200]
-    assert page.count("* plotly.js v") == 1
-    assert len(page) < 8_000_000
+    assert len(big) == 1 and big[0] == BUNDLE.read_text(encoding="utf-8")
+    assert bundle_version(big[0]) == get_plotlyjs_version()  # the version plotly.py writes its figures for
+    assert page.count("* plotly.js (cartesian - minified) v") == 1
+    assert f"with plotly.js {get_plotlyjs_version()} (cartesian bundle)" in page
+    assert len(page) < 3_500_000  # the full bundle alone is 4.8 MB
+
+
+def test_the_full_plotly_bundle_when_the_cartesian_one_cannot_draw_the_page(monkeypatch, caplog):
+    import plotly.offline
+
+    from reports.html_page import BUNDLE_TRACES, plotly_js
+
+    assert {"heatmap", "box", "bar", "scatter"} <= BUNDLE_TRACES
+    with caplog.at_level("INFO", logger="reports.html_page"):
+        js, which = plotly_js({"heatmap", "scattergl"})
+    assert js == plotly.offline.get_plotlyjs() and which.endswith("(full bundle)")
+    assert "trace types ['scattergl'] are not in the cartesian bundle" in caplog.text
+    monkeypatch.setattr(plotly.offline, "get_plotlyjs_version", lambda: "9.0.0")
+    caplog.clear()
+    with caplog.at_level("INFO", logger="reports.html_page"):
+        js, which = plotly_js({"heatmap"})
+    assert which == "plotly.js 9.0.0 (full bundle)"
+    assert "plotly.py writes figures for plotly.js 9.0.0, the shipped cartesian bundle is " in caplog.text
+
+
+def test_every_figure_names_its_trace_types(hostile_run):
+    _, _, page = hostile_run
+    tags = parse(page)
+    data = {a.get("id"): json.loads(s) for a, s in tags.scripts if a.get("type") == "application/json"}
+    divs = [a for t, a in tags.tags if t == "div" and "data-figure" in a]
+    assert divs
+    for a in divs:
+        types = sorted({t.get("type", "scatter") for t in data[a["id"] + "-data"]["data"]})
+        assert a["data-traces"].split(",") == types, a["id"]
 
 
 def test_every_figure_has_safe_config(hostile_run):
@@ -350,7 +385,8 @@ def test_dataset_split_localisation_and_provenance(nih_run):
     for text in ("MeanIR", "SCUMBLE", "cardinality", "patient-disjoint", "Most frequent label pairs",
                  "0123456789", "bench run --grid", "f" * 16, "Localisation leaderboard", "chance"):
         assert text in page, text
-    assert page.count("data:image/png;base64,") >= 4
+    overlays = page.count("<figure><img ")  # the gallery: one confident hit and one miss per model at most
+    assert overlays >= 3 and page.count("data:image/png;base64,") == overlays
     assert "<figcaption>" in page and "miss" in page and "hit" in page
     n_rows = len(report.localisation[report.localisation["finding"] == "all"][["backbone", "strategy", "method"]]
                  .drop_duplicates())
