@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test perf clean-runs
+.PHONY: demo test perf clean-runs image image-name
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,3 +26,15 @@ perf: $(STAMP)
 
 clean-runs:
 	rm -rf runs
+
+## make image: the cluster image (docker/Dockerfile) every Ray node runs; IMAGE=REGISTRY/NAME:TAG to name it
+# The tag starts with the Ray version of docker/Dockerfile: `bench cluster validate` reads it back from the tag.
+RAY_VERSION := $(shell sed -n 's/^ARG RAY_VERSION=//p' docker/Dockerfile)
+TORCH_CUDA  := $(shell sed -n 's/^ARG TORCH_CUDA=//p' docker/Dockerfile)
+IMAGE       ?= cxr-imbalance-bench:$(RAY_VERSION)-$(TORCH_CUDA)
+
+image:
+	docker build -f docker/Dockerfile -t $(IMAGE) .
+
+image-name:
+	@echo $(IMAGE)

@@ -3,12 +3,10 @@
 The YAML is loaded safely, prepared with Ray's own ``prepare_config`` (it merges the provider's
 ``defaults.yaml``, exactly what ``ray up`` does before it calls the cloud) and validated against the
 JSON schema that ships inside Ray (``ray/autoscaler/ray-schema.json``) and Ray's ``validate_config``.
-Nothing here talks to a cloud. Then this project's own rules are checked:
-
-- the Docker image is ``rayproject/ray:<installed Ray version>-py311-gpu``;
-- the head node advertises 0 CPUs, so no trial runs on it;
-- at least one worker type has GPUs;
-- ``min_workers`` / ``max_workers`` are >= 0 and ``min_workers <= max_workers``.
+Nothing here talks to a cloud. Then this project's own rules are checked (:mod:`bench.cluster_rules`): the
+image's tag carries the installed Ray's version (any image: ``make image`` builds the project's), GPU node types
+name their AMI, ``resources`` match the instance type, the head can pass the workers' IAM role, the head
+advertises 0 CPUs, some worker type has GPUs, ``0 <= min_workers <= max_workers``.
 
 Every problem is one line naming the file, the line and the key path::
 
@@ -28,13 +26,14 @@ import re
 from pathlib import Path
 from typing import Iterable, Mapping
 
+from bench.cluster_rules import check, unique
 from bench.errors import did_you_mean
 
 PYTHON_TAG = "py311"
 
 
 def expected_image() -> str:
-    """The Docker image matching the installed Ray, e.g. ``rayproject/ray:2.60.0-py311-gpu``."""
+    """Ray's own image of the installed Ray, e.g. ``rayproject/ray:2.60.0-py311-gpu`` (docker/Dockerfile's base)."""
     import ray
 
     return f"rayproject/ray:{ray.__version__}-{PYTHON_TAG}-gpu"
@@ -80,7 +79,7 @@ def validate_cluster_file(path: str | os.PathLike) -> list[str]:
     if not problems:
         problems = _ray_checks(prepared)
     problems += _project_checks(prepared)
-    return [fmt(k, m) for k, m in _unique(problems)]
+    return [fmt(k, m) for k, m in unique(problems)]
 
 
 # ---- Ray's own preparation and checks ------------------------------------------------------------
@@ -188,63 +187,6 @@ def _ray_checks(config: dict) -> list[tuple[tuple, str]]:
 # ---- this project's rules -----------------------------------------------------------------------
 
 def _project_checks(config: Mapping) -> list[tuple[tuple, str]]:
-    out: list[tuple[tuple, str]] = []
-    want = expected_image()
-    docker = config.get("docker") or {}
-    if not isinstance(docker, Mapping):
-        docker = {}
-    if not docker.get("image"):
-        out.append((("docker", "image"), f"missing; the nodes run Docker image {want!r} (the installed Ray's "
-                                         "version, Python 3.11, CUDA)"))
-    for key in ("image", "head_image", "worker_image"):
-        image = docker.get(key)
-        if image and image != want:
-            out.append((("docker", key), f"{image!r} is not {want!r}: the cluster must run the installed Ray's "
-                                         "exact version on Python 3.11 (the ray-ml images are no longer published)"))
-    types = config.get("available_node_types")
-    if not isinstance(types, Mapping):
-        return out
-    head = config.get("head_node_type")
-    has_gpu_worker = False
-    for name, spec in types.items():
-        if not isinstance(spec, Mapping):
-            continue
-        image = (spec.get("docker") or {}).get("worker_image") if isinstance(spec.get("docker"), Mapping) else None
-        if image and image != want:
-            out.append((("available_node_types", name, "docker", "worker_image"), f"{image!r} is not {want!r}"))
-        lo, hi = spec.get("min_workers", 0), spec.get("max_workers", 0)
-        for key, value in (("min_workers", lo), ("max_workers", hi)):
-            if isinstance(value, int) and value < 0:
-                out.append((("available_node_types", name, key), f"{value} is less than the minimum of 0"))
-        if isinstance(lo, int) and isinstance(hi, int) and 0 <= hi < lo:
-            out.append((("available_node_types", name, "min_workers"), f"{lo} is more than max_workers ({hi})"))
-        resources = spec.get("resources") if isinstance(spec.get("resources"), Mapping) else {}
-        if name == head:
-            if resources.get("CPU") != 0:
-                shown = "missing" if "CPU" not in resources else repr(resources["CPU"])
-                out.append((("available_node_types", name, "resources", "CPU"),
-                            f"{shown}: the head node must advertise 0 CPUs so no trial runs on it "
-                            "(resources: {CPU: 0})"))
-        elif isinstance(resources.get("GPU"), (int, float)) and resources["GPU"] >= 1:
-            has_gpu_worker = True
-    for i, cmd in enumerate(config.get("head_start_ray_commands") or []):
-        m = re.search(r"--num-cpus[= ](\S+)", str(cmd))
-        if "--head" in str(cmd) and m and m.group(1) not in ("0", "'0'", '"0"'):
-            out.append((("head_start_ray_commands", i), f"--num-cpus={m.group(1)}: the head node must start with "
-                                                        "--num-cpus=0"))
-    if not has_gpu_worker:
-        out.append((("available_node_types",), "no worker type has GPUs; give one worker type resources "
-                                               "{CPU: N, GPU: 1} (e.g. g5.xlarge: {CPU: 4, GPU: 1})"))
-    return out
+    import ray
 
-
-# ---- helpers ------------------------------------------------------------------------------------
-
-def _unique(items: list) -> list:
-    seen, out = set(), []
-    for item in items:
-        marker = (tuple(map(str, item[0])), item[1])
-        if marker not in seen:
-            seen.add(marker)
-            out.append(item)
-    return out
+    return check(config, ray.__version__)

@@ -1,8 +1,10 @@
-"""``bench cluster validate``: the repository's cluster.yaml passes; broken copies fail naming the key."""
+"""``bench cluster validate``: the repository's cluster.yaml passes (and with any image of the installed Ray);
+broken copies fail naming the key, one line each."""
 
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -27,11 +29,26 @@ def test_cluster_yaml_is_valid():
     assert validate_cluster_file(CLUSTER) == []
 
 
-def test_cluster_yaml_pins_the_installed_ray():
+def test_cluster_yaml_runs_the_image_make_builds():
     import ray
 
     assert expected_image() == f"rayproject/ray:{ray.__version__}-py311-gpu"
-    assert f"image: {expected_image()}\n" in CLUSTER.read_text()
+    image = subprocess.run(["make", "-s", "image-name"], cwd=REPO, capture_output=True, text=True,
+                           check=True).stdout.strip()
+    assert image == f"cxr-imbalance-bench:{ray.__version__}-cu126"
+    assert f"  image: {image}\n" in CLUSTER.read_text()
+    assert f"docker tag $REGISTRY/{image} {image}\n" in CLUSTER.read_text()  # what pull_before_run: false needs
+
+
+def test_any_image_of_the_installed_ray_passes(tmp_path):
+    """A custom image whose tag carries the installed Ray's version (pulled by Ray itself) is accepted."""
+    text = CLUSTER.read_text().replace("  image: cxr-imbalance-bench:2.60.0-cu126\n", "  image: myorg/cxr-bench:2.60.0-cu128\n")
+    text = text.replace("  pull_before_run: false\n", "  pull_before_run: true\n")
+    (tmp_path / "cluster.yaml").write_text(text)
+    assert validate_cluster_file(tmp_path / "cluster.yaml") == []
+    text = text.replace("myorg/cxr-bench:2.60.0-cu128", "rayproject/ray:2.60.0-py311-gpu")
+    (tmp_path / "cluster.yaml").write_text(text)
+    assert validate_cluster_file(tmp_path / "cluster.yaml") == []
 
 
 def test_cli_accepts_cluster_yaml(capsys):
@@ -55,8 +72,30 @@ BROKEN = {
                                "head_node_type", "required key is missing"),
     "head_node_type not a node type": ("\nhead_node_type: ray.head.cpu\n", "\nhead_node_type: ray.head\n", 1,
                                        "head_node_type", "is not one of available_node_types"),
-    "wrong docker image": ("image: rayproject/ray:2.60.0-py311-gpu", "image: rayproject/ray-ml:2.9.0-gpu", 1,
-                           "docker.image", "rayproject/ray:"),
+    "image of another Ray": ("  image: cxr-imbalance-bench:2.60.0-cu126", "  image: cxr-imbalance-bench:2.9.0-cu126", 1,
+                             "docker.image", "runs Ray 2.9.0 (its tag) but the installed Ray is 2.60.0"),
+    "image tag without a version": ("  image: cxr-imbalance-bench:2.60.0-cu126", "  image: myorg/cxr-bench:latest", 1,
+                                    "docker.image", "its tag does not start with a Ray version"),
+    "image never pulled": ("  image: cxr-imbalance-bench:2.60.0-cu126", "  image: myorg/cxr-bench:2.60.0-cu128", 1,
+                           "docker.pull_before_run", "no initialization_commands pull or tag 'myorg/cxr-bench:2.60.0-cu128'"),
+    "GPU node without an AMI": ("      InstanceType: g5.xlarge\n      # The same AMI as the head (see there); its NVIDIA "
+                                "driver runs the image's CUDA 12.6 torch.\n      ImageId: resolve:ssm:/aws/service/"
+                                "deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id\n",
+                                "      InstanceType: g5.xlarge\n", 1,
+                                "available_node_types.ray.worker.gpu.node_config.ImageId",
+                                "missing on a GPU node type: Ray would pick its old default Deep Learning AMI"),
+    "malformed AMI": ("      ImageId: resolve:ssm:/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/"
+                      "latest/ami-id\n      BlockDeviceMappings", "      ImageId: ami-latest\n      BlockDeviceMappings", 1,
+                      "available_node_types.ray.head.cpu.node_config.ImageId", "is neither an AMI id"),
+    "more CPUs than the instance": ("resources: {CPU: 4, GPU: 1}", "resources: {CPU: 8, GPU: 1}", 1,
+                                    "available_node_types.ray.worker.gpu.resources.CPU",
+                                    "8 is more than the 4 vCPUs of g5.xlarge"),
+    "GPUs the instance does not have": ("resources: {CPU: 4, GPU: 1}", "resources: {CPU: 4, GPU: 4}", 1,
+                                        "available_node_types.ray.worker.gpu.resources.GPU",
+                                        "4 does not match the 1 GPU(s) of g5.xlarge"),
+    "head cannot pass the workers' role": ("      IamInstanceProfile:\n        Name: cxr-bench-head\n", "", 1,
+                                           "available_node_types.ray.worker.gpu.node_config.IamInstanceProfile",
+                                           "has no iam:PassRole"),
     "head with CPUs": ("resources: {CPU: 0}", "resources: {CPU: 8}", 1,
                        "available_node_types.ray.head.cpu.resources.CPU", "0 CPUs"),
     "head started with CPUs": ("--head --port=6379 --num-cpus=0", "--head --port=6379 --num-cpus=8", 1,
