@@ -13,24 +13,46 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import os
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
+from pydantic import BeforeValidator, ConfigDict
+from pydantic.dataclasses import dataclass as section
+from pydantic_core import PydanticCustomError
+
 from bench.data.catalogue import DATASETS, dataset_kinds, reader_class
 from bench.data.reader import COMMON_KEYS
 from bench.errors import BenchError, did_you_mean
+from bench.fields import BOOL, FLOAT, INT, MAPPING, NAMES, STR, Annotated, build, optional, rule
 from bench.yaml_lines import Where, line_map, read_yaml
 
 DATASET_KINDS = dataset_kinds()  # the built-in kinds; validation asks the registry (bench.data.catalogue)
 
 
-# ---- schema -------------------------------------------------------------------------------------
+def _pretrained(raw: Any) -> bool | str:
+    if isinstance(raw, (bool, str)):
+        return raw
+    raise PydanticCustomError("bench", "expected {expected}", {"expected": "true, false or a weights file path"})
 
-@dataclass(frozen=True)
+
+def _threshold_ok(value: str) -> bool:
+    if value == "tune":
+        return True
+    try:
+        return 0 < float(value) < 1
+    except ValueError:
+        return False
+
+
+# ---- schema: every section a frozen, typed dataclass; bench/fields.py coerces and checks each value ------
+
+_SECTION = {"frozen": True, "config": ConfigDict(extra="forbid")}
+POSITIVE_INT = rule(lambda v: v >= 1, "an integer >= 1")
+
+
+@section(**_SECTION)
 class DatasetConfig:
     """Where the images come from and how they are prepared.
 
@@ -38,37 +60,37 @@ class DatasetConfig:
     and checks their values. The fields below are the union of the built-in kinds' keys.
     """
 
-    kind: str = "synthetic"
-    root: str = "data/synthetic"
-    image_size: int = 64
-    labels: tuple[str, ...] | None = None       # keep only these labels (default: all the reader knows)
-    aliases: dict = field(default_factory=dict)  # rename labels, e.g. {"Pleural Effusion": "Effusion"}
-    on_bad_image: Literal["exclude", "fail"] = "exclude"  # exclude (with a warning listing them) | fail
-    cache_dir: str | None = None                # default: $BENCH_CACHE_DIR or ~/.cache/cxr-bench
-    min_positives: int | None = None            # drop labels with fewer positives (default: keep, error if < folds)
-    # synthetic
-    n: int = 1500
-    size: int = 128
-    seed: int = 0
+    kind: Annotated[str, STR] = "synthetic"
+    root: Annotated[str, STR] = "data/synthetic"
+    image_size: Annotated[int, INT, rule(lambda v: 16 <= v <= 1024, "an integer from 16 to 1024")] = 64
+    labels: Annotated[tuple[str, ...] | None, optional(NAMES)] = None  # keep only these (default: all it knows)
+    aliases: Annotated[dict[str, str | None], MAPPING] = field(default_factory=dict)  # rename; null drops
+    on_bad_image: Annotated[Literal["exclude", "fail"], STR] = "exclude"
+    cache_dir: Annotated[str | None, optional(STR)] = None   # default: $BENCH_CACHE_DIR or ~/.cache/cxr-bench
+    min_positives: Annotated[int | None, optional(INT), POSITIVE_INT] = None  # drop rarer labels
+    # synthetic (its reader checks n and size)
+    n: Annotated[int, INT] = 1500
+    size: Annotated[int, INT] = 128
+    seed: Annotated[int, INT] = 0
     # nih
-    label_file: str | None = None
-    box_file: str | None = None
-    official_test: Literal["ignore", "exclude"] = "ignore"  # ignore | exclude (drop NIH's test_list.txt images)
-    # chexpert
-    split: str = "train"
-    uncertainty: Literal["ignore", "ones", "zeros"] = "ignore"
-    views: Literal["frontal", "lateral", "all"] = "frontal"
+    label_file: Annotated[str | None, optional(STR)] = None
+    box_file: Annotated[str | None, optional(STR)] = None
+    official_test: Annotated[str, STR] = "ignore"   # ignore | exclude (drop NIH's test_list.txt images)
+    # chexpert (split: also chestmnist's)
+    split: Annotated[str, STR] = "train"
+    uncertainty: Annotated[str, STR] = "ignore"
+    views: Annotated[str, STR] = "frontal"
     # chestmnist
-    file: str | None = None
+    file: Annotated[str | None, optional(STR)] = None
     # csv
-    csv: str | None = None
-    image_root: str | None = None
-    image_column: str = "path"
-    label_column: str | None = None
-    separator: str = "|"
-    label_columns: tuple[str, ...] | None = None
-    patient_column: str | None = None
-    view_column: str | None = None
+    csv: Annotated[str | None, optional(STR)] = None
+    image_root: Annotated[str | None, optional(STR)] = None
+    image_column: Annotated[str, STR] = "path"
+    label_column: Annotated[str | None, optional(STR)] = None
+    separator: Annotated[str, STR] = "|"
+    label_columns: Annotated[tuple[str, ...] | None, optional(NAMES)] = None
+    patient_column: Annotated[str | None, optional(STR)] = None
+    view_column: Annotated[str | None, optional(STR)] = None
 
 
 COMMON_DATASET_KEYS = set(COMMON_KEYS)
@@ -79,56 +101,62 @@ def kind_keys(kind: str) -> set[str]:
     return set(reader_class(kind).keys)
 
 
-@dataclass(frozen=True)
+@section(**_SECTION)
 class SplitConfig:
-    folds: int = 5
-    val_fraction: float = 0.2
-    seed: int = 0
-    file: str | None = None      # a manifest written by `bench data split --out` (verified by hash)
+    folds: Annotated[int, INT, rule(lambda v: v >= 2, "an integer >= 2")] = 5
+    val_fraction: Annotated[float, FLOAT, rule(lambda v: 0 < v <= 0.5, "a number in (0, 0.5]")] = 0.2
+    seed: Annotated[int, INT] = 0
+    file: Annotated[str | None, optional(STR)] = None  # a manifest written by `bench data split --out`
 
 
-@dataclass(frozen=True)
+@section(**_SECTION)
 class TrainConfig:
-    epochs: int = 3
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    optimizer: Literal["adamw", "sgd"] = "adamw"
-    scheduler: Literal["cosine", "none"] = "cosine"
-    pretrained: Any = False      # false | true (timm hub weights) | path to a .pth/.safetensors file
-    augment: bool = False        # light random shifts / contrast, on the batch
-    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
-    channels_last: str = "auto"  # auto (on GPU) | true | false
-    compile: bool = False        # torch.compile the model (GPU)
-    num_workers: int = 0         # data-loader worker processes (GPU nodes: 4-8)
-    eval_batch_size: int = 256
-    keep_weights: bool = False   # keep the final weights in the trial's last checkpoint
+    epochs: Annotated[int, INT, POSITIVE_INT] = 3
+    batch_size: Annotated[int, INT, POSITIVE_INT] = 64
+    lr: Annotated[float, FLOAT, rule(lambda v: v > 0, "a number > 0")] = 1e-3
+    weight_decay: Annotated[float, FLOAT, rule(lambda v: v >= 0, "a number >= 0")] = 1e-4
+    optimizer: Annotated[Literal["adamw", "sgd"], STR] = "adamw"
+    scheduler: Annotated[Literal["cosine", "none"], STR] = "cosine"
+    # false | true (timm hub weights) | path to a .pth/.safetensors file (must exist: checked with the grid)
+    pretrained: Annotated[bool | str, BeforeValidator(_pretrained)] = False
+    augment: Annotated[bool, BOOL] = False        # light random shifts / contrast, on the batch
+    precision: Annotated[Literal["auto", "bf16", "fp32"], STR] = "auto"
+    channels_last: Annotated[str, STR, rule(lambda v: str(v).lower() in ("auto", "true", "false"),
+                                            "'auto', true or false")] = "auto"
+    compile: Annotated[bool, BOOL] = False        # torch.compile the model (GPU)
+    num_workers: Annotated[int, INT, rule(lambda v: v >= 0, "an integer >= 0")] = 0  # loader processes
+    eval_batch_size: Annotated[int, INT, POSITIVE_INT] = 256
+    keep_weights: Annotated[bool, BOOL] = False   # keep the final weights in the trial's last checkpoint
 
 
-@dataclass(frozen=True)
+@section(**_SECTION)
 class ResourcesConfig:
-    cpu: float = 1
-    gpu: float = 0               # fractional (0.5, 0.25) packs small trials onto one card
-    max_concurrent: int = 0      # 0 = as many as resources allow
-    max_failures: int = 2        # retries of a trial whose worker died, from its last checkpoint
+    cpu: Annotated[float, FLOAT, rule(lambda v: v > 0, "a number > 0")] = 1
+    gpu: Annotated[float, FLOAT,  # fractional (0.5, 0.25) packs small trials onto one card
+                   rule(lambda v: v >= 0, "a number >= 0 (fractions such as 0.5 pack trials onto one GPU)"),
+                   rule(lambda v: not (1 < v and not float(v).is_integer()),
+                        "a fraction below 1 or a whole number of GPUs")] = 0
+    max_concurrent: Annotated[int, INT, rule(lambda v: v >= 0, "an integer >= 0 (0 = no limit)")] = 0
+    max_failures: Annotated[int, INT, rule(lambda v: v >= 0, "an integer >= 0")] = 2  # retries of a lost trial
 
 
-@dataclass(frozen=True)
+@section(**_SECTION)
 class LocalisationConfig:
-    enabled: bool = True
-    methods: tuple[str, ...] = ("gradcam",)
-    max_images: int = 200        # held-out boxed images scored per trial (0 = all)
-    gallery: int = 4             # overlays kept per trial
-    threshold: str = "tune"      # tune (on validation boxed images) | a number in (0, 1)
-    tolerance: float = 0.0       # pointing game: a hit within this many pixels of a box (Zhang et al.: 15)
+    enabled: Annotated[bool, BOOL] = True
+    methods: Annotated[tuple[str, ...], NAMES] = ("gradcam",)  # CAM methods: checked against their registry
+    max_images: Annotated[int, INT, rule(lambda v: v >= 0, "an integer >= 0 (0 = all)")] = 200
+    gallery: Annotated[int, INT] = 4             # overlays kept per trial
+    threshold: Annotated[str, STR, rule(_threshold_ok, "'tune' or a number in (0, 1)")] = "tune"
+    # pointing game: a hit within this many pixels of a box (Zhang et al.: 15)
+    tolerance: Annotated[float, FLOAT, rule(lambda v: v >= 0 and v != float("inf"), "a number of pixels >= 0")] = 0.0
 
 
-@dataclass(frozen=True)
+@section(**_SECTION)
 class ReportConfig:
-    baseline: str = "bce"
-    head: float = 0.05           # labels with training prevalence >= head are "head"
-    tail: float = 0.01           # < tail are "tail"; the rest "medium"
-    bootstrap: int = 1000
+    baseline: Annotated[str, STR] = "bce"
+    head: Annotated[float, FLOAT] = 0.05         # labels with training prevalence >= head are "head"
+    tail: Annotated[float, FLOAT] = 0.01         # < tail are "tail"; the rest "medium"
+    bootstrap: Annotated[int, INT, rule(lambda v: v >= 0, "an integer >= 0 (0 = no confidence intervals)")] = 1000
 
 
 @dataclass(frozen=True)
@@ -189,22 +217,6 @@ _SECTIONS = {"dataset": DatasetConfig, "splits": SplitConfig, "train": TrainConf
              "localisation": LocalisationConfig, "report": ReportConfig}
 
 
-def choices(cls, name: str) -> tuple:
-    """The values a ``Literal``-typed field of a section allows: what validation accepts and what the grid's
-    JSON Schema lists (``bench schema``).
-
-    >>> choices(TrainConfig, "optimizer")
-    ('adamw', 'sgd')
-    """
-    return typing.get_args(typing.get_type_hints(cls)[name])
-
-
-def _or(values: tuple) -> str:
-    """``'a', 'b' or 'c'``."""
-    quoted = [repr(v) for v in values]
-    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
-
-
 def _plain(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {k: _plain(v) for k, v in obj.items()}
@@ -261,11 +273,11 @@ def parse_grid(data: Mapping, *, where: Any = None, source: str = "") -> GridCon
                     raise BenchError(f"{where(key + '.' + str(k))}: dataset.{k} does not apply to kind {kind!r} "
                                      f"(keys for {kind}: {', '.join(sorted(own)) or 'none'})")
         _check_keys(value, allowed, key, where)
-        return _build(cls, value, key, where)
+        return build(cls, value, key, where)
 
     ds = _default_root(sub(DatasetConfig, "dataset"), data.get("dataset") or {}, where)
     cfg = GridConfig(
-        name=_coerce(str, data.get("name", "grid"), "name", where),
+        name=_name(data.get("name", "grid"), where),
         dataset=ds,
         splits=sub(SplitConfig, "splits"),
         backbones=_names(data.get("backbones", ["resnet18"]), "backbones", where),
@@ -305,73 +317,10 @@ def _check_keys(data: Mapping, allowed: set[str], prefix: str, where) -> None:
                              f"(valid{' under ' + prefix if prefix else ''}: {', '.join(sorted(allowed))})")
 
 
-def _build(cls, value: Mapping, prefix: str, where):
-    kwargs = {}
-    hints = {f.name: f for f in dataclasses.fields(cls)}
-    defaults = cls()
-    for key, raw in value.items():
-        default = getattr(defaults, key)
-        kwargs[key] = _coerce_like(default, raw, f"{prefix}.{key}", where, hints[key].type)
-    return cls(**kwargs)
-
-
-def _coerce_like(default: Any, raw: Any, key: str, where, annotation: Any) -> Any:
-    ann = str(annotation)
-    if raw is None and "None" in ann:
-        return None
-    if key.endswith(".pretrained"):
-        if isinstance(raw, (bool, str)):
-            return raw
-        raise BenchError(f"{where(key)}: {key}: {raw!r} is not valid; expected true, false or a weights file path")
-    if "tuple" in ann:
-        if isinstance(raw, str):
-            raw = [raw]
-        if not isinstance(raw, (list, tuple)) or not all(isinstance(x, (str, int, float)) for x in raw):
-            raise BenchError(f"{where(key)}: {key}: {raw!r} is not valid; expected a list of names")
-        return tuple(str(x) for x in raw)
-    if "dict" in ann:
-        if not isinstance(raw, Mapping):
-            raise BenchError(f"{where(key)}: {key}: {raw!r} is not valid; expected a mapping")
-        # a null value is kept (aliases: {Lipoid: null} ignores that name), never turned into the string 'None'
-        return {str(k): (None if v is None else str(v)) for k, v in raw.items()}
-    if isinstance(default, bool) or ann == "bool":
-        return _coerce(bool, raw, key, where)
-    if isinstance(default, int) and not isinstance(default, bool) and ann == "int":
-        return _coerce(int, raw, key, where)
-    if isinstance(default, float) or ann == "float":
-        return _coerce(float, raw, key, where)
-    if "str" in ann or ann.startswith("Literal["):
-        return _coerce(str, raw, key, where)
-    return raw
-
-
-def _coerce(kind, raw: Any, key: str, where) -> Any:
-    if kind is bool:
-        if isinstance(raw, bool):
-            return raw
-        raise BenchError(f"{where(key)}: {key}: {raw!r} is not valid; expected true or false")
-    if kind is int:
-        if isinstance(raw, bool) or not isinstance(raw, int):
-            if isinstance(raw, float) and raw.is_integer():
-                return int(raw)
-            raise BenchError(f"{where(key)}: {key}: {raw!r} is not valid; expected an integer")
-        return raw
-    if kind is float:
-        if isinstance(raw, bool) or not isinstance(raw, (int, float)):
-            # YAML 1.1 reads "1e-3" as a string; accept numeric strings.
-            try:
-                value = float(raw)
-            except (TypeError, ValueError):
-                raise BenchError(f"{where(key)}: {key}: {raw!r} is not valid; expected a number") from None
-            if not math.isfinite(value):
-                raise BenchError(f"{where(key)}: {key}: {raw!r} is not valid; expected a finite number")
-            return value
-        return float(raw)
-    if kind is str:
-        if isinstance(raw, (str, int, float)) and not isinstance(raw, bool):
-            return str(raw)
-        raise BenchError(f"{where(key)}: {key}: {raw!r} is not valid; expected a string")
-    return raw
+def _name(raw: Any, where) -> str:
+    if isinstance(raw, (str, int, float)) and not isinstance(raw, bool):
+        return str(raw)
+    raise BenchError(f"{where('name')}: name: {raw!r} is not valid; expected a string")
 
 
 def _names(raw: Any, key: str, where) -> tuple[str, ...]:
@@ -410,70 +359,22 @@ def _validate(cfg: GridConfig, where) -> None:
     def bad(key: str, value: Any, expected: str):
         raise BenchError(f"{where(key)}: {key}: {value!r} is not valid; expected {expected}")
 
-    d, s, t, r, loc, rep = cfg.dataset, cfg.splits, cfg.train, cfg.resources, cfg.localisation, cfg.report
+    d, t, loc, rep = cfg.dataset, cfg.train, cfg.localisation, cfg.report
     if not cfg.name or any(c in cfg.name for c in "/\\\0"):
         bad("name", cfg.name, "a non-empty name without slashes")
-    if not 16 <= d.image_size <= 1024:
-        bad("dataset.image_size", d.image_size, "an integer from 16 to 1024")
-    if d.on_bad_image not in choices(DatasetConfig, "on_bad_image"):
-        bad("dataset.on_bad_image", d.on_bad_image, _or(choices(DatasetConfig, "on_bad_image")))
+    # Each value's own type and rule were checked when its section was built (bench/fields.py); what is left
+    # needs a file, a registry or two values at once.
     reader_class(d.kind).check(d, bad)
-    if d.min_positives is not None and d.min_positives < 1:
-        bad("dataset.min_positives", d.min_positives, "an integer >= 1")
-    if s.folds < 2:
-        bad("splits.folds", s.folds, "an integer >= 2")
-    if not 0 < s.val_fraction <= 0.5:
-        bad("splits.val_fraction", s.val_fraction, "a number in (0, 0.5]")
-    if t.epochs < 1:
-        bad("train.epochs", t.epochs, "an integer >= 1")
-    if t.batch_size < 1:
-        bad("train.batch_size", t.batch_size, "an integer >= 1")
-    if t.eval_batch_size < 1:
-        bad("train.eval_batch_size", t.eval_batch_size, "an integer >= 1")
-    if not t.lr > 0:
-        bad("train.lr", t.lr, "a number > 0")
-    if t.weight_decay < 0:
-        bad("train.weight_decay", t.weight_decay, "a number >= 0")
-    for key in ("optimizer", "scheduler", "precision"):
-        if getattr(t, key) not in choices(TrainConfig, key):
-            bad(f"train.{key}", getattr(t, key), _or(choices(TrainConfig, key)))
-    if str(t.channels_last).lower() not in ("auto", "true", "false"):
-        bad("train.channels_last", t.channels_last, "'auto', true or false")
-    if t.num_workers < 0:
-        bad("train.num_workers", t.num_workers, "an integer >= 0")
     if isinstance(t.pretrained, str) and t.pretrained not in ("",) and not Path(t.pretrained).expanduser().is_file():
         bad("train.pretrained", t.pretrained, "true, false or an existing weights file (.pth / .safetensors)")
-    if r.cpu <= 0:
-        bad("resources.cpu", r.cpu, "a number > 0")
-    if r.gpu < 0:
-        bad("resources.gpu", r.gpu, "a number >= 0 (fractions such as 0.5 pack trials onto one GPU)")
-    if 1 < r.gpu and not float(r.gpu).is_integer():
-        bad("resources.gpu", r.gpu, "a fraction below 1 or a whole number of GPUs")
-    if r.max_concurrent < 0:
-        bad("resources.max_concurrent", r.max_concurrent, "an integer >= 0 (0 = no limit)")
-    if r.max_failures < 0:
-        bad("resources.max_failures", r.max_failures, "an integer >= 0")
     from bench.cam_methods import CAM_METHODS
 
     for i, m in enumerate(loc.methods):
         if m not in CAM_METHODS:
             raise BenchError(f"{where(f'localisation.methods')}: localisation.methods[{i}]: {m!r} is not valid"
                              f"{did_you_mean(m, CAM_METHODS)} (choose from: {', '.join(CAM_METHODS)})")
-    if loc.max_images < 0:
-        bad("localisation.max_images", loc.max_images, "an integer >= 0 (0 = all)")
-    if not loc.tolerance >= 0 or loc.tolerance == float("inf"):
-        bad("localisation.tolerance", loc.tolerance, "a number of pixels >= 0")
-    if loc.threshold != "tune":
-        try:
-            value = float(loc.threshold)
-        except ValueError:
-            value = float("nan")
-        if not 0 < value < 1:
-            bad("localisation.threshold", loc.threshold, "'tune' or a number in (0, 1)")
     if not 0 < rep.tail <= rep.head < 1:
         bad("report.tail", rep.tail, f"0 < report.tail <= report.head (< 1), head is {rep.head}")
-    if rep.bootstrap < 0:
-        bad("report.bootstrap", rep.bootstrap, "an integer >= 0 (0 = no confidence intervals)")
 
     from backbones import BACKBONES, UnknownNameError
 
@@ -529,10 +430,3 @@ def resolve_paths(cfg: GridConfig, *, base: Path | None = None) -> GridConfig:
     if sp.file:
         sp = dataclasses.replace(sp, file=absolute(sp.file))
     return dataclasses.replace(cfg, dataset=dataclasses.replace(d, **changes), train=tr, splits=sp)
-
-
-def grid_from_dict(data: Mapping) -> GridConfig:
-    """Rebuild a GridConfig from :meth:`GridConfig.to_dict` output (as saved in a run folder)."""
-    data = dict(data)
-    source = data.pop("source", "")
-    return parse_grid(data, source=source)

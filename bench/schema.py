@@ -25,7 +25,7 @@ def grid_schema() -> dict[str, Any]:
     from backbones import BACKBONES
     from bench.cam_methods import CAM_METHODS
     from bench.config import GridConfig
-    from bench.data.catalogue import dataset_kinds
+    from bench.data.catalogue import dataset_kinds, reader_class
     from strategies import list_strategies
 
     schema = pydantic.TypeAdapter(GridConfig).json_schema(mode="validation")
@@ -36,7 +36,13 @@ def grid_schema() -> dict[str, Any]:
     for section in defs.values():
         section["additionalProperties"] = False  # unknown keys are errors
     schema["additionalProperties"] = False
-    defs["DatasetConfig"]["properties"]["kind"]["enum"] = list(dataset_kinds())
+    dataset = defs["DatasetConfig"]["properties"]
+    dataset["kind"]["enum"] = list(dataset_kinds())
+    readers = [reader_class(kind) for kind in dataset_kinds()]
+    for reader in readers:  # a kind's choices, unless another kind has the same key (chexpert's and chestmnist's split)
+        for key, values in reader.choices.items():
+            if sum(key in r.keys for r in readers) == 1:
+                dataset[key]["enum"] = list(values)
     defs["LocalisationConfig"]["properties"]["methods"] = {
         "title": "Methods", "default": ["gradcam"], "type": "array", "items": {"enum": list(CAM_METHODS)}}
     props["backbones"] = {"title": "Backbones", "default": ["resnet18"], "type": "array", "minItems": 1,

@@ -255,15 +255,14 @@ class CheXpertReader(DatasetReader):
 
     keys = ("split", "uncertainty", "views")
     root_help = "the folder holding train.csv"
+    choices = {"uncertainty": ("ignore", "ones", "zeros"), "views": ("frontal", "lateral", "all"),
+               "split": ("train", "valid", "both")}
 
     @classmethod
     def check(cls, ds, bad) -> None:
-        if ds.uncertainty not in ("ignore", "ones", "zeros"):
-            bad("dataset.uncertainty", ds.uncertainty, "one of 'ignore', 'ones', 'zeros'")
-        if ds.views not in ("frontal", "lateral", "all"):
-            bad("dataset.views", ds.views, "one of 'frontal', 'lateral', 'all'")
-        if ds.split not in ("train", "valid", "both"):
-            bad("dataset.split", ds.split, "one of 'train', 'valid', 'both'")
+        for key in ("uncertainty", "views", "split"):
+            if getattr(ds, key) not in cls.choices[key]:
+                bad(f"dataset.{key}", getattr(ds, key), "one of " + ", ".join(map(repr, cls.choices[key])))
 
     def read(self, *, labels_only: bool = False) -> Records:
         ds = self.ds

@@ -234,10 +234,11 @@ class NIHReader(DatasetReader):
     keys = ("label_file", "box_file", "official_test")
     root_help = "the folder holding Data_Entry_2017.csv and images/"
     missing_root = "download NIH ChestX-ray14 there, or use kind: synthetic for the built-in data"
+    choices = {"official_test": ("ignore", "exclude")}
 
     @classmethod
     def check(cls, ds, bad) -> None:
-        if ds.official_test not in ("ignore", "exclude"):
+        if ds.official_test not in cls.choices["official_test"]:
             bad("dataset.official_test", ds.official_test, "'ignore' or 'exclude'")
 
     def check_root(self) -> None:

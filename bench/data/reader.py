@@ -46,6 +46,9 @@ class DatasetReader:
     root_help: ClassVar[str | None] = "the dataset folder"
     #: Whether :meth:`read` applies ``aliases`` and ``labels`` itself (a reader that needs them to read).
     reads_labels: ClassVar[bool] = False
+    #: The values each of its keys allows, where it is a choice (checked in :meth:`check`; listed in the
+    #: grid's JSON Schema).
+    choices: ClassVar[dict[str, tuple[str, ...]]] = {}
 
     def __init__(self, section: Any):
         self.ds = section

@@ -892,6 +892,7 @@ class SyntheticReader(NIHReader):
     """The ``synthetic`` kind: generated at ``root`` in the NIH layout on first use, then read as NIH."""
 
     keys = ("n", "size", "seed")
+    choices = {}
     root_help = None  # the default root (data/synthetic) is where it is generated
 
     @classmethod
