@@ -49,7 +49,7 @@ def _threshold_ok(value: str) -> bool:
 # ---- schema: every section a frozen, typed dataclass; bench/fields.py coerces and checks each value ------
 
 _SECTION = {"frozen": True, "config": ConfigDict(extra="forbid")}
-POSITIVE_INT = rule(lambda v: v >= 1, "an integer >= 1")
+POSITIVE_INT = rule(lambda v: v >= 1, "an integer >= 1", minimum=1)
 
 
 @section(**_SECTION)
@@ -62,7 +62,8 @@ class DatasetConfig:
 
     kind: Annotated[str, STR] = "synthetic"
     root: Annotated[str, STR] = "data/synthetic"
-    image_size: Annotated[int, INT, rule(lambda v: 16 <= v <= 1024, "an integer from 16 to 1024")] = 64
+    image_size: Annotated[int, INT, rule(lambda v: 16 <= v <= 1024, "an integer from 16 to 1024", minimum=16,
+                                                   maximum=1024)] = 64
     labels: Annotated[tuple[str, ...] | None, optional(NAMES)] = None  # keep only these (default: all it knows)
     aliases: Annotated[dict[str, str | None], MAPPING] = field(default_factory=dict)  # rename; null drops
     on_bad_image: Annotated[Literal["exclude", "fail"], STR] = "exclude"
@@ -103,8 +104,9 @@ def kind_keys(kind: str) -> set[str]:
 
 @section(**_SECTION)
 class SplitConfig:
-    folds: Annotated[int, INT, rule(lambda v: v >= 2, "an integer >= 2")] = 5
-    val_fraction: Annotated[float, FLOAT, rule(lambda v: 0 < v <= 0.5, "a number in (0, 0.5]")] = 0.2
+    folds: Annotated[int, INT, rule(lambda v: v >= 2, "an integer >= 2", minimum=2)] = 5
+    val_fraction: Annotated[float, FLOAT, rule(lambda v: 0 < v <= 0.5, "a number in (0, 0.5]", exclusiveMinimum=0,
+                                               maximum=0.5)] = 0.2
     seed: Annotated[int, INT] = 0
     file: Annotated[str | None, optional(STR)] = None  # a manifest written by `bench data split --out`
 
@@ -113,8 +115,8 @@ class SplitConfig:
 class TrainConfig:
     epochs: Annotated[int, INT, POSITIVE_INT] = 3
     batch_size: Annotated[int, INT, POSITIVE_INT] = 64
-    lr: Annotated[float, FLOAT, rule(lambda v: v > 0, "a number > 0")] = 1e-3
-    weight_decay: Annotated[float, FLOAT, rule(lambda v: v >= 0, "a number >= 0")] = 1e-4
+    lr: Annotated[float, FLOAT, rule(lambda v: v > 0, "a number > 0", exclusiveMinimum=0)] = 1e-3
+    weight_decay: Annotated[float, FLOAT, rule(lambda v: v >= 0, "a number >= 0", minimum=0)] = 1e-4
     optimizer: Annotated[Literal["adamw", "sgd"], STR] = "adamw"
     scheduler: Annotated[Literal["cosine", "none"], STR] = "cosine"
     # false | true (timm hub weights) | path to a .pth/.safetensors file (must exist: checked with the grid)
@@ -124,31 +126,32 @@ class TrainConfig:
     channels_last: Annotated[str, STR, rule(lambda v: str(v).lower() in ("auto", "true", "false"),
                                             "'auto', true or false")] = "auto"
     compile: Annotated[bool, BOOL] = False        # torch.compile the model (GPU)
-    num_workers: Annotated[int, INT, rule(lambda v: v >= 0, "an integer >= 0")] = 0  # loader processes
+    num_workers: Annotated[int, INT, rule(lambda v: v >= 0, "an integer >= 0", minimum=0)] = 0  # loader processes
     eval_batch_size: Annotated[int, INT, POSITIVE_INT] = 256
     keep_weights: Annotated[bool, BOOL] = False   # keep the final weights in the trial's last checkpoint
 
 
 @section(**_SECTION)
 class ResourcesConfig:
-    cpu: Annotated[float, FLOAT, rule(lambda v: v > 0, "a number > 0")] = 1
+    cpu: Annotated[float, FLOAT, rule(lambda v: v > 0, "a number > 0", exclusiveMinimum=0)] = 1
     gpu: Annotated[float, FLOAT,  # fractional (0.5, 0.25) packs small trials onto one card
-                   rule(lambda v: v >= 0, "a number >= 0 (fractions such as 0.5 pack trials onto one GPU)"),
+                   rule(lambda v: v >= 0, "a number >= 0 (fractions such as 0.5 pack trials onto one GPU)", minimum=0),
                    rule(lambda v: not (1 < v and not float(v).is_integer()),
                         "a fraction below 1 or a whole number of GPUs")] = 0
-    max_concurrent: Annotated[int, INT, rule(lambda v: v >= 0, "an integer >= 0 (0 = no limit)")] = 0
-    max_failures: Annotated[int, INT, rule(lambda v: v >= 0, "an integer >= 0")] = 2  # retries of a lost trial
+    max_concurrent: Annotated[int, INT, rule(lambda v: v >= 0, "an integer >= 0 (0 = no limit)", minimum=0)] = 0
+    max_failures: Annotated[int, INT, rule(lambda v: v >= 0, "an integer >= 0", minimum=0)] = 2  # lost-trial retries
 
 
 @section(**_SECTION)
 class LocalisationConfig:
     enabled: Annotated[bool, BOOL] = True
     methods: Annotated[tuple[str, ...], NAMES] = ("gradcam",)  # CAM methods: checked against their registry
-    max_images: Annotated[int, INT, rule(lambda v: v >= 0, "an integer >= 0 (0 = all)")] = 200
+    max_images: Annotated[int, INT, rule(lambda v: v >= 0, "an integer >= 0 (0 = all)", minimum=0)] = 200
     gallery: Annotated[int, INT] = 4             # overlays kept per trial
     threshold: Annotated[str, STR, rule(_threshold_ok, "'tune' or a number in (0, 1)")] = "tune"
     # pointing game: a hit within this many pixels of a box (Zhang et al.: 15)
-    tolerance: Annotated[float, FLOAT, rule(lambda v: v >= 0 and v != float("inf"), "a number of pixels >= 0")] = 0.0
+    tolerance: Annotated[float, FLOAT, rule(lambda v: v >= 0 and v != float("inf"), "a number of pixels >= 0",
+                                                minimum=0)] = 0.0
 
 
 @section(**_SECTION)
@@ -156,7 +159,8 @@ class ReportConfig:
     baseline: Annotated[str, STR] = "bce"
     head: Annotated[float, FLOAT] = 0.05         # labels with training prevalence >= head are "head"
     tail: Annotated[float, FLOAT] = 0.01         # < tail are "tail"; the rest "medium"
-    bootstrap: Annotated[int, INT, rule(lambda v: v >= 0, "an integer >= 0 (0 = no confidence intervals)")] = 1000
+    bootstrap: Annotated[int, INT, rule(lambda v: v >= 0, "an integer >= 0 (0 = no confidence intervals)",
+                                                minimum=0)] = 1000
 
 
 @dataclass(frozen=True)

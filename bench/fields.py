@@ -24,6 +24,7 @@ bench.errors.BenchError: g.yaml:3: train.epochs: 0 is not valid; expected an int
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from typing import Annotated, Any, Callable
@@ -98,14 +99,27 @@ def optional(coerce: BeforeValidator) -> BeforeValidator:
     return BeforeValidator(lambda raw: None if raw is None else coerce.func(raw))
 
 
-def rule(ok: Callable[[Any], bool], expected: str) -> AfterValidator:
-    """Check the coerced value: ``ok(value)`` or the error ``expected EXPECTED`` (None always passes)."""
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Rule(AfterValidator):
+    """An after-validator that also says what it allows in JSON Schema words (``minimum``, ...)."""
+
+    schema: dict | None = None
+
+    def __get_pydantic_json_schema__(self, core_schema, handler):
+        out = handler(core_schema)
+        out.update(self.schema or {})
+        return out
+
+
+def rule(ok: Callable[[Any], bool], expected: str, **schema: Any) -> AfterValidator:
+    """Check the coerced value: ``ok(value)`` or the error ``expected EXPECTED`` (None always passes);
+    ``schema`` is the same rule for the grid's JSON Schema (``minimum=1``), where it can say it."""
     def check(value):
         if value is not None and not ok(value):
             _bad(expected, value=value)
         return value
 
-    return AfterValidator(check)
+    return _Rule(check, schema or None)
 
 
 def build(cls, value: Mapping, prefix: str, where: Callable[[str], str]):

@@ -69,3 +69,41 @@ def test_bench_schema_prints_it_and_writes_it(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(SCHEMA))
     assert main(["schema", "--out", str(tmp_path / "grid.schema.json")]) == 0
     assert json.loads((tmp_path / "grid.schema.json").read_text()) == json.loads(json.dumps(SCHEMA))
+
+
+def _bounded_fields() -> list[tuple[str, str, dict]]:
+    sections = {"DatasetConfig": "dataset", "SplitConfig": "splits", "TrainConfig": "train",
+                "ResourcesConfig": "resources", "LocalisationConfig": "localisation", "ReportConfig": "report"}
+    out = []
+    for model, section in sections.items():
+        for key, prop in SCHEMA["$defs"][model]["properties"].items():
+            bounds = {k: prop[k] for k in ("minimum", "maximum", "exclusiveMinimum") if k in prop}
+            if bounds:
+                out.append((section, key, bounds))
+    return out
+
+
+@pytest.mark.parametrize("section, key, bounds", _bounded_fields(), ids=lambda v: v if isinstance(v, str) else "")
+def test_every_bound_the_schema_states_is_the_rule_validation_applies(section, key, bounds):
+    integer = isinstance(next(iter(bounds.values())), int) and key not in ("val_fraction", "lr", "cpu", "gpu",
+                                                                           "tolerance", "weight_decay")
+    step = 1 if integer else 1e-6
+    inside, outside = [], []
+    if "minimum" in bounds:
+        inside.append(bounds["minimum"])
+        outside.append(bounds["minimum"] - step)
+    if "exclusiveMinimum" in bounds:
+        inside.append(bounds["exclusiveMinimum"] + step)
+        outside.append(bounds["exclusiveMinimum"])
+    if "maximum" in bounds:
+        inside.append(bounds["maximum"])
+        outside.append(bounds["maximum"] + step)
+    for value in inside:
+        parse_grid({section: {key: value}})
+        jsonschema.validate({section: {key: value}}, SCHEMA)
+    for value in outside:
+        with pytest.raises(BenchError, match=rf"{section}.{key}: .* is not valid; expected"):
+            parse_grid({section: {key: value}})
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate({section: {key: value}}, SCHEMA)
+    assert len(_bounded_fields()) >= 15
