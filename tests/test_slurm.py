@@ -6,8 +6,9 @@ hand and ``tests/slurm_shim`` stands in for ``srun`` (runs the step's command he
 the script starts one ``ray start --block`` per node through srun, waits for both, runs ``bench run`` against
 them and stops them. The grid (2 strategies x 2 folds on the tests' synthetic data) must end with the
 leaderboard of a plain local ``bench run`` to 1e-6, with trials on both nodes; resubmitting the same command
-resumes the finished run instead of training again. Apptainer is not installed here: the container path
-(``BENCH_CONTAINER``) is exercised only up to its input checks.
+resumes the finished run instead of training again; the resubmission runs "in a container" (``BENCH_CONTAINER``)
+through a stand-in for ``apptainer exec`` that runs the command here, so only the script's use of Apptainer is
+tested, not Apptainer (not installed here).
 """
 
 from __future__ import annotations
@@ -144,12 +145,19 @@ def test_a_grid_runs_across_two_nodes_and_resumes_when_resubmitted(job_dir, synt
     assert list((job_dir / "runs" / "ray-storage").glob("slurm-*/experiment_state-*.json"))
     assert leftover_ray(job_dir) == []
 
-    # Resubmitting the same command resumes the finished run: nothing is trained again.
+    # Resubmitting the same command resumes the finished run: nothing is trained again. This time through
+    # BENCH_CONTAINER: every Ray node and `bench run` start inside the (stand-in) Apptainer image.
     before = {t: (out / "trials" / t / "metrics.json").stat().st_mtime_ns for t in TRIALS}
     (job_dir / "srun.log").unlink()
-    second = sbatch(args, {**env, "SLURM_JOB_ID": "4243"}, job_dir)
+    (job_dir / "cxr-bench.sif").write_bytes(b"")
+    second = sbatch(args, {**env, "SLURM_JOB_ID": "4243", "BENCH_CONTAINER": str(job_dir / "cxr-bench.sif"),
+                           "APPTAINER_SHIM_LOG": str(job_dir / "apptainer.log")}, job_dir)
     assert second.returncode == 0, second.stdout[-4000:]
     assert "resuming the run in" in second.stdout, second.stdout[-3000:]
+    inside = [line.split()[1] for line in (job_dir / "apptainer.log").read_text().splitlines()]
+    assert sorted(set(inside)) == ["bash", "bench", "python"] and inside.count("bash") == 2, inside
+    steps = (job_dir / "srun.log").read_text().splitlines()
+    assert all(f" apptainer exec --nv {job_dir}/cxr-bench.sif bash -c " in s for s in steps[1:]), steps
     assert {t: (out / "trials" / t / "metrics.json").stat().st_mtime_ns for t in TRIALS} == before
     assert_same_leaderboard(out, job_dir / "plain")
     assert leftover_ray(job_dir) == []
