@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 import shlex
 import subprocess
-import tomllib
 from pathlib import Path
 
 import pytest
@@ -60,6 +59,14 @@ def dockerfile():
 
 @pytest.fixture(scope="module")
 def project() -> dict:
+    """pyproject.toml's [project] table (Python 3.10, without tomllib: the installed package's metadata)."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:
+        from importlib.metadata import metadata, requires
+
+        return {"dependencies": [r for r in requires("cxr-imbalance-bench") or [] if "extra ==" not in r],
+                "requires-python": metadata("cxr-imbalance-bench")["Requires-Python"]}
     return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
 
 
