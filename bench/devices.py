@@ -88,7 +88,7 @@ def advice(report: dict) -> str:
     cuda, driver = report.get("torch_cuda"), report.get("driver")
     if not cuda:
         return ("install a CUDA build of torch on the nodes (PyPI's default build is CUDA 13, for drivers "
-                f">= {MIN_DRIVER[13]}; https://download.pytorch.org/whl/cu128 has CUDA 12.8 builds for drivers >= "
+                f">= {MIN_DRIVER[13]}; https://download.pytorch.org/whl/cu126 has CUDA 12.6 builds for drivers >= "
                 f"{MIN_DRIVER[12]}), {gpu0}")
     if not driver:
         return f"the node has no NVIDIA driver loaded: use a GPU image or AMI with the driver installed, {gpu0}"
@@ -96,7 +96,7 @@ def advice(report: dict) -> str:
     need = MIN_DRIVER.get(major)
     if need and _older(driver, need):
         return (f"the driver is older than torch's CUDA {major} needs (>= {need}): install a newer driver, or a torch "
-                f"build for CUDA 12 (https://download.pytorch.org/whl/cu128, drivers >= {MIN_DRIVER[12]}), {gpu0}")
+                f"build for CUDA 12 (https://download.pytorch.org/whl/cu126, drivers >= {MIN_DRIVER[12]}), {gpu0}")
     return f"check that the node's GPUs are visible to the container/process (nvidia-smi on the node), {gpu0}"
 
 
