@@ -206,6 +206,12 @@ def test_chexpert_all_images_missing_points_at_labels_only(chexpert: Path) -> No
     shutil.rmtree(chexpert / "train")
     one_line_error(lambda: read_chexpert(chexpert), "none of the 4 images exists", "labels_only=True")
     assert len(read_chexpert(chexpert, labels_only=True)) == 4
+    from bench.config import parse_grid
+    from bench.data.load import load_records
+
+    grid = parse_grid({"dataset": {"kind": "chexpert", "root": str(chexpert)}})  # through a grid: grid keys only
+    message = one_line_error(lambda: load_records(grid.dataset), "none of the 4 images exists", "dataset.root")
+    assert "labels_only" not in message
 
 
 # --------------------------------------------------------------------------------------------------

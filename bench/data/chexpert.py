@@ -176,6 +176,7 @@ def read_chexpert(
     aliases: Mapping[str, str | None] | None = None,
     labels_only: bool = False,
     blank: str = "zeros",
+    missing_remedy: str = "point the image root at the folder holding them, or pass labels_only=True",
 ) -> Records:
     """Read CheXpert's ``train.csv``, ``valid.csv`` or both into :class:`Records`.
 
@@ -189,6 +190,7 @@ def read_chexpert(
         aliases: CheXpert column -> declared label, e.g. ``{"Pleural Effusion": "Effusion"}``.
         labels_only: keep rows whose image file is missing (no file checks at all).
         blank: ``"zeros"`` (blank -> 0 except in rows that mention nothing) or ``"nan"``.
+        missing_remedy: what the error says to do when none of the images exists (the caller's options).
 
     >>> recs = read_chexpert("/data/CheXpert-v1.0-small", uncertainty="ones")  # doctest: +SKIP
     >>> recs.label_names[:2], recs.views[0], recs.patients[0]  # doctest: +SKIP
@@ -233,7 +235,8 @@ def read_chexpert(
         left_out = int((~keep).sum())
         if left_out:
             dropped["frontal view" if views == "lateral" else "lateral view"] = left_out
-    present = keep_existing(data["paths"][keep], f"{dataset_dir} ({split})", labels_only=labels_only)
+    present = keep_existing(data["paths"][keep], f"{dataset_dir} ({split})", labels_only=labels_only,
+                            remedy=missing_remedy)
     if not present.all():
         dropped[MISSING_IMAGE] = int((~present).sum())
     index = np.flatnonzero(keep)[present]
@@ -267,4 +270,5 @@ class CheXpertReader(DatasetReader):
     def read(self, *, labels_only: bool = False) -> Records:
         ds = self.ds
         return read_chexpert(self.root, split=ds.split, uncertainty=ds.uncertainty, views=ds.views,
-                             labels_only=labels_only)
+                             labels_only=labels_only,
+                             missing_remedy="point dataset.root at the CheXpert folder whose images these are")
