@@ -37,6 +37,15 @@ def _pretrained(raw: Any) -> bool | str:
     raise PydanticCustomError("bench", "expected {expected}", {"expected": "true, false or a weights file path"})
 
 
+def _switch(raw: Any) -> str:
+    """``channels_last``: YAML's true / false (booleans) or the strings 'auto', 'true', 'false', any case."""
+    if isinstance(raw, bool):
+        return "true" if raw else "false"
+    if isinstance(raw, str) and raw.lower() in ("auto", "true", "false"):
+        return raw.lower()
+    raise PydanticCustomError("bench", "expected {expected}", {"expected": "'auto', true or false"})
+
+
 def _threshold_ok(value: str) -> bool:
     if value == "tune":
         return True
@@ -123,8 +132,7 @@ class TrainConfig:
     pretrained: Annotated[bool | str, BeforeValidator(_pretrained)] = False
     augment: Annotated[bool, BOOL] = False        # light random shifts / contrast, on the batch
     precision: Annotated[Literal["auto", "bf16", "fp32"], STR] = "auto"
-    channels_last: Annotated[str, STR, rule(lambda v: str(v).lower() in ("auto", "true", "false"),
-                                            "'auto', true or false")] = "auto"
+    channels_last: Annotated[Literal["auto", "true", "false"], BeforeValidator(_switch)] = "auto"
     compile: Annotated[bool, BOOL] = False        # torch.compile the model (GPU)
     num_workers: Annotated[int, INT, rule(lambda v: v >= 0, "an integer >= 0", minimum=0)] = 0  # loader processes
     eval_batch_size: Annotated[int, INT, POSITIVE_INT] = 256

@@ -36,6 +36,12 @@ def test_good_grid_parses(tmp_path):
     assert resolve_paths(cfg).dataset.root.startswith("/")
 
 
+@pytest.mark.parametrize(("value", "expected"), [("true", "true"), ("false", "false"), ("auto", "auto"), ("'True'", "true")])
+def test_channels_last_takes_yaml_booleans_as_the_readme_shows(tmp_path, value, expected):
+    cfg = load_grid(grid(tmp_path, GOOD.replace("lr: 1e-3}", f"lr: 1e-3, channels_last: {value}}}")))
+    assert cfg.train.channels_last == expected
+
+
 def test_digest_ignores_resources_but_not_training(tmp_path):
     a = load_grid(grid(tmp_path, GOOD))
     b = load_grid(grid(tmp_path, GOOD + "resources: {cpu: 2, max_concurrent: 1}\n"))
@@ -57,6 +63,7 @@ def test_digest_ignores_resources_but_not_training(tmp_path):
     (("seeds: [0, 1]", "seeds: [0, 0]"), r"seeds: \[0, 0\] repeats a seed"),
     (("image_size: 32", "image_size: 8"), r"dataset.image_size: 8 is not valid"),
     (("n: 100, size: 64", "n: 100, size: 64, uncertainty: ones"), r"dataset.uncertainty does not apply to kind 'synthetic'"),
+    (("lr: 1e-3}", "lr: 1e-3, channels_last: maybe}"), r"train.channels_last: 'maybe' is not valid; expected 'auto', true or false"),
 ])
 def test_bad_values_name_file_line_and_key(tmp_path, change, expected):
     with pytest.raises(BenchError, match=expected) as info:
