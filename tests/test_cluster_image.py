@@ -9,6 +9,7 @@ Ray held at the installed version, nothing else pip-installed), and that every f
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import subprocess
@@ -122,11 +123,14 @@ def test_the_cached_weights_are_the_full_grids_backbones(dockerfile):
 
 def test_every_file_names_the_image_make_builds(dockerfile):
     _, args = dockerfile
-    image = subprocess.run(["make", "-s", "image-name"], cwd=REPO, capture_output=True, text=True,
+    # A top-level make, as a user runs it: under `make test` (CI) the inherited MAKELEVEL would make this one a
+    # sub-make that prints "Entering directory" lines.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
+    image = subprocess.run(["make", "-s", "image-name"], cwd=REPO, capture_output=True, text=True, env=env,
                            check=True).stdout.strip()
     assert image == f"cxr-imbalance-bench:{args['RAY_VERSION']}-{args['TORCH_CUDA']}"
-    assert subprocess.run(["make", "-n", "image"], cwd=REPO, capture_output=True, text=True, check=True).stdout \
-        .strip() == f"docker build -f docker/Dockerfile -t {image} ."
+    assert subprocess.run(["make", "-n", "image"], cwd=REPO, capture_output=True, text=True, env=env,
+                          check=True).stdout.strip() == f"docker build -f docker/Dockerfile -t {image} ."
     for path in ("cluster.yaml", "k8s/rayjob-full.yaml", "slurm/bench.sbatch"):
         named = set(re.findall(r"cxr-imbalance-bench:\w[\w.-]*\w", (REPO / path).read_text()))
         assert named == {image}, f"{path} names {named}"
