@@ -44,7 +44,7 @@ def bundle_version(text: str) -> str | None:
 def plotly_js(traces: set[str]) -> tuple[str, str]:
     """(the plotly.js source the page inlines, what it is). The cartesian bundle when it is the plotly.js version
     the installed plotly.py writes figures for and holds every trace type in ``traces``; plotly.py's own full
-    bundle otherwise, said in the log (a page 3 MB larger and slower to open, drawn the same)."""
+    bundle otherwise, with a warning (a page 3 MB larger and slower to open, drawn the same)."""
     from plotly.offline import get_plotlyjs, get_plotlyjs_version
 
     text = BUNDLE.read_text(encoding="utf-8")
@@ -53,7 +53,7 @@ def plotly_js(traces: set[str]) -> tuple[str, str]:
         return text, f"plotly.js {version} (cartesian bundle)"
     why = (f"trace types {missing} are not in the cartesian bundle" if missing else
            f"plotly.py writes figures for plotly.js {wanted}, the shipped cartesian bundle is {version}")
-    log.info("leaderboard.html inlines plotly.py's full plotly.js bundle: %s", why)
+    log.warning("leaderboard.html inlines plotly.py's full plotly.js bundle: %s", why)
     return get_plotlyjs(), f"plotly.js {wanted} (full bundle)"
 
 
