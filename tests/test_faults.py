@@ -62,7 +62,8 @@ def test_lost_node_keeps_finished_trials_and_a_rerun_completes(cluster, drivers,
     kill_tree(worker_node, grace=0)
     # The last epoch the storage copy of the result log shows (Tune syncs rows there from the driver's staging
     # folder once the checkpoint reported with them is registered): that epoch or the next was in flight.
-    lost_at = [r["epoch"] for r in results(out / "tune", victim)][-1]
+    # The driver keeps syncing that copy (it is replaced whole): read it once it shows rows again.
+    lost_at = wait_for("the victim's result log on storage", lambda: results(out / "tune", victim), first)[-1]["epoch"]
     done = finished()
     assert victim not in done and 0 < len(done) < len(TRIALS)
     before = {tid: snapshot(out / "trials" / tid) for tid in done}
