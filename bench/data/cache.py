@@ -36,7 +36,8 @@ if TYPE_CHECKING:  # not imported at run time: the decoding processes start fast
     from bench.data.labels import Records
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 1
+#: Part of every cache key. 2: DICOM images decode (a version-1 cache listed them as unreadable).
+CACHE_VERSION = 2
 CHUNK = 256  # images per task of the decoding pool
 PROGRESS_LOG_S = 30.0  # seconds between the build's progress log lines
 

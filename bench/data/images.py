@@ -4,6 +4,8 @@ PNG / JPEG in modes L, LA, P, RGB, RGBA, I;16 and I are read with Pillow; 16-bit
 images are scaled linearly from their own minimum-maximum range to 0..255 (X-ray exports use
 8, 10, 12 or 16 significant bits, so a fixed divisor would leave many images black).
 Arrays stored in ``.npz`` files (MedMNIST) are addressed as ``npz:///abs/file.npz#train_images/12``.
+DICOM files (named ``.dcm`` / ``.dicom`` / ``.dic``, or any file with the ``DICM`` preamble) are decoded by
+:mod:`bench.data.dicom` (rescale, VOI LUT or window, MONOCHROME1 inverted).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import functools
 from pathlib import Path
 
 import numpy as np
+
+from bench.data import dicom
 
 NPZ_SCHEME = "npz://"
 
@@ -55,6 +59,7 @@ def load_gray(path: str) -> np.ndarray:
     Raises:
         FileNotFoundError: the file does not exist.
         ImageReadError: the file exists but is empty, truncated or not an image.
+        bench.data.dicom.MissingDecoderError: a compressed DICOM file whose decoder is not installed.
     """
     if str(path).startswith(NPZ_SCHEME):
         file, _, ref = str(path)[len(NPZ_SCHEME):].partition("#")
@@ -65,6 +70,8 @@ def load_gray(path: str) -> np.ndarray:
     p = Path(path)
     if p.stat().st_size == 0:
         raise ImageReadError(f"{path}: zero-byte file")
+    if dicom.is_dicom_name(p):
+        return _load_dicom(path)
     try:
         with Image.open(p) as im:
             im.load()
@@ -75,9 +82,20 @@ def load_gray(path: str) -> np.ndarray:
                 arr = np.asarray(im)
             else:  # P, CMYK, 1, ...
                 arr = np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except UnidentifiedImageError as exc:
+        if dicom.has_preamble(p):  # a DICOM file named without its suffix
+            return _load_dicom(path)
+        raise ImageReadError(f"{path}: cannot decode image ({exc})") from None
+    except (OSError, SyntaxError, ValueError) as exc:
         raise ImageReadError(f"{path}: cannot decode image ({exc})") from None
     return to_gray_u8(arr)
+
+
+def _load_dicom(path: str) -> np.ndarray:
+    try:
+        return to_gray_u8(dicom.read_dicom(path))
+    except dicom.DicomReadError as exc:
+        raise ImageReadError(f"{path}: {exc}") from None
 
 
 def image_size(path: str) -> tuple[int, int]:
@@ -85,6 +103,11 @@ def image_size(path: str) -> tuple[int, int]:
     if str(path).startswith(NPZ_SCHEME):
         h, w = load_gray(path).shape
         return w, h
+    if dicom.is_dicom_name(path) or dicom.has_preamble(path):
+        try:
+            return dicom.dicom_size(path)
+        except dicom.DicomReadError as exc:
+            raise ImageReadError(f"{path}: {exc}") from None
     from PIL import Image
 
     with Image.open(path) as im:
