@@ -289,6 +289,13 @@ def evaluate(spec: dict, data: TrialData, *, model, strategy, images, rows, hist
     # generator, so the same rows it trained on); see strategies.base.Sampler.imbalance.
     from bench import seeding
 
+    # Reliability-diagram sums (count, sum of p, sum of y per equal-width bin and label): the report adds
+    # the trials of a backbone x strategy into one diagram without reading their predictions.
+    from reports.calibration import CURVE_EDGES, reliability
+
+    rel = reliability(y_test, prob)
+    doc["reliability"] = {"edges": CURVE_EDGES.tolist(), "n": rel["n"].tolist(),
+                          "p": np.round(rel["p"], 6).tolist(), "y": rel["y"].tolist()}
     doc["imbalance"] = _jsonable(strategy.sampler.imbalance(
         seeding.numpy_rng(int(spec["seed"]), int(spec["fold"]), "order", 0)))
     _write_json(files.metrics, doc)

@@ -3,8 +3,8 @@
 This module assembles the page; every string from a dataset or a grid is escaped on the way in by the
 helpers of ``reports/html_common.py`` (see there). The page's sections live in ``reports/html_sections.py``
 (tables, dataset, provenance), ``html_figures.py`` (heatmaps, spread, groups), ``html_stats.py``
-(significance, CD diagram) and ``html_localisation.py``; the frame in ``html_page.py``; the stylesheet and
-script in ``html_assets.py``.
+(significance, CD diagram), ``html_calibration.py`` (reliability diagrams) and ``html_localisation.py``;
+the frame in ``html_page.py``; the stylesheet and script in ``html_assets.py``.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from reports import html_calibration as C
 from reports import html_figures as F
 from reports import html_localisation as L
 from reports import html_page as P
@@ -33,6 +34,7 @@ def write_html(report, path: Path, *, loc_raw: pd.DataFrame | None = None) -> Pa
         ("spread", "Folds and seeds", F.spread),
         ("significance", "Significance", T.significance),
         ("groups", "Head / medium / tail", F.groups),
+        ("calibration", "Calibration", C.calibration),
         ("localisation", "Localisation", lambda r: L.localisation(r, loc_raw)),
         ("dataset", "Dataset and split", S.dataset_summary),
         ("trials", "Trials", S.trial_details),

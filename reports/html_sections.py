@@ -23,7 +23,11 @@ BOARD_COLUMNS = [
     ("macro_f1_fixed", "macro F1 @0.5", "F1 per label at the fixed threshold 0.5"),
     ("macro_sensitivity", "sensitivity", "macro sensitivity at the tuned thresholds"),
     ("macro_specificity", "specificity", "macro specificity at the tuned thresholds"),
+    ("macro_ece", "ECE ↓", "expected calibration error per label (15 equal-mass bins), averaged; lower is better"),
+    ("macro_brier", "Brier ↓", "Brier score per label, averaged; lower is better"),
 ]
+#: Columns where the lowest value is the best.
+LOWER_IS_BETTER = {"macro_ece", "macro_brier"}
 
 
 def trials_anchor(backbone, strategy) -> str:
@@ -39,7 +43,7 @@ def leaderboard_table(report) -> str:
             th("trials", numeric=True, title="folds x seeds that finished; the link opens their details")]
     head += [th(name, numeric=True, title=expl, sort="descending" if c == "macro_auc" else None)
              for c, name, expl in cols]
-    best = {c: best_flags(b[c].tolist()) for c, _, _ in cols}
+    best = {c: best_flags(b[c].tolist(), higher=c not in LOWER_IS_BETTER) for c, _, _ in cols}
     rows = []
     for i, r in enumerate(b.to_dict("records")):
         n = int(num(r.get("n_trials")) or 0)
@@ -55,10 +59,11 @@ def leaderboard_table(report) -> str:
     lead = ("Mean over held-out folds of each fold's mean over seeds (seeds share a fold's test images) ± sample "
             "sd over the trials (folds × seeds) of each backbone × strategy; the small line under a value is its "
             "95% confidence interval (patients resampled within each held-out fold, the same draws for every "
-            "trial of a fold, averaged as above; basic bootstrap for mAP, percentile otherwise). "
+            "trial of a fold, averaged as above; basic bootstrap for mAP and ECE, percentile otherwise). "
             "F1 uses per-label thresholds tuned on each trial's validation part; “@0.5” is the fixed threshold. "
-            "The best value of each column is highlighted. Click a header to sort (again to reverse); type or pick "
-            "to filter.")
+            "ECE and Brier (↓: lower is better) measure calibration, whether a probability can be read as one "
+            "(see “Calibration”). The best value of each column is highlighted. Click a header to sort (again to "
+            "reverse); type or pick to filter.")
     return section("leaderboard", "Leaderboard",
                    controls("board", placeholder="filter rows, e.g. resnet focal", selects=selects)
                    + table("board", head, rows), lead=lead)

@@ -4,8 +4,8 @@ Inputs (written by trials): ``RUN_DIR/trials/<id>/metrics.json``, ``predictions.
 ``localisation.csv``; ``RUN_DIR/grid.json``, ``dataset.json``, ``split.json``.
 Outputs: ``leaderboard.csv`` (one row per backbone x strategy), ``per_label.csv``,
 ``groups.csv`` (head / medium / tail), ``significance.csv`` (paired tests against the baseline),
-``friedman.json``, ``localisation.csv``, ``localisation_significance.csv`` (paired tests of the maps
-against the baseline's) and ``leaderboard.html``.
+``friedman.json``, ``reliability.csv`` (the reliability diagrams' bins), ``localisation.csv``,
+``localisation_significance.csv`` (paired tests of the maps against the baseline's) and ``leaderboard.html``.
 
 A leaderboard value is the mean over folds of the mean over each fold's seeds (seeds share the fold's
 test images, so the fold is the unit); standard deviations are over the trials (folds x seeds).
@@ -32,7 +32,7 @@ from reports.runfolder import RunFolder, TrialFolder, read_json, write_atomic
 log = logging.getLogger(__name__)
 
 METRICS = ("macro_auc", "micro_auc", "macro_f1", "micro_f1", "macro_f1_fixed", "micro_f1_fixed", "macro_ap",
-           "macro_sensitivity", "macro_specificity")
+           "macro_sensitivity", "macro_specificity", "macro_ece", "macro_brier")
 KEYS = ["backbone", "strategy"]
 LEADING = ["backbone", "strategy", "n_trials", "macro_auc", "macro_auc_std", "micro_auc", "micro_auc_std", "macro_f1",
            "macro_f1_std", "micro_f1", "micro_f1_std", "macro_f1_fixed", "micro_f1_fixed", "n_folds"]
@@ -55,6 +55,7 @@ class Report:
     run: dict
     files: dict = field(default_factory=dict)
     localisation_significance: pd.DataFrame = field(default_factory=pd.DataFrame)
+    reliability: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def load_trials(run_dir: Path) -> list[dict]:
@@ -124,7 +125,10 @@ def _stored(doc: dict, n_boot: int, seed: int) -> dict | None:
     f = TrialFolder(doc["_dir"]).bootstrap
     if not f.is_file():
         return None
-    rep = replicates.load(f)
+    try:
+        rep = replicates.load(f)
+    except KeyError:  # written before a metric existed: recomputed from predictions.npz
+        return None
     ok = rep["n_boot"] == n_boot and rep["seed"] == seed and rep["fold"] == int(doc["fold"])
     return rep if ok else None
 
@@ -213,7 +217,8 @@ def _per_label(docs: list[dict]) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     if df.empty:
         return df
-    num = [c for c in ("auc", "ap", "f1", "f1_fixed", "sensitivity", "specificity", "threshold") if c in df.columns]
+    num = [c for c in ("auc", "ap", "f1", "f1_fixed", "sensitivity", "specificity", "threshold", "ece", "brier")
+           if c in df.columns]
     agg = df.groupby(KEYS + ["label"], sort=False)[num].agg(["mean", "std"])
     agg.columns = [f"{a}_{b}" if b == "std" else a for a, b in agg.columns]
     agg["n_trials_defined"] = df[df["defined"]].groupby(KEYS + ["label"], sort=False).size()
@@ -295,6 +300,20 @@ def _localisation(docs: list[dict], n_boot: int) -> tuple[pd.DataFrame, pd.DataF
     return raw, pd.concat(out, ignore_index=True)
 
 
+def _reliability(docs: list[dict], label_names: list[str]) -> pd.DataFrame:
+    """The reliability diagrams' bins: each trial's sums from its ``metrics.json``, or, for a trial written
+    before they existed, the same sums computed here from its ``predictions.npz``."""
+    from reports.calibration import CURVE_EDGES, reliability, reliability_table
+
+    filled = []
+    for d in docs:
+        if not d.get("reliability") and (e := _trial_predictions(d)) is not None:
+            rel = reliability(e["y"], e["p"])
+            d = {**d, "reliability": {"edges": CURVE_EDGES.tolist(), **{k: v.tolist() for k, v in rel.items()}}}
+        filled.append(d)
+    return reliability_table(filled, label_names)
+
+
 def write_csv(df: pd.DataFrame, path: Path) -> None:
     write_atomic(path, lambda tmp: df.to_csv(tmp, index=False, float_format="%.6g"))
 
@@ -327,12 +346,15 @@ def build_report(run_dir: str | Path, *, n_boot: int | None = None, html: bool =
     loc_raw, loc = _localisation(docs, n_boot)
     report = Report(run_dir, trials, board, per_label, groups, significance, friedman, loc, label_names, grid,
                     dataset, split, run)
+    report.reliability = _reliability(docs, label_names)
     if not loc_raw.empty:
         from reports.localisation import paired_against
 
         report.localisation_significance = paired_against(loc_raw, rep_cfg.get("baseline", "bce"))
     files = {RF.LEADERBOARD_CSV: board, RF.TRIALS_CSV: trials, RF.PER_LABEL_CSV: per_label, RF.GROUPS_CSV: groups,
              RF.SIGNIFICANCE_CSV: significance}
+    if not report.reliability.empty:
+        files[RF.RELIABILITY_CSV] = report.reliability
     if not loc.empty:
         files[RF.LOCALISATION_CSV] = loc
         files[RF.LOCALISATION_SIGNIFICANCE_CSV] = report.localisation_significance

@@ -22,6 +22,9 @@ Conventions (shared by :func:`label_metrics`, :func:`summary_metrics` and ``repo
 - **Micro** averages pool every known (image, label) entry, including those of undefined labels.
 - Sensitivity / specificity use ``zero_division=nan``: undefined when a label has no positive / no
   negative (they are NaN only for labels that are not defined, so macro values are unaffected).
+- **Calibration** (``ece``, ``brier``; ``reports.calibration``) exists only when ``p`` holds probabilities
+  (every known score in [0, 1]); for other scores it is NaN. It is defined for every label with a known
+  entry, positives or not, so macro ECE / Brier average those labels, not only the defined ones.
 """
 
 from __future__ import annotations
@@ -32,7 +35,9 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, confusion_matrix, f1_score, roc_auc_score
 
-__all__ = ["label_metrics", "summary_metrics", "group_labels", "group_metrics", "check_inputs"]
+from reports import calibration
+
+__all__ = ["label_metrics", "summary_metrics", "group_labels", "group_metrics", "check_inputs", "is_probability"]
 
 REASON_ALL_UNKNOWN = "all unknown"
 REASON_NO_POSITIVES = "no positives in this fold"
@@ -77,16 +82,24 @@ def _reason(n: int, pos: int) -> str:
     return ""
 
 
+def is_probability(y: np.ndarray, p: np.ndarray) -> bool:
+    """Whether every known score is in [0, 1] (calibration is defined only for probabilities)."""
+    known = ~np.isnan(y)
+    return bool(np.all((p[known] >= 0.0) & (p[known] <= 1.0)))
+
+
 def label_metrics(
     y, p, *, thresholds=None, label_names: Sequence[str], fixed: float = 0.5
 ) -> pd.DataFrame:
-    """One row per label: counts, AUC, AP, F1 (fixed and tuned threshold), sensitivity, specificity.
+    """One row per label: counts, AUC, AP, F1 (fixed and tuned threshold), sensitivity, specificity, calibration.
 
     Columns: ``label, n`` (known entries), ``positives, auc, ap, f1_fixed`` (at ``fixed``), ``f1`` (at
     the tuned threshold; NaN when ``thresholds`` is None), ``sensitivity, specificity`` (at the tuned
     threshold, else at ``fixed``), ``threshold`` (the one used for them), ``defined`` (both classes among
     the known entries) and ``excluded_reason`` ('' when defined). AUC / AP are NaN for labels that are
-    not defined. F1 uses ``zero_division=0.0``; sensitivity / specificity ``zero_division=nan``.
+    not defined. F1 uses ``zero_division=0.0``; sensitivity / specificity ``zero_division=nan``. ``ece``
+    (15 equal-mass bins) and ``brier`` over the known entries (``reports.calibration``; NaN for a label with
+    none, or when ``p`` are not probabilities).
 
     >>> y = np.array([[1, 0], [0, 0], [1, np.nan], [0, 0]])
     >>> p = np.array([[0.9, 0.2], [0.3, 0.1], [0.6, 0.5], [0.7, 0.4]])
@@ -97,6 +110,7 @@ def label_metrics(
     (0.75, 0.8)
     """
     y, p, thresholds = check_inputs(y, p, label_names, thresholds)
+    cal = (calibration.ece(y, p), calibration.brier(y, p)) if is_probability(y, p) else None
     rows = []
     for j, name in enumerate(label_names):
         known = ~np.isnan(y[:, j])
@@ -107,7 +121,8 @@ def label_metrics(
         thr = float(thresholds[j]) if thresholds is not None else float(fixed)
         row = dict(label=str(name), n=n, positives=pos, auc=np.nan, ap=np.nan, f1_fixed=np.nan,
                    f1=np.nan, sensitivity=np.nan, specificity=np.nan, threshold=thr,
-                   defined=defined, excluded_reason=reason)
+                   defined=defined, excluded_reason=reason,
+                   ece=float(cal[0][j]) if cal else np.nan, brier=float(cal[1][j]) if cal else np.nan)
         if defined:
             row["auc"] = float(roc_auc_score(yj, pj))
             row["ap"] = float(average_precision_score(yj, pj))
@@ -124,7 +139,7 @@ def label_metrics(
         rows.append(row)
     return pd.DataFrame(rows, columns=["label", "n", "positives", "auc", "ap", "f1_fixed", "f1",
                                        "sensitivity", "specificity", "threshold", "defined",
-                                       "excluded_reason"])
+                                       "excluded_reason", "ece", "brier"])
 
 
 def _counts(y: np.ndarray, decision: np.ndarray) -> tuple[int, int, int, int]:
@@ -134,6 +149,12 @@ def _counts(y: np.ndarray, decision: np.ndarray) -> tuple[int, int, int, int]:
 
 def _ratio(num: int, den: int, zero_division: float) -> float:
     return float(num / den) if den else float(zero_division)
+
+
+def _mean_known(df: pd.DataFrame, column: str) -> float:
+    values = df.loc[df["n"] > 0, column].to_numpy(dtype=np.float64)
+    values = values[~np.isnan(values)]
+    return float(values.mean()) if values.size else float("nan")
 
 
 def _mean_defined(df: pd.DataFrame, column: str) -> float:
@@ -160,7 +181,8 @@ def summary_metrics(
     scores 0; such labels are not defined, so they enter micro F1 but not macro F1). ``macro_f1`` /
     ``micro_f1`` use the tuned ``thresholds`` (NaN when None); ``*_f1_fixed`` use ``fixed``;
     sensitivity / specificity use the tuned thresholds, else ``fixed``. ``macro_ap`` is the mAP of
-    the CXR-LT challenges.
+    the CXR-LT challenges. ``macro_ece`` / ``macro_brier`` average the labels with known entries (NaN when
+    ``p`` are not probabilities; see the module's conventions).
 
     >>> y = np.array([[1, 0], [0, 1], [1, np.nan], [0, 0]])
     >>> p = np.array([[0.9, 0.2], [0.3, 0.8], [0.6, 0.5], [0.7, 0.4]])
@@ -183,6 +205,8 @@ def summary_metrics(
         "micro_f1_fixed": float("nan"),
         "macro_sensitivity": _mean_defined(df, "sensitivity"),
         "macro_specificity": _mean_defined(df, "specificity"),
+        "macro_ece": _mean_known(df, "ece"),
+        "macro_brier": _mean_known(df, "brier"),
         "n_labels_macro": int(df["defined"].sum()),
         "excluded": {r.label: r.excluded_reason for r in df.itertuples() if not r.defined},
     }

@@ -38,7 +38,7 @@ __all__ = ["FILE", "METRICS", "INTERVAL", "trial_replicates", "save", "load", "a
            "basic_interval", "percentile_interval", "patients_digest"]
 
 FILE = BOOTSTRAP_NPZ  # a trial folder's name for its replicates (reports.runfolder owns the layout)
-METRICS = ("macro_auc", "micro_auc", "macro_ap", "macro_f1", "micro_f1")
+METRICS = ("macro_auc", "micro_auc", "macro_ap", "macro_f1", "micro_f1", "macro_ece", "macro_brier")
 JACKKNIFE_GROUPS = 20
 
 
@@ -86,17 +86,24 @@ def trial_replicates(y, p, decisions, patients, *, n_boot: int, fold: int, seed:
     """
     scorer = MacroScorer(y, p, decisions)
     boot, jack = fold_weights(patients, n_boot=n_boot, fold=fold, seed=seed, groups=groups)
-    estimate = scorer.estimate()
+    est = scorer.estimate()
+    estimate = {m: est.get(m, float("nan")) for m in METRICS}
     reps = {m: [] for m in METRICS}
     for start in range(0, boot.shape[0], scorer.block):
-        part = scorer.evaluate(boot[start:start + scorer.block])
+        part = _complete(scorer.evaluate(boot[start:start + scorer.block]), min(scorer.block, boot.shape[0] - start))
         for m in METRICS:
             reps[m].append(part[m])
-    jk = scorer.evaluate(jack)
+    jk = _complete(scorer.evaluate(jack), jack.shape[0])
     return {"estimate": {m: estimate[m] for m in METRICS},
             "replicates": {m: (np.concatenate(reps[m]) if reps[m] else np.zeros(0)) for m in METRICS},
             "jackknife": {m: jk[m] for m in METRICS}, "n_boot": int(n_boot), "fold": int(fold),
             "seed": int(seed), "groups": int(jack.shape[0]), "patients": patients_digest(patients)}
+
+
+def _complete(values: Mapping, n: int) -> dict:
+    """(n,) replicates of every metric of :data:`METRICS`, NaN for those the scorer does not compute
+    (calibration of scores that are not probabilities)."""
+    return {m: np.asarray(values[m], dtype=np.float64) if m in values else np.full(n, np.nan) for m in METRICS}
 
 
 def save(path: Path, rep: Mapping) -> None:
@@ -110,8 +117,12 @@ def save(path: Path, rep: Mapping) -> None:
 
 
 def load(path: Path) -> dict:
-    """Read a file written by :func:`save` back into :func:`trial_replicates`' form."""
+    """Read a file written by :func:`save` back into :func:`trial_replicates`' form. Raises ``KeyError`` for a
+    file that lacks one of :data:`METRICS` (written before that metric existed: recompute it)."""
     with np.load(path, allow_pickle=False) as z:
+        missing = [m for m in METRICS if f"rep_{m}" not in z.files]
+        if missing:
+            raise KeyError(f"{path}: no replicates of {', '.join(missing)}")
         return {"estimate": {m: float(z[f"est_{m}"]) for m in METRICS},
                 "replicates": {m: z[f"rep_{m}"].astype(np.float64) for m in METRICS},
                 "jackknife": {m: z[f"jack_{m}"].astype(np.float64) for m in METRICS},
@@ -224,7 +235,7 @@ _METHODS = {"bca": bca_interval, "percentile": percentile_interval, "basic": bas
 # The interval of each leaderboard metric: the method whose coverage of the population value was closest to
 # 95% in benchmarks/stats_calibration.py (README, "How far the verdicts can be trusted").
 INTERVAL = {"macro_auc": "percentile", "micro_auc": "percentile", "macro_ap": "basic", "macro_f1": "percentile",
-            "micro_f1": "percentile"}
+            "micro_f1": "percentile", "macro_ece": "basic", "macro_brier": "percentile"}
 
 
 def interval(metric: str, replicates, estimate: float, jackknife, *, alpha: float = 0.05,

@@ -8,7 +8,7 @@ stays free of ``bench`` and Ray::
     RUN_DIR/grid.json  grid.yaml  dataset.json  split.json  run.json  errors.json   (the runner's)
     RUN_DIR/trials/<id>/metrics.json  config.json  predictions.npz  bootstrap.npz
                         localisation.csv  gallery/gallery.json  gallery/NNN.png      (a trial's)
-    RUN_DIR/leaderboard.csv  trials.csv  per_label.csv  groups.csv  significance.csv
+    RUN_DIR/leaderboard.csv  trials.csv  per_label.csv  groups.csv  significance.csv  reliability.csv
             localisation.csv  localisation_significance.csv  friedman.json  leaderboard.html  (the reports')
     RUN_DIR/tune/                                                                      (Ray Tune's)
 
@@ -50,6 +50,7 @@ TRIALS_CSV = "trials.csv"
 PER_LABEL_CSV = "per_label.csv"
 GROUPS_CSV = "groups.csv"
 SIGNIFICANCE_CSV = "significance.csv"
+RELIABILITY_CSV = "reliability.csv"  # the reliability diagram's bins per backbone x strategy x label
 LOCALISATION_SIGNIFICANCE_CSV = "localisation_significance.csv"
 FRIEDMAN_JSON = "friedman.json"
 LEADERBOARD_HTML = "leaderboard.html"

@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from reports.metrics import check_inputs
+from reports.calibration import CalibrationScorer
+from reports.metrics import check_inputs, is_probability
 
 __all__ = ["mean_std", "weighted_auc", "weighted_average_precision", "patient_bootstrap_weights", "MacroScorer",
            "bootstrap_macro_ci", "paired_test", "holm", "nemenyi_q", "friedman_nemenyi"]
@@ -172,7 +173,8 @@ class MacroScorer:
     None: 0 / 1 decisions (e.g. ``p >= thresholds``), or fractions (a seed-average of decisions, whose
     confusion counts are the seeds' average counts). Conventions are those of
     ``reports.metrics.summary_metrics``: macro = mean over the labels defined (both classes present)
-    under the weights, micro pools every known entry, F1 uses zero_division=0.0.
+    under the weights, micro pools every known entry, F1 uses zero_division=0.0. When ``p`` are
+    probabilities, also ``macro_ece`` and ``macro_brier`` (``reports.calibration.CalibrationScorer``).
 
     >>> y = np.array([[1, 0], [0, 1], [1, 1], [0, 0]], float); p = np.array([[.9, .2], [.1, .8], [.6, .4], [.3, .5]])
     >>> s = MacroScorer(y, p, (p >= 0.5).astype(float))
@@ -190,6 +192,10 @@ class MacroScorer:
         self.n_entries = rows.size
         self.pooled = _Ranked(y[rows, cols], p[rows, cols], rows)
         self.metrics = ["macro_auc", "micro_auc", "macro_ap", "micro_ap"]
+        # calibration only for probabilities (reports.metrics' convention: other scores have none)
+        self.calibration = CalibrationScorer(y, p) if is_probability(y, p) else None
+        if self.calibration is not None:
+            self.metrics += list(CalibrationScorer.metrics)
         self.conf = None
         if decisions is not None:
             d = np.asarray(decisions, dtype=np.float64)
@@ -217,6 +223,8 @@ class MacroScorer:
             f1 = np.where(np.isnan(auc), np.nan, _f1(tp, fp, fn))  # defined labels only
             out["macro_f1"] = _nanmean_rows(f1)
             out["micro_f1"] = _f1(tp.sum(1), fp.sum(1), fn.sum(1))
+        if self.calibration is not None:
+            out.update(self.calibration.evaluate(w))
         return out
 
     def estimate(self) -> dict[str, float]:

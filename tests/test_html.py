@@ -24,8 +24,8 @@ EVIL_LABEL = "<script>alert(1)</script>"
 EVIL_STRATEGY = "q\"uo'te & <b>amp</b>"
 EVIL_BACKBONE = "<img src=x onerror=alert(2)>"
 EVIL_NAME = "</title><script>alert(3)</script>"
-SECTIONS = ["leaderboard", "heatmaps", "per-label", "spread", "significance", "groups", "localisation", "dataset",
-            "trials", "provenance"]
+SECTIONS = ["leaderboard", "heatmaps", "per-label", "spread", "significance", "groups", "calibration", "localisation",
+            "dataset", "trials", "provenance"]
 
 
 def _safe(text: str) -> str:
@@ -341,7 +341,8 @@ def test_all_sections_present(nih_run):
     for sec in SECTIONS:
         assert sec in ids, sec
         assert "#" + sec in nav, sec
-    for fig in ("fig-heat", "fig-per-label", "fig-spread", "fig-groups", "fig-loc", "fig-prevalence"):
+    for fig in ("fig-heat", "fig-per-label", "fig-spread", "fig-groups", "fig-calibration", "fig-loc",
+                "fig-prevalence"):
         assert fig in ids, fig
     assert 'class="cd"' in page and 'class="cd-bar"' in page and 'class="clique"' in page
     assert "Friedman" in page and "Nemenyi" in page

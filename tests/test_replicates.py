@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats as sps
-from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
+from sklearn.metrics import average_precision_score, brier_score_loss, f1_score, roc_auc_score
 
 from reports import compare as C
 from reports import replicates as R
@@ -38,8 +38,20 @@ def _naive(y, p, d, w):
             ap.append(average_precision_score(yy[k, j], pp[k, j]))
             f1.append(f1_score(yy[k, j], dd[k, j], zero_division=0.0))
     k = ~np.isnan(yy)
+    ece, brier = [], []  # calibration: equal-mass bins of the unweighted fold (fixed over replicates)
+    for j in range(y.shape[1]):
+        kj = ~np.isnan(y[:, j])
+        edges = np.percentile(p[kj, j], np.linspace(0, 1, 16) * 100)
+        bin_of = np.searchsorted(edges[1:-1], p[:, j])[rows]
+        kk = ~np.isnan(yy[:, j])
+        if kk.sum():
+            brier.append(brier_score_loss(yy[kk, j], pp[kk, j]))
+            gaps = [abs(pp[kk & (bin_of == b), j].mean() - yy[kk & (bin_of == b), j].mean()) * (kk & (bin_of == b)).sum()
+                    for b in range(15) if (kk & (bin_of == b)).any()]
+            ece.append(sum(gaps) / kk.sum())
     return {"macro_auc": np.mean(auc), "macro_ap": np.mean(ap), "macro_f1": np.mean(f1),
-            "micro_auc": roc_auc_score(yy[k], pp[k]), "micro_f1": f1_score(yy[k], dd[k], zero_division=0.0)}
+            "micro_auc": roc_auc_score(yy[k], pp[k]), "micro_f1": f1_score(yy[k], dd[k], zero_division=0.0),
+            "macro_ece": np.mean(ece), "macro_brier": np.mean(brier)}
 
 
 def test_trial_replicates_equal_sklearn_on_each_resample():

@@ -130,6 +130,40 @@ def test_aggregates_equal_pandas_over_trials_csv(run):
     assert fr["by_backbone"]["test_resnet"]["n_blocks"] == 2 and not fr["by_backbone"]["test_resnet"]["enough_blocks"]
 
 
+def test_calibration_on_the_leaderboard_and_in_paper_tables(run, capsys):
+    """ECE and Brier of each trial equal sklearn's on its saved predictions; the leaderboard carries them with
+    intervals; the reliability bins add up; ``bench report --format`` writes both paper tables."""
+    import numpy as np
+    from sklearn.metrics import brier_score_loss
+
+    out = run["out"]
+    for tdir in (out / "trials").iterdir():
+        with np.load(tdir / "predictions.npz") as z:
+            y, p = z["labels"].astype(float), z["probs"].astype(float)
+        briers = [brier_score_loss(y[~np.isnan(y[:, j]), j], p[~np.isnan(y[:, j]), j]) for j in range(y.shape[1])]
+        doc = json.loads((tdir / "metrics.json").read_text())
+        assert doc["summary"]["macro_brier"] == pytest.approx(np.mean(briers), abs=1e-6)
+        assert 0 < doc["summary"]["macro_ece"] < 1
+        assert np.sum(doc["reliability"]["n"]) == np.sum(~np.isnan(y))
+    board = pd.read_csv(out / "leaderboard.csv")
+    for m in ("macro_ece", "macro_brier"):
+        assert np.isfinite(board[[m, f"{m}_ci_low", f"{m}_ci_high"]]).all().all()
+        assert (board[f"{m}_ci_low"] <= board[f"{m}_ci_high"]).all()
+    rel = pd.read_csv(out / "reliability.csv")
+    labels = json.loads((out / "dataset.json").read_text())["label_names"]
+    assert len(rel) == 3 * len(labels) * 10 and (rel["n_trials"] == 2).all()
+    assert "Calibration" in (out / "leaderboard.html").read_text()
+    for fmt, name in (("markdown", "leaderboard.md"), ("latex", "leaderboard.tex")):
+        assert main(["report", str(out), "--format", fmt, "--bootstrap", "50"]) == 0
+        text = (out / name).read_text()
+        assert text.strip() in capsys.readouterr().out
+        rows = [ln for ln in text.splitlines() if "test" in ln and ("|" in ln or "&" in ln)]
+        assert len(rows) == 3, rows  # one per backbone x strategy
+    tex = (out / "leaderboard.tex").read_text()
+    assert "\\toprule" in tex and "\\bottomrule" in tex and tex.count("{") == tex.count("}")
+    assert "test\\_resnet" in tex and "ml\\_ros" in tex
+
+
 def test_rerun_resumes_without_training_again(run, capsys):
     out = run["out"]
     stamps = {p: p.stat().st_mtime for p in (out / "trials").glob("*/metrics.json")}

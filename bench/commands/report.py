@@ -14,6 +14,9 @@ def add_parser(sub) -> None:
     rep.add_argument("--bootstrap", type=int, default=None, help="bootstrap replicates (default: the grid's)")
     rep.add_argument("--no-html", action="store_true")
     rep.add_argument("--top", type=int, default=10, help="rows printed")
+    rep.add_argument("--format", dest="table_format", choices=["latex", "markdown"], default=None,
+                     help="also write the leaderboard as a paper table (leaderboard.tex / leaderboard.md: means, "
+                          "95%% intervals, best per backbone in bold, the tests in a footnote) and print it")
     rep.set_defaults(func=cmd_report)
 
 
@@ -29,5 +32,15 @@ def cmd_report(args) -> int:
         raise BenchError(str(exc)) from None
     say(format_top(report.leaderboard, n=args.top))
     for name, path in report.files.items():
+        say(f"wrote {path}")
+    if args.table_format:
+        from reports import paper
+        from reports.runfolder import write_atomic
+
+        text = paper.render(report.leaderboard, args.table_format, significance=report.significance,
+                            baseline=(report.grid.get("report") or {}).get("baseline"))
+        path = run_dir / paper.FORMATS[args.table_format]
+        write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        say(text.rstrip("\n"))
         say(f"wrote {path}")
     return 0
