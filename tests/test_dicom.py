@@ -298,3 +298,36 @@ def test_jpeg2000_through_pylibjpeg_when_the_extra_is_installed(tmp_path):
     ds.compress(JPEG2000Lossless, encoding_plugin="pylibjpeg")
     ds.save_as(tmp_path / "j.dcm", enforce_file_format=True)
     assert np.array_equal(load_gray(str(tmp_path / "j.dcm")), g)
+
+
+def readme_walk_through() -> tuple[str, str]:
+    """The CSV and the grid of the README's "Your own data" section."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text[text.index("### Your own data"):]
+    section = section[:section.index("\n### ", 1)]
+    return (re.search(r"```csv\n(.*?)```", section, re.S).group(1),
+            re.search(r"```yaml\n(.*?)```", section, re.S).group(1))
+
+
+def test_the_readme_walk_through_reads_its_csv_of_dicom_files(tmp_path, capsys):
+    from bench.cli import main
+
+    csv_text, grid_text = readme_walk_through()
+    g = load_gray(str(synthetic_pngs(tmp_path)[0]))
+    for i, line in enumerate(csv_text.splitlines()[1:]):
+        path = tmp_path / "hospital" / line.split(",")[0]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        stored, photometric, bits, elements = (_mono1_rescale_12 if i % 2 else _window_16)(g)
+        write_dicom(path, stored, photometric, bits, **elements)
+    (tmp_path / "hospital" / "labels.csv").write_text(csv_text)
+    grid = tmp_path / "hospital.yaml"
+    grid.write_text(grid_text.replace("/data/hospital", str(tmp_path / "hospital")))
+    assert main(["data", "describe", "--grid", str(grid)]) == 0
+    out = capsys.readouterr().out
+    assert "csv: 4 images, 3 patients" in out, out
+    for label, positives in (("Effusion", 1), ("Cardiomegaly", 1), ("Pneumothorax", 1)):
+        assert re.search(rf"^{label}\s+{positives}\s+\S+\s+1\s", out, re.M), out  # IM0001's blank cell: 1 unknown
+    rows = [line.split(",")[0] for line in csv_text.splitlines()[1:]]
+    assert not dicom.is_dicom_name(rows[-1])  # found by its preamble
+    for row in rows:
+        assert np.abs(load_gray(str(tmp_path / "hospital" / row)).astype(int) - g).max() <= 1
