@@ -14,18 +14,18 @@ import dataclasses
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-from pydantic import BeforeValidator, ConfigDict
-from pydantic.dataclasses import dataclass as section
+from pydantic import BeforeValidator
 from pydantic_core import PydanticCustomError
 
 from bench.data.catalogue import DATASETS, dataset_kinds, reader_class
-from bench.data.reader import COMMON_KEYS
+from bench.data.section import COMMON_KEYS, DatasetSection
 from bench.errors import BenchError, did_you_mean
-from bench.fields import BOOL, FLOAT, INT, MAPPING, NAMES, STR, Annotated, build, optional, rule
+from bench.fields import (BOOL, CHOICE, FLOAT, INT, NAMES, PATH, STR, Annotated, fail, fields_with, optional, parse,
+                          rule, section)
 from bench.yaml_lines import Where, line_map, read_yaml
 
 DATASET_KINDS = dataset_kinds()  # the built-in kinds; validation asks the registry (bench.data.catalogue)
@@ -46,6 +46,37 @@ def _switch(raw: Any) -> str:
     raise PydanticCustomError("bench", "expected {expected}", {"expected": "'auto', true or false"})
 
 
+def _backbones(raw: Any) -> tuple[str, ...]:
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, (list, tuple)) or not raw:
+        fail(f"backbones must be a non-empty list of names, got {raw!r}")
+    for i, x in enumerate(raw):
+        if not isinstance(x, str):
+            fail(f"backbones[{i}]: {x!r} is not valid; expected a name", at=f"[{i}]")
+    return tuple(raw)
+
+
+def _strategies(raw: Any) -> tuple:
+    if isinstance(raw, (str, Mapping)):
+        raw = [raw]
+    if not isinstance(raw, (list, tuple)) or not raw:
+        fail(f"strategies must be a non-empty list, got {raw!r}")
+    return tuple(dict(x) if isinstance(x, Mapping) else x for x in raw)
+
+
+def _seeds(raw: Any) -> tuple[int, ...]:
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        raw = [raw]
+    if not isinstance(raw, (list, tuple)) or not raw or not all(
+            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in raw):
+        raise PydanticCustomError("bench", "expected {expected}",
+                                  {"expected": "a non-empty list of integers >= 0"})
+    if len(set(raw)) != len(raw):
+        fail(f"seeds: {list(raw)!r} repeats a seed")
+    return tuple(raw)
+
+
 def _threshold_ok(value: str) -> bool:
     if value == "tune":
         return True
@@ -57,77 +88,26 @@ def _threshold_ok(value: str) -> bool:
 
 # ---- schema: every section a frozen, typed dataclass; bench/fields.py coerces and checks each value ------
 
-_SECTION = {"frozen": True, "config": ConfigDict(extra="forbid")}
 POSITIVE_INT = rule(lambda v: v >= 1, "an integer >= 1", minimum=1)
 
 
-@section(**_SECTION)
-class DatasetConfig:
-    """Where the images come from and how they are prepared.
-
-    ``kind`` picks the reader (:mod:`bench.data.catalogue`); each reader class names its own keys (``keys``)
-    and checks their values. The fields below are the union of the built-in kinds' keys.
-    """
-
-    kind: Annotated[str, STR] = "synthetic"
-    root: Annotated[str, STR] = "data/synthetic"
-    image_size: Annotated[int, INT, rule(lambda v: 16 <= v <= 1024, "an integer from 16 to 1024", minimum=16,
-                                                   maximum=1024)] = 64
-    labels: Annotated[tuple[str, ...] | None, optional(NAMES)] = None  # keep only these (default: all it knows)
-    aliases: Annotated[dict[str, str | None], MAPPING] = field(default_factory=dict)  # rename; null drops
-    on_bad_image: Annotated[Literal["exclude", "fail"], STR] = "exclude"
-    cache_dir: Annotated[str | None, optional(STR)] = None   # default: $BENCH_CACHE_DIR or ~/.cache/cxr-bench
-    min_positives: Annotated[int | None, optional(INT), POSITIVE_INT] = None  # drop rarer labels
-    # synthetic (its reader checks n and size)
-    n: Annotated[int, INT] = 1500
-    size: Annotated[int, INT] = 128
-    seed: Annotated[int, INT] = 0
-    # nih
-    label_file: Annotated[str | None, optional(STR)] = None
-    box_file: Annotated[str | None, optional(STR)] = None
-    official_test: Annotated[str, STR] = "ignore"   # ignore | exclude (drop NIH's test_list.txt images)
-    # chexpert (split: also chestmnist's)
-    split: Annotated[str, STR] = "train"
-    uncertainty: Annotated[str, STR] = "ignore"
-    views: Annotated[str, STR] = "frontal"
-    # chestmnist
-    file: Annotated[str | None, optional(STR)] = None
-    # csv
-    csv: Annotated[str | None, optional(STR)] = None
-    image_root: Annotated[str | None, optional(STR)] = None
-    image_column: Annotated[str, STR] = "path"
-    label_column: Annotated[str | None, optional(STR)] = None
-    separator: Annotated[str, STR] = "|"
-    label_columns: Annotated[tuple[str, ...] | None, optional(NAMES)] = None
-    patient_column: Annotated[str | None, optional(STR)] = None
-    view_column: Annotated[str | None, optional(STR)] = None
-
-
-COMMON_DATASET_KEYS = set(COMMON_KEYS)
-
-
-def kind_keys(kind: str) -> set[str]:
-    """The keys of the dataset section that only ``kind`` has (its reader's ``keys``)."""
-    return set(reader_class(kind).keys)
-
-
-@section(**_SECTION)
+@section
 class SplitConfig:
     folds: Annotated[int, INT, rule(lambda v: v >= 2, "an integer >= 2", minimum=2)] = 5
     val_fraction: Annotated[float, FLOAT, rule(lambda v: 0 < v <= 0.5, "a number in (0, 0.5]", exclusiveMinimum=0,
                                                maximum=0.5)] = 0.2
     seed: Annotated[int, INT] = 0
-    file: Annotated[str | None, optional(STR)] = None  # a manifest written by `bench data split --out`
+    file: Annotated[str | None, optional(STR), PATH] = None  # a manifest written by `bench data split --out`
 
 
-@section(**_SECTION)
+@section
 class TrainConfig:
     epochs: Annotated[int, INT, POSITIVE_INT] = 3
     batch_size: Annotated[int, INT, POSITIVE_INT] = 64
     lr: Annotated[float, FLOAT, rule(lambda v: v > 0, "a number > 0", exclusiveMinimum=0)] = 1e-3
     weight_decay: Annotated[float, FLOAT, rule(lambda v: v >= 0, "a number >= 0", minimum=0)] = 1e-4
-    optimizer: Annotated[Literal["adamw", "sgd"], STR] = "adamw"
-    scheduler: Annotated[Literal["cosine", "none"], STR] = "cosine"
+    optimizer: Annotated[Literal["adamw", "sgd"], CHOICE] = "adamw"
+    scheduler: Annotated[Literal["cosine", "none"], CHOICE] = "cosine"
     # false | true (timm hub weights) | path to a .pth/.safetensors file (must exist: checked with the grid)
     pretrained: Annotated[bool | str, BeforeValidator(_pretrained)] = False
     augment: Annotated[bool, BOOL] = False        # light random shifts / contrast, on the batch
@@ -139,7 +119,7 @@ class TrainConfig:
     keep_weights: Annotated[bool, BOOL] = False   # keep the final weights in the trial's last checkpoint
 
 
-@section(**_SECTION)
+@section
 class ResourcesConfig:
     cpu: Annotated[float, FLOAT, rule(lambda v: v > 0, "a number > 0", exclusiveMinimum=0)] = 1
     gpu: Annotated[float, FLOAT,  # fractional (0.5, 0.25) packs small trials onto one card
@@ -150,7 +130,7 @@ class ResourcesConfig:
     max_failures: Annotated[int, INT, rule(lambda v: v >= 0, "an integer >= 0", minimum=0)] = 2  # lost-trial retries
 
 
-@section(**_SECTION)
+@section
 class LocalisationConfig:
     enabled: Annotated[bool, BOOL] = True
     methods: Annotated[tuple[str, ...], NAMES] = ("gradcam",)  # CAM methods: checked against their registry
@@ -162,7 +142,7 @@ class LocalisationConfig:
                                                 minimum=0)] = 0.0
 
 
-@section(**_SECTION)
+@section
 class ReportConfig:
     baseline: Annotated[str, STR] = "bce"
     head: Annotated[float, FLOAT] = 0.05         # labels with training prevalence >= head are "head"
@@ -171,19 +151,26 @@ class ReportConfig:
                                                 minimum=0)] = 1000
 
 
-@dataclass(frozen=True)
+def _synthetic() -> DatasetSection:
+    return reader_class("synthetic").config()
+
+
+@section
 class GridConfig:
-    name: str = "grid"
-    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    """The whole grid: its top-level keys and one section per part (the dataset's is its kind's class)."""
+
+    name: Annotated[str, STR, rule(lambda v: v and not any(c in v for c in "/\\\0"),
+                                   "a non-empty name without slashes")] = "grid"
+    dataset: DatasetSection = field(default_factory=_synthetic)
     splits: SplitConfig = field(default_factory=SplitConfig)
-    backbones: tuple[str, ...] = ("resnet18",)
-    strategies: tuple = ("bce",)
+    backbones: Annotated[tuple[str, ...], BeforeValidator(_backbones)] = ("resnet18",)
+    strategies: Annotated[tuple[Any, ...], BeforeValidator(_strategies)] = ("bce",)
     train: TrainConfig = field(default_factory=TrainConfig)
-    seeds: tuple[int, ...] = (0,)
+    seeds: Annotated[tuple[int, ...], BeforeValidator(_seeds)] = (0,)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     localisation: LocalisationConfig = field(default_factory=LocalisationConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
-    source: str = ""             # the grid file it came from
+    source: str = ""             # the grid file it came from (set by the loader, not by a grid)
 
     def to_dict(self) -> dict:
         return _plain(dataclasses.asdict(self))
@@ -197,26 +184,24 @@ class GridConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping) -> "GridConfig":
-        """The typed, frozen grid back from :meth:`to_dict` output (a grid validated before: nothing is checked
-        again). Keys a section does not have are ignored and missing ones take their defaults, so a grid
-        resolved by an older or newer version still reads.
+        """The typed, frozen grid back from :meth:`to_dict` output (a grid validated before: only each value's
+        type and rule are checked again). Keys a section does not have are ignored and missing ones take their
+        defaults, so a grid resolved by an older or newer version still reads.
 
         >>> g = GridConfig.from_dict(GridConfig(train=TrainConfig(batch_size=8)).to_dict())
         >>> g.train.batch_size, g.localisation.methods, g == GridConfig(train=TrainConfig(batch_size=8))
         (8, ('gradcam',), True)
         """
         def section(kind, value):
-            names = {f.name: f for f in dataclasses.fields(kind)}
-            out = {}
-            for key, v in (value or {}).items():
-                if key in names:
-                    out[key] = tuple(v) if isinstance(v, list) else v
-            return kind(**out)
+            names = {f.name for f in dataclasses.fields(kind)}
+            return kind(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in (value or {}).items()
+                           if k in names})
 
         top = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()
-                  if k in top and k not in _SECTIONS}
-        kwargs.update({k: section(kind, data.get(k)) for k, kind in _SECTIONS.items()})
+                  if k in top and k not in SECTIONS}
+        kwargs.update({k: section(dataset_section((data.get(k) or {}).get("kind", "synthetic"), strict=False)
+                                  if k == "dataset" else kind, data.get(k)) for k, kind in SECTIONS.items()})
         return cls(**kwargs)
 
     def strategy_specs(self) -> list[dict]:
@@ -225,8 +210,18 @@ class GridConfig:
         return [resolve_spec(s) for s in self.strategies]
 
 
-_SECTIONS = {"dataset": DatasetConfig, "splits": SplitConfig, "train": TrainConfig, "resources": ResourcesConfig,
-             "localisation": LocalisationConfig, "report": ReportConfig}
+#: The grid's sections and their classes (the dataset's: :class:`DatasetSection`, its kind's subclass).
+SECTIONS = {"dataset": DatasetSection, "splits": SplitConfig, "train": TrainConfig, "resources": ResourcesConfig,
+            "localisation": LocalisationConfig, "report": ReportConfig}
+TOP_KEYS = tuple(f.name for f in dataclasses.fields(GridConfig) if f.name != "source")
+
+
+def dataset_section(kind: str, *, strict: bool = True) -> type:
+    """The section class of dataset ``kind`` (its reader's ``config``); an unregistered kind is a ``KeyError``,
+    or (``strict=False``, reading a resolved grid) the common section."""
+    if not strict and kind not in DATASETS:
+        return DatasetSection
+    return reader_class(kind).config
 
 
 def _plain(obj: Any) -> Any:
@@ -262,50 +257,46 @@ def load_grid(path: str | os.PathLike) -> GridConfig:
 
 
 def parse_grid(data: Mapping, *, where: Any = None, source: str = "") -> GridConfig:
-    """Validate a grid given as a mapping (what the YAML holds)."""
+    """Validate a grid given as a mapping (what the YAML holds): every section, and then the top level, goes
+    through :func:`bench.fields.parse` (unknown keys, each value's type and rule); then the checks that need a
+    registry, a file or two values at once."""
     where = where or (lambda key: source or "grid")
-    top = _fields(GridConfig) - {"source"}
-    _check_keys(data, top, "", where)
+    from bench.fields import check_keys
 
-    def sub(cls, key):
-        value = data.get(key, {}) or {}
-        if not isinstance(value, Mapping):
-            raise BenchError(f"{where(key)}: {key} must be a mapping, got {value!r}")
-        allowed = _fields(cls)
-        if cls is DatasetConfig:
-            kind = value.get("kind", "synthetic")
-            if kind not in DATASETS:
-                kinds = dataset_kinds()
-                raise BenchError(f"{where(key + '.kind')}: dataset.kind: {kind!r} is not valid"
-                                 f"{did_you_mean(kind, kinds)} (choose from: {', '.join(kinds)})")
-            own = kind_keys(kind)
-            allowed = COMMON_DATASET_KEYS | own
-            for k in value:
-                if k not in allowed and k in _fields(cls):
-                    raise BenchError(f"{where(key + '.' + str(k))}: dataset.{k} does not apply to kind {kind!r} "
-                                     f"(keys for {kind}: {', '.join(sorted(own)) or 'none'})")
-        _check_keys(value, allowed, key, where)
-        return build(cls, value, key, where)
-
-    ds = _default_root(sub(DatasetConfig, "dataset"), data.get("dataset") or {}, where)
-    cfg = GridConfig(
-        name=_name(data.get("name", "grid"), where),
-        dataset=ds,
-        splits=sub(SplitConfig, "splits"),
-        backbones=_names(data.get("backbones", ["resnet18"]), "backbones", where),
-        strategies=_strategies(data.get("strategies", ["bce"]), where),
-        train=sub(TrainConfig, "train"),
-        seeds=_seeds(data.get("seeds", [0]), where),
-        resources=sub(ResourcesConfig, "resources"),
-        localisation=sub(LocalisationConfig, "localisation"),
-        report=sub(ReportConfig, "report"),
-        source=source,
-    )
+    check_keys(data, TOP_KEYS, "", where)
+    sections = {key: (_dataset(data.get(key), where) if key == "dataset" else parse(cls, data.get(key), key, where))
+                for key, cls in SECTIONS.items()}
+    cfg = parse(GridConfig, {k: v for k, v in data.items() if k not in SECTIONS}, "", where, allowed=TOP_KEYS,
+                **sections, source=source)
     _validate(cfg, where)
     return cfg
 
 
-def _default_root(ds: DatasetConfig, given: Mapping, where) -> DatasetConfig:
+def _dataset(value: Any, where) -> DatasetSection:
+    """The dataset section: its ``kind`` picks the class (a did-you-mean error for an unknown kind; another kind's
+    key is named as such), then :func:`bench.fields.parse` builds it and the root is defaulted."""
+    value = {} if value is None else value
+    if not isinstance(value, Mapping):
+        raise BenchError(f"{where('dataset')}: dataset must be a mapping, got {value!r}")
+    kind = value.get("kind", "synthetic")
+    if kind not in DATASETS:
+        kinds = dataset_kinds()
+        raise BenchError(f"{where('dataset.kind')}: dataset.kind: {kind!r} is not valid"
+                         f"{did_you_mean(kind, kinds)} (choose from: {', '.join(kinds)})")
+    cls = dataset_section(kind)
+    own = set(reader_class(kind).keys)
+    for k in value:
+        if k not in COMMON_KEYS and k not in own and k in _every_kind_key():
+            raise BenchError(f"{where('dataset.' + str(k))}: dataset.{k} does not apply to kind {kind!r} "
+                             f"(keys for {kind}: {', '.join(sorted(own)) or 'none'})")
+    return _default_root(parse(cls, value, "dataset", where), value, where)
+
+
+def _every_kind_key() -> set[str]:
+    return {k for kind in dataset_kinds() for k in reader_class(kind).keys}
+
+
+def _default_root(ds: DatasetSection, given: Mapping, where) -> DatasetSection:
     """``root`` defaults to the synthetic data's folder; another kind's reader may imply one from its other
     keys (csv: the CSV's folder), or the grid must give it."""
     reader = reader_class(ds.kind)
@@ -317,63 +308,11 @@ def _default_root(ds: DatasetConfig, given: Mapping, where) -> DatasetConfig:
     return ds if root == ds.root else dataclasses.replace(ds, root=root)
 
 
-def _fields(cls) -> set[str]:
-    return {f.name for f in dataclasses.fields(cls)}
-
-
-def _check_keys(data: Mapping, allowed: set[str], prefix: str, where) -> None:
-    for key in data:
-        if key not in allowed:
-            full = f"{prefix}.{key}" if prefix else str(key)
-            raise BenchError(f"{where(full)}: unknown key {full!r}{did_you_mean(str(key), allowed)} "
-                             f"(valid{' under ' + prefix if prefix else ''}: {', '.join(sorted(allowed))})")
-
-
-def _name(raw: Any, where) -> str:
-    if isinstance(raw, (str, int, float)) and not isinstance(raw, bool):
-        return str(raw)
-    raise BenchError(f"{where('name')}: name: {raw!r} is not valid; expected a string")
-
-
-def _names(raw: Any, key: str, where) -> tuple[str, ...]:
-    if isinstance(raw, str):
-        raw = [raw]
-    if not isinstance(raw, (list, tuple)) or not raw:
-        raise BenchError(f"{where(key)}: {key} must be a non-empty list of names, got {raw!r}")
-    out = []
-    for i, x in enumerate(raw):
-        if not isinstance(x, str):
-            raise BenchError(f"{where(f'{key}[{i}]')}: {key}[{i}]: {x!r} is not valid; expected a name")
-        out.append(x)
-    return tuple(out)
-
-
-def _strategies(raw: Any, where) -> tuple:
-    if isinstance(raw, (str, Mapping)):
-        raw = [raw]
-    if not isinstance(raw, (list, tuple)) or not raw:
-        raise BenchError(f"{where('strategies')}: strategies must be a non-empty list, got {raw!r}")
-    return tuple(dict(x) if isinstance(x, Mapping) else x for x in raw)
-
-
-def _seeds(raw: Any, where) -> tuple[int, ...]:
-    if isinstance(raw, int) and not isinstance(raw, bool):
-        raw = [raw]
-    if not isinstance(raw, (list, tuple)) or not raw or not all(
-            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in raw):
-        raise BenchError(f"{where('seeds')}: seeds: {raw!r} is not valid; expected a non-empty list of integers >= 0")
-    if len(set(raw)) != len(raw):
-        raise BenchError(f"{where('seeds')}: seeds: {list(raw)!r} repeats a seed")
-    return tuple(raw)
-
-
 def _validate(cfg: GridConfig, where) -> None:
     def bad(key: str, value: Any, expected: str):
         raise BenchError(f"{where(key)}: {key}: {value!r} is not valid; expected {expected}")
 
     d, t, loc, rep = cfg.dataset, cfg.train, cfg.localisation, cfg.report
-    if not cfg.name or any(c in cfg.name for c in "/\\\0"):
-        bad("name", cfg.name, "a non-empty name without slashes")
     # Each value's own type and rule were checked when its section was built (bench/fields.py); what is left
     # needs a file, a registry or two values at once.
     reader_class(d.kind).check(d, bad)
@@ -422,7 +361,8 @@ def _strategy_name(spec: Any) -> str:
 
 
 def resolve_paths(cfg: GridConfig, *, base: Path | None = None) -> GridConfig:
-    """Make every path in the dataset section absolute (against ``base``, default the cwd)."""
+    """Make every path of the grid absolute (against ``base``, default the cwd): each section's ``PATH`` fields
+    and a ``train.pretrained`` weights file."""
     base = base or Path.cwd()
 
     def absolute(value):
@@ -431,14 +371,10 @@ def resolve_paths(cfg: GridConfig, *, base: Path | None = None) -> GridConfig:
         p = Path(str(value)).expanduser()
         return str(p if p.is_absolute() else (base / p).resolve())
 
-    d = cfg.dataset
-    changes = {k: absolute(getattr(d, k)) for k in ("root", "label_file", "box_file", "file", "csv", "image_root",
-                                                      "cache_dir")}
-    t = cfg.train
-    tr = t
+    sections = {key: getattr(cfg, key) for key in SECTIONS}
+    sections = {key: dataclasses.replace(sec, **{k: absolute(getattr(sec, k)) for k in fields_with(type(sec), PATH)})
+                for key, sec in sections.items()}
+    t = sections["train"]
     if isinstance(t.pretrained, str) and t.pretrained:
-        tr = dataclasses.replace(t, pretrained=absolute(t.pretrained))
-    sp = cfg.splits
-    if sp.file:
-        sp = dataclasses.replace(sp, file=absolute(sp.file))
-    return dataclasses.replace(cfg, dataset=dataclasses.replace(d, **changes), train=tr, splits=sp)
+        sections["train"] = dataclasses.replace(t, pretrained=absolute(t.pretrained))
+    return dataclasses.replace(cfg, **sections)

@@ -1,19 +1,23 @@
 """The grid's JSON Schema (``bench schema``), made from the same frozen sections the grid is parsed into.
 
 Pydantic reads the dataclasses of :mod:`bench.config` (their types, defaults and ``Literal`` choices); the
-schema then gets what lives in registries: the dataset kinds (``bench.data.catalogue``), the backbone and
-strategy names, the CAM methods. Editors use it to complete and check grid files; ``bench run`` still
+``dataset`` section is the union of the registered kinds' sections (``bench.data.catalogue``: each reader's
+``config``), told apart by ``kind`` (a discriminated union: ``oneOf`` with a ``discriminator``; a section
+without ``kind`` is the default kind's). The schema then gets the other names that live in registries: the
+backbone and strategy names, the CAM methods. Editors use it to complete and check grid files; ``bench run`` still
 validates every grid itself, with line-numbered errors and checks no schema can express (files that must
 exist, ``report.tail <= report.head``, a strategy's parameters).
 
 >>> s = grid_schema()
 >>> s["properties"]["train"]["$ref"], s["$defs"]["TrainConfig"]["properties"]["optimizer"]["enum"]
 ('#/$defs/TrainConfig', ['adamw', 'sgd'])
+>>> s["properties"]["dataset"]["discriminator"]["mapping"]["nih"], s["$defs"]["NIHSection"]["required"]
+('#/$defs/NIHSection', ['kind'])
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, Union, get_args
 
 SCHEMA_URI = "https://json-schema.org/draft/2020-12/schema"
 
@@ -26,6 +30,8 @@ def grid_schema() -> dict[str, Any]:
     from bench.cam_methods import CAM_METHODS
     from bench.config import GridConfig
     from bench.data.catalogue import dataset_kinds, reader_class
+    from bench.data.section import DatasetSection
+    from bench.fields import Annotated
     from strategies import list_strategies
 
     schema = pydantic.TypeAdapter(GridConfig).json_schema(mode="validation")
@@ -33,16 +39,20 @@ def grid_schema() -> dict[str, Any]:
     props = schema["properties"]
     props.pop("source", None)  # set by the loader, not by a grid
     defs = schema["$defs"]
+    kinds, default = dataset_kinds(), DatasetSection().kind
+    union = Union[tuple(_kind_section(kind, reader_class(kind).config) for kind in kinds)]  # noqa: UP007
+    dataset = pydantic.TypeAdapter(Annotated[union, pydantic.Field(discriminator="kind")]).json_schema(
+        mode="validation", ref_template="#/$defs/{model}")
+    defs.pop("DatasetSection", None)
+    defs.update(dataset.pop("$defs"))
+    for name in dataset["discriminator"]["mapping"].values():
+        member = defs[name.rsplit("/", 1)[1]]
+        if member["properties"]["kind"]["const"] != default:
+            member["required"] = ["kind"]  # a section without kind is the default kind's
+    props["dataset"] = {**dataset, "title": "Dataset", "default": {"kind": default}}
     for section in defs.values():
         section["additionalProperties"] = False  # unknown keys are errors
     schema["additionalProperties"] = False
-    dataset = defs["DatasetConfig"]["properties"]
-    dataset["kind"]["enum"] = list(dataset_kinds())
-    readers = [reader_class(kind) for kind in dataset_kinds()]
-    for reader in readers:  # a kind's choices, unless another kind has the same key (chexpert's and chestmnist's split)
-        for key, values in reader.choices.items():
-            if sum(key in r.keys for r in readers) == 1:
-                dataset[key]["enum"] = list(values)
     defs["LocalisationConfig"]["properties"]["methods"] = {
         "title": "Methods", "default": ["gradcam"], "type": "array", "items": {"enum": list(CAM_METHODS)}}
     props["backbones"] = {"title": "Backbones", "default": ["resnet18"], "type": "array", "minItems": 1,
@@ -56,3 +66,15 @@ def grid_schema() -> dict[str, Any]:
     props["seeds"] = {"title": "Seeds", "default": [0], "type": "array", "minItems": 1,
                       "items": {"type": "integer", "minimum": 0}}
     return schema
+
+
+def _kind_section(kind: str, cls: type) -> type:
+    """``cls``, the section of dataset ``kind``, with ``kind: Literal[kind]`` (what tells the union's members
+    apart): a kind that uses the common section, or shares another kind's, gets a subclass saying so."""
+    if get_args(cls.__pydantic_fields__["kind"].annotation) == (kind,):
+        return cls
+    from bench.fields import section
+
+    name = "".join(part.capitalize() for part in kind.replace("-", "_").split("_")) + "Section"
+    return section(type(name, (cls,), {"__annotations__": {"kind": Literal[kind]}, "kind": kind,
+                                       "__module__": cls.__module__, "__doc__": f"The dataset section of kind {kind}."}))

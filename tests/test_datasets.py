@@ -13,29 +13,34 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.config import DATASET_KINDS, DatasetConfig, load_grid, parse_grid, resolve_paths
+from bench.config import DATASET_KINDS, GridConfig, load_grid, parse_grid, resolve_paths
 from bench.data.catalogue import DATASETS, dataset_kinds, open_reader, reader_class
 from bench.data.load import load_records
 from bench.data.reader import COMMON_KEYS, DatasetReader
+from bench.data.section import DatasetSection
 from bench.errors import BenchError
+from bench.schema import grid_schema
 from strategies._registry import Entry
-
-FIELDS = {f.name for f in dataclasses.fields(DatasetConfig)}
 
 
 @pytest.mark.parametrize("kind", dataset_kinds())
-def test_every_registered_kind_is_a_reader_with_its_own_keys(kind):
+def test_every_registered_kind_is_a_reader_with_its_own_section(kind):
     cls = reader_class(kind)
     assert issubclass(cls, DatasetReader) and cls is not DatasetReader
     assert cls.read is not DatasetReader.read, f"{kind}: no read()"
-    assert set(cls.keys) <= FIELDS, f"{kind}: keys the grid schema does not have: {set(cls.keys) - FIELDS}"
-    assert not set(cls.keys) & set(COMMON_KEYS), f"{kind}: re-declares a common key"
+    assert issubclass(cls.config, DatasetSection) and cls.config.__module__ == cls.__module__, \
+        f"{kind}: its section is not a DatasetSection defined beside its reader"
+    fields = [f.name for f in dataclasses.fields(cls.config)]
+    assert fields[:len(COMMON_KEYS)] == list(COMMON_KEYS) and tuple(fields[len(COMMON_KEYS):]) == cls.keys
+    assert cls.config().kind == kind  # its kind is a Literal of its own name: the union's discriminator
+    assert parse_grid({"dataset": {"kind": kind, "root": "/data", "csv": "/data/x.csv"} if kind == "csv" else
+                       {"kind": kind, "root": "/data"}}).dataset.__class__ is cls.config
     assert DATASETS.get(kind).description
 
 
 def test_the_kinds_the_grid_accepts_are_the_registered_ones_in_registration_order():
     assert DATASET_KINDS == dataset_kinds() == ("synthetic", "nih", "chexpert", "chestmnist", "csv")
-    assert set(FIELDS) == set(COMMON_KEYS) | {k for kind in DATASET_KINDS for k in reader_class(kind).keys}
+    assert not set(COMMON_KEYS) & {k for kind in DATASET_KINDS for k in reader_class(kind).keys}
 
 
 def test_an_unknown_kind_is_a_one_line_error_with_close_matches():
@@ -73,6 +78,37 @@ def test_a_new_kind_is_one_reader_class_and_one_registry_line(tmp_path, monkeypa
     assert rec.label_names == ("Mass", "Edema") and rec.labels.sum(axis=0).tolist() == [2, 1]
     with pytest.raises(BenchError, match=r"dataset.root: '.*absent' does not exist \(a folder with one sub-"):
         load_records(dataclasses.replace(cfg.dataset, root=str(tmp_path / "absent")))
+    assert "FoldersSection" in grid_schema()["$defs"]  # a kind on the common section is a member of the union
+
+
+def _readme_reader():
+    """The reader of the README's "Adding a dataset kind" example, run as the README shows it."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    code = re.search(r"```python\n(# bench/data/folders.py\n.*?)```", readme, re.S).group(1)
+    namespace = {"__name__": "folders_from_readme"}
+    exec(compile(code, "README.md", "exec", dont_inherit=True), namespace)  # as a module of its own would
+    return namespace["FoldersReader"], namespace["FoldersSection"]
+
+
+def test_the_readme_kind_with_a_key_of_its_own_is_one_section_class_beside_its_reader(tmp_path, monkeypatch):
+    reader, FoldersSection = _readme_reader()
+    monkeypatch.setitem(DATASETS._entries, "folders", Entry("folders", reader, "one folder per label"))
+    assert reader.keys == ("pattern",)
+    for i, (label, ext) in enumerate([("Mass", "png"), ("Mass", "jpg"), ("Edema", "jpg")]):
+        (tmp_path / label).mkdir(exist_ok=True)
+        (tmp_path / label / f"{i}.{ext}").write_bytes(b"")
+    cfg = parse_grid({"dataset": {"kind": "folders", "root": str(tmp_path), "pattern": "*.jpg"}})
+    assert isinstance(cfg.dataset, FoldersSection) and cfg.dataset.pattern == "*.jpg"
+    assert sorted(load_records(cfg.dataset).image_ids) == ["1.jpg", "2.jpg"]  # the pattern picks the images
+    assert GridConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(BenchError, match=r"^grid: dataset.pattern: '\*.gif' is not valid; expected '\*.png' or "
+                                         r"'\*.jpg'$"):
+        parse_grid({"dataset": {"kind": "folders", "root": str(tmp_path), "pattern": "*.gif"}})
+    with pytest.raises(BenchError, match=r"dataset.pattern does not apply to kind 'nih' \(keys for nih: box_file, "):
+        parse_grid({"dataset": {"kind": "nih", "root": str(tmp_path), "pattern": "*.png"}})
+    schema = grid_schema()
+    assert schema["properties"]["dataset"]["discriminator"]["mapping"]["folders"] == "#/$defs/FoldersSection"
+    assert schema["$defs"]["FoldersSection"]["properties"]["pattern"]["enum"] == ["*.png", "*.jpg"]
 
 
 # ---- the csv kind through a grid -----------------------------------------------------------------------

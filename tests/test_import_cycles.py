@@ -138,8 +138,6 @@ LONG_MODULES = {
                             "(SplitManifest, make_split) is to move to a module of its own",
     "reports/localisation.py": "scoring one map against boxes, and aggregating the scores over trials; the "
                                "aggregation (summarise, paired_against) is to move to a module of its own",
-    "bench/config.py": "one concept: the grid's schema (its typed sections, each value's type and rule), its "
-                       "loading with line-numbered errors and the checks that need a registry, a file or two values",
     "reports/stats.py": "at the limit (~410 lines): the statistics the report's tests share",
 }
 

@@ -11,13 +11,30 @@ import yaml
 
 from bench.cli import main
 from bench.config import parse_grid
+from bench.data.catalogue import reader_class
 from bench.errors import BenchError
 from bench.schema import grid_schema
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = grid_schema()
-#: the dataset kind a dataset key needs (and a root), to be accepted by the grid's validation
-KIND_OF = {"official_test": "nih", "uncertainty": "chexpert", "views": "chexpert"}
+#: the section each definition of the schema is, and (for a dataset kind's) the kind a grid names to use it
+SECTIONS = {"SplitConfig": ("splits", None), "TrainConfig": ("train", None), "ResourcesConfig": ("resources", None),
+            "LocalisationConfig": ("localisation", None), "ReportConfig": ("report", None),
+            **{ref.rsplit("/", 1)[1]: ("dataset", kind)
+               for kind, ref in SCHEMA["properties"]["dataset"]["discriminator"]["mapping"].items()}}
+
+
+#: the dataset keys of one kind (``split`` is chexpert's and chestmnist's, each with its own choices)
+KIND_KEYS = {key for kind in SCHEMA["properties"]["dataset"]["discriminator"]["mapping"]
+             for key in reader_class(kind).keys}
+
+
+def _grid(section: str, kind: str | None, key: str, value) -> dict:
+    """The smallest grid that sets ``section.key`` (with its dataset kind and a root, for a kind's key)."""
+    body = {key: value}
+    if kind:
+        body.update(kind=kind, root="/data", **({"csv": "/data/labels.csv"} if kind == "csv" else {}))
+    return {section: body}
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "grids").glob("*.yaml")), ids=lambda p: p.name)
@@ -25,24 +42,40 @@ def test_the_shipped_grids_satisfy_the_schema(path):
     jsonschema.validate(yaml.safe_load(path.read_text()), SCHEMA)
 
 
-def _enum_fields() -> list[tuple[str, str, list]]:
-    out = []
-    for section, model in (("dataset", "DatasetConfig"), ("train", "TrainConfig")):
+def _enum_fields() -> list[tuple[str, str | None, str, list]]:
+    out, seen = [], set()
+    for model, (section, kind) in SECTIONS.items():
         for key, prop in SCHEMA["$defs"][model]["properties"].items():
-            if "enum" in prop and key != "kind":
-                out.append((section, key, prop["enum"]))
+            if "enum" in prop and key != "kind" and (section, key, kind if key in KIND_KEYS else None) not in seen:
+                seen.add((section, key, kind if key in KIND_KEYS else None))  # a common dataset key once
+                out.append((section, kind, key, prop["enum"]))
     return out
 
 
-@pytest.mark.parametrize("section, key, values", _enum_fields(), ids=lambda v: v if isinstance(v, str) else "")
-def test_every_choice_the_schema_lists_is_what_validation_accepts(section, key, values):
+def test_the_dataset_section_is_a_union_of_the_kinds_sections_told_apart_by_kind():
+    dataset = SCHEMA["properties"]["dataset"]
+    assert dataset["discriminator"]["propertyName"] == "kind"
+    assert set(dataset["discriminator"]["mapping"]) == {"synthetic", "nih", "chexpert", "chestmnist", "csv"}
+    assert [k for k in SECTIONS.values() if k[0] == "dataset"] == [("dataset", k) for k in dataset["discriminator"][
+        "mapping"]]
+    jsonschema.validate({"dataset": {"root": "data/x", "n": 100}}, SCHEMA)  # no kind: the default kind's keys
+    jsonschema.validate({"dataset": {"kind": "chexpert", "root": "/d", "uncertainty": "ones"}}, SCHEMA)
+    for bad in ({"dataset": {"kind": "synthetic", "uncertainty": "ones"}},  # another kind's key
+                {"dataset": {"uncertainty": "ones"}}, {"dataset": {"kind": "chexpert", "n": 100}},
+                {"dataset": {"kind": "chestmnist", "split": "valid"}}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(bad, SCHEMA)
+        with pytest.raises(BenchError):
+            parse_grid(bad)
+
+
+@pytest.mark.parametrize("section, kind, key, values", _enum_fields(),
+                         ids=lambda v: v if isinstance(v, str) else "")
+def test_every_choice_the_schema_lists_is_what_validation_accepts(section, kind, key, values):
     assert len(values) >= 2
 
     def grid(value):
-        body = {key: value}
-        if section == "dataset" and key in KIND_OF:
-            body.update(kind=KIND_OF[key], root="/data")
-        return {section: body}
+        return _grid(section, kind, key, value)
 
     for value in values:
         parse_grid(grid(value))
@@ -74,20 +107,20 @@ def test_bench_schema_prints_it_and_writes_it(tmp_path, capsys):
     assert json.loads((tmp_path / "grid.schema.json").read_text()) == expected
 
 
-def _bounded_fields() -> list[tuple[str, str, dict]]:
-    sections = {"DatasetConfig": "dataset", "SplitConfig": "splits", "TrainConfig": "train",
-                "ResourcesConfig": "resources", "LocalisationConfig": "localisation", "ReportConfig": "report"}
-    out = []
-    for model, section in sections.items():
+def _bounded_fields() -> list[tuple[str, str | None, str, dict]]:
+    out, seen = [], set()
+    for model, (section, kind) in SECTIONS.items():
         for key, prop in SCHEMA["$defs"][model]["properties"].items():
             bounds = {k: prop[k] for k in ("minimum", "maximum", "exclusiveMinimum") if k in prop}
-            if bounds:
-                out.append((section, key, bounds))
+            if bounds and (section, key) not in seen:  # a common dataset key once, under the default kind
+                seen.add((section, key))
+                out.append((section, kind, key, bounds))
     return out
 
 
-@pytest.mark.parametrize("section, key, bounds", _bounded_fields(), ids=lambda v: v if isinstance(v, str) else "")
-def test_every_bound_the_schema_states_is_the_rule_validation_applies(section, key, bounds):
+@pytest.mark.parametrize("section, kind, key, bounds", _bounded_fields(),
+                         ids=lambda v: v if isinstance(v, str) else "")
+def test_every_bound_the_schema_states_is_the_rule_validation_applies(section, kind, key, bounds):
     integer = isinstance(next(iter(bounds.values())), int) and key not in ("val_fraction", "lr", "cpu", "gpu",
                                                                            "tolerance", "weight_decay")
     step = 1 if integer else 1e-6
@@ -102,11 +135,11 @@ def test_every_bound_the_schema_states_is_the_rule_validation_applies(section, k
         inside.append(bounds["maximum"])
         outside.append(bounds["maximum"] + step)
     for value in inside:
-        parse_grid({section: {key: value}})
-        jsonschema.validate({section: {key: value}}, SCHEMA)
+        parse_grid(_grid(section, kind, key, value))
+        jsonschema.validate(_grid(section, kind, key, value), SCHEMA)
     for value in outside:
         with pytest.raises(BenchError, match=rf"{section}.{key}: .* is not valid; expected"):
-            parse_grid({section: {key: value}})
+            parse_grid(_grid(section, kind, key, value))
         with pytest.raises(jsonschema.ValidationError):
-            jsonschema.validate({section: {key: value}}, SCHEMA)
+            jsonschema.validate(_grid(section, kind, key, value), SCHEMA)
     assert len(_bounded_fields()) >= 15

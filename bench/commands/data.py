@@ -50,7 +50,7 @@ def cmd_synth(args) -> int:
 
 
 def _dataset_from_args(args):
-    """A DatasetConfig from --grid or --dataset/--root."""
+    """The dataset section (its kind's class) and the grid, from --grid or --dataset/--root."""
     import dataclasses
 
     from bench.config import load_grid, resolve_paths

@@ -17,15 +17,17 @@ from __future__ import annotations
 import os
 import zipfile
 from pathlib import Path
-from typing import Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 
 from bench.data.images import npz_path
 from bench.data.labels import NIH_LABELS, Records
 from bench.data.reader import DatasetReader
+from bench.data.section import DatasetSection
 from bench.data.tables import check_label_list
 from bench.errors import BenchError, choices_text, did_you_mean
+from bench.fields import CHOICE, PATH, STR, Annotated, optional, section
 
 CHESTMNIST_SIZES: tuple[int, ...] = (28, 64, 128, 224)
 CHESTMNIST_SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -174,10 +176,19 @@ def read_chestmnist(
     )
 
 
+@section
+class ChestMNISTSection(DatasetSection):
+    """The ``dataset`` section of ``kind: chestmnist``."""
+
+    kind: Literal["chestmnist"] = "chestmnist"
+    file: Annotated[str | None, optional(STR), PATH] = None  # a chestmnist*.npz (default: the one in root)
+    split: Annotated[Literal["all", "train", "val", "test"], CHOICE] = "train"  # MedMNIST's split(s) to read
+
+
 class ChestMNISTReader(DatasetReader):
     """The ``chestmnist`` kind: a MedMNIST ``chestmnist*.npz`` (:func:`read_chestmnist`)."""
 
-    keys = ("file", "split")
+    config = ChestMNISTSection
     root_help = "the folder holding chestmnist_64.npz, or give dataset.file"
 
     @classmethod
@@ -194,5 +205,4 @@ class ChestMNISTReader(DatasetReader):
                              "(a MedMNIST chestmnist*.npz file or the folder holding it)")
 
     def read(self, *, labels_only: bool = False) -> Records:
-        split = self.ds.split if self.ds.split in ("train", "val", "test") else "all"
-        return read_chestmnist(self.target, split=split)
+        return read_chestmnist(self.target, split=self.ds.split)

@@ -29,18 +29,20 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path, PurePosixPath
-from typing import Mapping, Sequence
+from typing import Literal, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from bench.data.labels import Records
 from bench.data.reader import DatasetReader
+from bench.data.section import DatasetSection
 from bench.data.tables import (
     MISSING_IMAGE, check_aliases, check_label_list, keep_existing, line_numbers, match_label_columns,
     need_column, parse_values, read_table,
 )
 from bench.errors import BenchError, choices_text, did_you_mean
+from bench.fields import CHOICE, Annotated, section
 
 # The 14 observations, in the order of the CheXpert CSVs.
 CHEXPERT_LABELS: tuple[str, ...] = (
@@ -253,19 +255,21 @@ def read_chexpert(
     )
 
 
+@section
+class CheXpertSection(DatasetSection):
+    """The ``dataset`` section of ``kind: chexpert``."""
+
+    kind: Literal["chexpert"] = "chexpert"
+    split: Annotated[Literal["train", "valid", "both"], CHOICE] = "train"
+    uncertainty: Annotated[Literal["ignore", "ones", "zeros"], CHOICE] = "ignore"  # what an uncertain (-1) becomes
+    views: Annotated[Literal["frontal", "lateral", "all"], CHOICE] = "frontal"
+
+
 class CheXpertReader(DatasetReader):
     """The ``chexpert`` kind: CheXpert's ``train.csv`` / ``valid.csv`` (:func:`read_chexpert`)."""
 
-    keys = ("split", "uncertainty", "views")
+    config = CheXpertSection
     root_help = "the folder holding train.csv"
-    choices = {"uncertainty": ("ignore", "ones", "zeros"), "views": ("frontal", "lateral", "all"),
-               "split": ("train", "valid", "both")}
-
-    @classmethod
-    def check(cls, ds, bad) -> None:
-        for key in ("uncertainty", "views", "split"):
-            if getattr(ds, key) not in cls.choices[key]:
-                bad(f"dataset.{key}", getattr(ds, key), "one of " + ", ".join(map(repr, cls.choices[key])))
 
     def read(self, *, labels_only: bool = False) -> Records:
         ds = self.ds

@@ -24,18 +24,20 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from bench.data.labels import Records
 from bench.data.reader import DatasetReader
+from bench.data.section import DatasetSection
 from bench.data.tables import (
     BLANKS, MISSING_IMAGE, check_aliases, check_label_list, keep_existing, line_numbers, match_label_columns,
     need_column, parse_values, read_table, resolve_path,
 )
 from bench.errors import BenchError, did_you_mean
+from bench.fields import NAMES, PATH, STR, Annotated, optional, section
 
 log = logging.getLogger(__name__)
 
@@ -275,12 +277,26 @@ def read_csv_dataset(
     )
 
 
+@section
+class CSVSection(DatasetSection):
+    """The ``dataset`` section of ``kind: csv``."""
+
+    kind: Literal["csv"] = "csv"
+    csv: Annotated[str | None, optional(STR), PATH] = None           # the label file (required)
+    image_root: Annotated[str | None, optional(STR), PATH] = None    # the image paths' folder (default: root)
+    image_column: Annotated[str, STR] = "path"
+    label_column: Annotated[str | None, optional(STR)] = None        # one label-string column ...
+    separator: Annotated[str, STR] = "|"                             # ... and its separator
+    label_columns: Annotated[tuple[str, ...] | None, optional(NAMES)] = None  # or one 0/1 column per label
+    patient_column: Annotated[str | None, optional(STR)] = None
+    view_column: Annotated[str | None, optional(STR)] = None
+
+
 class CSVReader(DatasetReader):
     """The ``csv`` kind: :func:`read_csv_dataset` with the grid's keys (it applies ``labels`` and ``aliases``
     itself, and takes the labels the file holds when ``labels`` is absent)."""
 
-    keys = ("csv", "image_root", "image_column", "label_column", "separator", "label_columns", "patient_column",
-            "view_column")
+    config = CSVSection
     root_help = "the folder the image paths start from (default: the CSV's folder)"
     reads_labels = True
 

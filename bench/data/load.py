@@ -17,7 +17,8 @@ def load_records(ds: Any, *, labels_only: bool = False, n_folds: int | None = No
                  progress: Callable[[int, int], None] | None = None) -> Records:
     """Read the dataset a grid names (paths already resolved), then select / rename labels.
 
-    ``ds`` is the grid's dataset section (``bench.config.DatasetConfig``, or any object with its attributes).
+    ``ds`` is the grid's dataset section (its kind's ``bench.data.section.DatasetSection``, or any object with
+    its attributes).
     For ``kind: synthetic`` the dataset is generated at ``root`` first when it is not there.
     """
     from bench.data.catalogue import open_reader

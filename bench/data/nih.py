@@ -18,13 +18,15 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 import pandas as pd
 
 from bench.data.labels import BOX_COLUMNS, NIH_LABELS, Records
 from bench.data.reader import DatasetReader
+from bench.data.section import DatasetSection
+from bench.fields import CHOICE, PATH, STR, Annotated, optional, section
 from bench.errors import BenchError, did_you_mean
 
 log = logging.getLogger(__name__)
@@ -228,18 +230,22 @@ def read_boxes(path: Path, all_ids: set[str], rec: Records, *, labels_only: bool
     return out[list(BOX_COLUMNS)].reset_index(drop=True)
 
 
+@section
+class NIHSection(DatasetSection):
+    """The ``dataset`` section of ``kind: nih``."""
+
+    kind: Literal["nih"] = "nih"
+    label_file: Annotated[str | None, optional(STR), PATH] = None  # default: Data_Entry_2017(_v2020).csv in root
+    box_file: Annotated[str | None, optional(STR), PATH] = None    # default: BBox_List_2017.csv in root
+    official_test: Annotated[Literal["ignore", "exclude"], CHOICE] = "ignore"  # exclude: drop test_list.txt's
+
+
 class NIHReader(DatasetReader):
     """The ``nih`` kind: NIH ChestX-ray14 (:func:`read_nih`)."""
 
-    keys = ("label_file", "box_file", "official_test")
+    config = NIHSection
     root_help = "the folder holding Data_Entry_2017.csv and images/"
     missing_root = "download NIH ChestX-ray14 there, or use kind: synthetic for the built-in data"
-    choices = {"official_test": ("ignore", "exclude")}
-
-    @classmethod
-    def check(cls, ds, bad) -> None:
-        if ds.official_test not in cls.choices["official_test"]:
-            bad("dataset.official_test", ds.official_test, "'ignore' or 'exclude'")
 
     def check_root(self) -> None:
         if not self.root.exists():

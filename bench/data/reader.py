@@ -1,23 +1,27 @@
 """The dataset reader base class: what every dataset kind shares, and the hooks a kind fills in.
 
 A dataset kind is a :class:`DatasetReader` subclass in its own module plus one line in
-:mod:`bench.data.catalogue`. The subclass names its own keys of the grid's ``dataset`` section
-(``keys``), checks their values (:meth:`~DatasetReader.check`), says what ``dataset.root`` must hold
-(``root_help``) and reads the files (:meth:`~DatasetReader.read`); the base class owns the steps every kind
-shares, in this order (:meth:`~DatasetReader.load`): prepare (the synthetic kind generates its images),
-check the root, read, apply ``aliases``, select ``labels``, refuse an empty result, drop labels under
-``min_positives``; and, once the images are cached, the bad-image policy (:meth:`~DatasetReader.exclude_bad`).
+:mod:`bench.data.catalogue`. The subclass names its section of the grid (``config``: a subclass of
+:class:`bench.data.section.DatasetSection` with the kind's own keys, their types and choices; its ``keys``
+follow from it), checks what no field can check alone (:meth:`~DatasetReader.check`), says what
+``dataset.root`` must hold (``root_help``) and reads the files (:meth:`~DatasetReader.read`); the base class
+owns the steps every kind shares, in this order (:meth:`~DatasetReader.load`): prepare (the synthetic kind
+generates its images), check the root, read, apply ``aliases``, select ``labels``, refuse an empty result,
+drop labels under ``min_positives``; and, once the images are cached, the bad-image policy
+(:meth:`~DatasetReader.exclude_bad`).
 
-The ``dataset`` section a reader gets is the grid's (``bench.config.DatasetConfig``), or any object with
-the same attributes: this module, like the rest of ``bench.data``, does not import the grid's schema.
+The ``dataset`` section a reader gets is its ``config`` as the grid built it, or any object with the same
+attributes: this module, like the rest of ``bench.data``, does not import the grid's schema.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
+from bench.data.section import COMMON_KEYS, DatasetSection
 from bench.errors import BenchError, did_you_mean
 
 if TYPE_CHECKING:
@@ -25,30 +29,37 @@ if TYPE_CHECKING:
     from bench.data.labels import Records
 
 log = logging.getLogger(__name__)
-#: The keys of the dataset section that every kind has (what the base class uses).
-COMMON_KEYS = ("kind", "root", "image_size", "labels", "aliases", "on_bad_image", "cache_dir", "min_positives")
+__all__ = ["COMMON_KEYS", "DatasetReader", "DatasetSection"]
 
 
 class DatasetReader:
-    """One dataset kind. Subclasses set ``keys`` and ``root_help`` and implement :meth:`read`.
+    """One dataset kind. Subclasses set ``config`` (when the kind has keys of its own) and ``root_help``, and
+    implement :meth:`read`.
 
+    >>> from bench.fields import STR, Annotated, section
+    >>> @section
+    ... class TinySection(DatasetSection):
+    ...     file: Annotated[str, STR] = "tiny.npz"
     >>> class Tiny(DatasetReader):
-    ...     keys = ("file",)
+    ...     config = TinySection
     ...     def read(self, *, labels_only=False):
     ...         ...
     >>> Tiny.keys, Tiny.root_help
     (('file',), 'the dataset folder')
     """
 
-    #: The kind's own keys of the dataset section (beyond :data:`COMMON_KEYS`).
+    #: The kind's section of the grid: :class:`DatasetSection` or a subclass with the kind's own keys.
+    config: ClassVar[type] = DatasetSection
+    #: The kind's own keys of the dataset section (beyond :data:`COMMON_KEYS`): its ``config``'s other fields.
     keys: ClassVar[tuple[str, ...]] = ()
     #: What ``dataset.root`` must hold (shown when it is missing); None: the default root will do.
     root_help: ClassVar[str | None] = "the dataset folder"
     #: Whether :meth:`read` applies ``aliases`` and ``labels`` itself (a reader that needs them to read).
     reads_labels: ClassVar[bool] = False
-    #: The values each of its keys allows, where it is a choice (checked in :meth:`check`; listed in the
-    #: grid's JSON Schema).
-    choices: ClassVar[dict[str, tuple[str, ...]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.keys = tuple(f.name for f in dataclasses.fields(cls.config) if f.name not in COMMON_KEYS)
 
     def __init__(self, section: Any):
         self.ds = section
@@ -57,7 +68,8 @@ class DatasetReader:
 
     @classmethod
     def check(cls, ds: Any, bad: Callable[[str, Any, str], None]) -> None:
-        """Check the kind's own values; ``bad(key, value, expected)`` raises the grid's one-line error."""
+        """Check what the section's fields cannot check alone (each value's type, rule and choices are checked
+        when the section is built); ``bad(key, value, expected)`` raises the grid's one-line error."""
 
     @classmethod
     def implied_root(cls, ds: Any) -> str | None:

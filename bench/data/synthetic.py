@@ -46,13 +46,15 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from statistics import NormalDist
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 
 from bench.data.labels import NIH_LABELS
 from bench.data.nih import NIHReader, read_nih
+from bench.data.section import DatasetSection
 from bench.errors import BenchError
+from bench.fields import INT, Annotated, rule, section
 
 log = logging.getLogger(__name__)
 
@@ -888,19 +890,22 @@ def _write_into(folder: Path, *, n: int, size: int, seed: int,
     return summary
 
 
+@section
+class SyntheticSection(DatasetSection):
+    """The ``dataset`` section of ``kind: synthetic``: the generator's images, PNG size and seed."""
+
+    kind: Literal["synthetic"] = "synthetic"
+    n: Annotated[int, INT, rule(lambda v: v >= 50, "an integer >= 50", minimum=50)] = 1500
+    size: Annotated[int, INT, rule(lambda v: 32 <= v <= 1024, "an integer from 32 to 1024", minimum=32,
+                                   maximum=1024)] = 128
+    seed: Annotated[int, INT] = 0
+
+
 class SyntheticReader(NIHReader):
     """The ``synthetic`` kind: generated at ``root`` in the NIH layout on first use, then read as NIH."""
 
-    keys = ("n", "size", "seed")
-    choices = {}
+    config = SyntheticSection
     root_help = None  # the default root (data/synthetic) is where it is generated
-
-    @classmethod
-    def check(cls, ds, bad) -> None:
-        if ds.n < 50:
-            bad("dataset.n", ds.n, "an integer >= 50")
-        if not 32 <= ds.size <= 1024:
-            bad("dataset.size", ds.size, "an integer from 32 to 1024")
 
     def prepare(self, progress) -> None:
         ensure_synthetic(self.root, n=self.ds.n, size=self.ds.size, seed=self.ds.seed, progress=progress)
