@@ -225,10 +225,15 @@ def run_grid(grid_path: str | Path, *, out: str | Path | None = None, address: s
         from bench.devices import fake_gpus_for_tests
 
         tuner.init_ray(address)
+        cache_ref = None
+        if storage:  # nodes without the cache (or the dataset) fetch it from there instead of decoding images
+            from bench.data.shipping import publish
+
+            cache_ref = publish(cache, storage, say=say).to_dict()
         data = TrialData(records=rec, manifest=manifest, cache_key=cache.key, cache_dir=str(cache.path),
                          image_size=cfg.dataset.image_size, grid=cfg.to_dict(),
                          run_meta={"versions": meta["versions"], "git": meta["git"],
-                                   "fake_gpus": fake_gpus_for_tests()})
+                                   "fake_gpus": fake_gpus_for_tests()}, cache_ref=cache_ref)
         progress = tuner.Progress(total=len(trials), done=set(done_ids))
 
         client = tuner.is_client(address)

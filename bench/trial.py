@@ -46,6 +46,7 @@ class TrialData:
     image_size: int
     grid: dict               # the resolved grid (GridConfig.to_dict()), as each trial's config.json records it
     run_meta: dict           # versions, git commit, split hash
+    cache_ref: dict | None = None  # where the driver published the cache (bench.data.shipping), with --storage
 
     @functools.cached_property
     def cfg(self) -> "GridConfig":
@@ -100,7 +101,6 @@ def _run(spec: dict, data: TrialData, *, report, checkpoint_dir) -> dict:
 
     from backbones import create_model
     from bench import engine, seeding
-    from bench.data.cache import open_cache
     from bench.data.splits import assert_fold_disjoint
     from strategies import create_strategy
 
@@ -111,14 +111,9 @@ def _run(spec: dict, data: TrialData, *, report, checkpoint_dir) -> dict:
     dev = engine.Device.resolve(gpu=float(res.gpu), precision=tr.precision, channels_last=tr.channels_last,
                                 fake_gpus=bool(data.run_meta.get("fake_gpus")))
 
-    # ---- data: the node's cache (built here if this node has none yet) and the verified split ----
+    # ---- data: the node's cache (fetched from the run's storage, or built here, if it has none) and the split ----
     data.manifest.verify(rec)
-    cache = open_cache(rec, data.image_size, Path(data.cache_dir))
-    if cache is None:
-        from bench.data.cache import build_cache
-
-        log.warning("no image cache on node %s; building it", platform.node())
-        cache = build_cache(rec, data.image_size, Path(data.cache_dir))
+    cache, cache_source = _node_cache(data, gpu=float(res.gpu))
     if cache.key != data.cache_key:
         raise RuntimeError(f"image cache {cache.key} is not the run's cache {data.cache_key}")
     images = cache.open_for(rec.image_ids)
@@ -184,7 +179,8 @@ def _run(spec: dict, data: TrialData, *, report, checkpoint_dir) -> dict:
             metrics = {**entry, "done": False}
             if last:
                 summary = evaluate(spec, data, model=net, strategy=strategy, images=images, rows=(train, val, test),
-                                   history=history, dev=dev, out=checkpoint_outputs(ckpt).path, val_prob=val_prob)
+                                   history=history, dev=dev, out=checkpoint_outputs(ckpt).path, val_prob=val_prob,
+                                   cache_source=cache_source)
                 metrics = {**entry, **summary, "done": True}
             report(metrics, ckpt)
     return metrics
@@ -230,8 +226,39 @@ def fit_thresholds(rule, y_val: np.ndarray, p_val: np.ndarray, *, val_ids, test_
     return np.asarray(rule.fit(y_val, p_val).thresholds_, dtype=np.float64)
 
 
+def _node_cache(data: TrialData, *, gpu: float):
+    """This node's image cache and where it came from: already here ('local'), fetched from the storage the
+    driver published it to ('fetched from storage'), or built here from the dataset's images ('built on this
+    node', CPU trials only: a trial never decodes images while holding a GPU)."""
+    from bench.data.cache import open_cache
+
+    rec, cache_dir = data.records, Path(data.cache_dir)
+    cache = open_cache(rec, data.image_size, cache_dir)
+    if cache is not None:
+        return cache, "local"
+    if data.cache_ref:
+        from bench.data.shipping import fetch
+
+        log.warning("no image cache on node %s; fetching it from %s", platform.node(), data.cache_ref["storage"])
+        fetch(data.cache_ref, cache_dir)
+        cache = open_cache(rec, data.image_size, cache_dir)
+        if cache is None:
+            raise RuntimeError(f"image cache {data.cache_key} fetched into {cache_dir} on node {platform.node()} "
+                               "does not open")
+        return cache, "fetched from storage"
+    if gpu > 0:
+        raise RuntimeError(f"node {platform.node()} has no image cache in {cache_dir} and the run has no storage to "
+                           "fetch it from; a trial does not decode the dataset while holding a GPU: run with "
+                           "--storage PATH|s3://BUCKET/PREFIX (the driver publishes the cache there) or give every "
+                           "node the same dataset.cache_dir")
+    from bench.data.cache import build_cache
+
+    log.warning("no image cache on node %s; building it", platform.node())
+    return build_cache(rec, data.image_size, cache_dir), "built on this node"
+
+
 def evaluate(spec: dict, data: TrialData, *, model, strategy, images, rows, history, dev, out: Path,
-             val_prob: np.ndarray) -> dict:
+             val_prob: np.ndarray, cache_source: str = "local") -> dict:
     """Thresholds on validation, predictions and metrics on the held-out fold, CAM scores; writes ``out``."""
     from bench import engine
     from reports.metrics import label_metrics, summary_metrics
@@ -300,7 +327,7 @@ def evaluate(spec: dict, data: TrialData, *, model, strategy, images, rows, hist
         seeding.numpy_rng(int(spec["seed"]), int(spec["fold"]), "order", 0)))
     _write_json(files.metrics, doc)
     _write_json(files.config, {"trial": spec, "grid": data.grid, "split_hash": data.manifest.hash,
-                                      "cache_key": data.cache_key, **data.run_meta})
+                                      "cache_key": data.cache_key, "cache_source": cache_source, **data.run_meta})
     return {k: v for k, v in clean.items() if isinstance(v, (int, float)) and v is not None}
 
 

@@ -121,10 +121,15 @@ def _client_console(*, debug: bool) -> None:
     log_client.stdstream = stdstream
 
 
-def storage_filesystem(storage: str):
-    """A pyarrow filesystem for ``s3://`` storage served at a custom endpoint (``AWS_ENDPOINT_URL``,
-    e.g. MinIO or a local test server), else None (Ray resolves the URI itself)."""
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+def s3_endpoint() -> str | None:
+    """The custom S3 endpoint of this process's environment (``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``)."""
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+
+
+def storage_filesystem(storage: str, endpoint: str | None = None):
+    """A pyarrow filesystem for ``s3://`` storage served at a custom endpoint (``endpoint``, else
+    :func:`s3_endpoint`: e.g. MinIO or a local test server), else None (Ray resolves the URI itself)."""
+    endpoint = endpoint or s3_endpoint()
     if not storage.startswith("s3://") or not endpoint:
         return None
     import pyarrow.fs as pafs

@@ -93,6 +93,7 @@ class Population:
 
     prevalence: np.ndarray
     d: np.ndarray
+    temperature: float = 0.7  # probabilities: the calibrated ones' logit x this (< 1: under-confident)
 
     @classmethod
     def make(cls, prevalence, auc_low: float = 0.70, auc_high: float = 0.90) -> "Population":
@@ -112,15 +113,58 @@ class Population:
             prec = pi * tpr / np.maximum(pi * tpr + (1 - pi) * fpr, 1e-300)
             self.ap[j] = np.trapezoid(prec * sps.norm.pdf(grid - d), grid)
 
+    def probabilities(self, scores: np.ndarray) -> np.ndarray:
+        """The scorer's probabilities: the calibrated P(y = 1 | score) of the binormal model, its logit
+        ``logit(prevalence) + d * score - d ** 2 / 2`` multiplied by ``temperature`` (a known miscalibration).
+        Monotone in the score, so AUC, AP and the F1 decisions are those of the scores."""
+        logit = np.log(self.prevalence / (1 - self.prevalence)) + self.d * scores - self.d ** 2 / 2
+        return 1.0 / (1.0 + np.exp(-self.temperature * logit))
+
+    def calibration_values(self, n_bins: int = 15) -> dict[str, float]:
+        """Population macro Brier score and macro ECE over ``n_bins`` equal-mass bins of the population's
+        scores (the quantity the report's ECE estimates as the fold grows), by numerical integration."""
+        grid = np.linspace(-8, 12, 200001)
+        ece, brier = [], []
+        for j, (pi, d) in enumerate(zip(self.prevalence, self.d)):
+            dens = (1 - pi) * sps.norm.pdf(grid) + pi * sps.norm.pdf(grid - d)
+            q = pi * sps.norm.pdf(grid - d) / dens  # P(y = 1 | score)
+            p = self.probabilities(np.broadcast_to(grid[:, None], (grid.size, self.d.size)))[:, j]
+            w = dens / dens.sum()
+            brier.append(float(np.sum(w * (p * p - 2 * p * q + q))))
+            cdf = np.cumsum(w)
+            bins = np.minimum((cdf * n_bins).astype(int), n_bins - 1)
+            mass = np.bincount(bins, weights=w, minlength=n_bins)
+            gap = np.bincount(bins, weights=w * (p - q), minlength=n_bins)
+            ece.append(float(np.sum(np.abs(gap)) / mass.sum()))
+        return {"macro_ece": float(np.mean(ece)), "macro_brier": float(np.mean(brier))}
+
+    def micro_auc(self) -> float:
+        """Population AUC of every (image, label) pair's **probability** pooled (what the report's micro AUC
+        measures): P(p_j(S+) > p_k(S-)) over a positive of label j and a negative of label k, weighted by
+        their shares of the pooled positives and negatives. ``p_k(S) < p_j(s)`` iff the calibrated logits
+        compare the same way (the temperature cancels), i.e. ``S < (L_j(s) - logit(pi_k) + d_k^2 / 2) / d_k``."""
+        pi, d = self.prevalence, self.d
+        grid = np.linspace(-8, 12, 40001)
+        step = grid[1] - grid[0]
+        lp = np.log(pi / (1 - pi))
+        a, b = pi / pi.sum(), (1 - pi) / (1 - pi).sum()
+        total = 0.0
+        for j in range(pi.size):
+            logit_j = lp[j] + d[j] * grid - d[j] ** 2 / 2
+            dens = sps.norm.pdf(grid - d[j]) * step
+            below = sps.norm.cdf((logit_j[None, :] - lp[:, None] + d[:, None] ** 2 / 2) / d[:, None])  # (k, s)
+            total += a[j] * float(np.sum(b[:, None] * below * dens[None, :]))
+        return total
+
     def values(self) -> dict[str, float]:
-        """Population macro / micro AUC, macro AP, macro / micro F1 (F1 at the thresholds)."""
+        """Population macro / micro AUC, macro AP, macro / micro F1 (F1 at the thresholds), macro ECE and Brier."""
         pi, tpr, fpr = self.prevalence, self.tpr, self.fpr
         auc = sps.norm.cdf(self.d / np.sqrt(2))
         f1 = 2 * pi * tpr / (pi * tpr + (1 - pi) * fpr + pi)
         tp, fp, fn = np.sum(pi * tpr), np.sum((1 - pi) * fpr), np.sum(pi * (1 - tpr))
-        return {"macro_auc": float(auc.mean()), "micro_auc": float(np.sum(pi * auc) / pi.sum()),
+        return {"macro_auc": float(auc.mean()), "micro_auc": self.micro_auc(),
                 "macro_ap": float(self.ap.mean()), "macro_f1": float(f1.mean()),
-                "micro_f1": float(2 * tp / (2 * tp + fp + fn))}
+                "micro_f1": float(2 * tp / (2 * tp + fp + fn)), **self.calibration_values()}
 
     def sample(self, rng, n: int, *, followups: str = "nih", patient_sd: float = 0.5, share: float = 0.5):
         """``n`` images of patients with several correlated images: an image copies its patient's label
@@ -166,8 +210,8 @@ def coverage(n_reps: int, *, n_images: int, folds: int, prevalence, n_boot: int,
             y, noise, pat = pop.sample(rng, n_images, followups=followups)
             undefined.append(int(np.sum((y.sum(0) == 0) | (y.sum(0) == n_images))))
             score = pop.d[None, :] * y + noise
-            trials.append(R.trial_replicates(y, score, pop.decisions(score), pat.astype(str), n_boot=n_boot,
-                                             fold=f, seed=rep))
+            trials.append(R.trial_replicates(y, pop.probabilities(score), pop.decisions(score), pat.astype(str),
+                                             n_boot=n_boot, fold=f, seed=rep))
         for m in R.METRICS:
             a = R.aggregate(trials, m)
             errors[m].append(a["estimate"] - truth[m])

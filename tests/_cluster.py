@@ -112,11 +112,20 @@ class Cluster:
     dashboard: str | None = None  # http://127.0.0.1:PORT (the Jobs API of `ray job submit`), with services=True
 
 
-def _start_node(args: list[str], *, temp: str, log: Path, env: dict) -> subprocess.Popen:
+# Runs a command in a private mount namespace with an empty tmpfs over each of the first N arguments' folders:
+# `sh -c HIDE sh N DIR... CMD...`. The node's processes then cannot see those folders (another machine's disk).
+HIDE = 'n=$1; shift; while [ "$n" -gt 0 ]; do mount -t tmpfs tmpfs "$1" || exit 97; shift; n=$((n-1)); done; exec "$@"'
+
+
+def _start_node(args: list[str], *, temp: str, log: Path, env: dict, hidden: tuple = ()) -> subprocess.Popen:
+    cmd = [str(BIN / "ray"), "start", "--block", "--disable-usage-stats", "--temp-dir", temp,
+           "--node-ip-address", "127.0.0.1", *args]
+    if hidden:  # needs CAP_SYS_ADMIN (root in this project's machines and CI): fails loudly otherwise
+        cmd = ["unshare", "--mount", "--propagation", "private", "sh", "-c", HIDE, "sh", str(len(hidden)),
+               *map(str, hidden), *cmd]
     with open(log, "wb") as f:
-        return subprocess.Popen([str(BIN / "ray"), "start", "--block", "--disable-usage-stats", "--temp-dir", temp,
-                                 "--node-ip-address", "127.0.0.1", *args], stdout=f, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        return subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                start_new_session=True)
 
 
 def _wait_until(ready, what: str, proc: subprocess.Popen, log: Path, *, timeout: float = 90) -> None:
@@ -158,11 +167,14 @@ def _node_ports(taken: set[int]) -> tuple[list[str], int]:
 
 
 @contextlib.contextmanager
-def two_node_cluster(logs: Path, *, extra_env: dict | None = None, services: bool = False):
+def two_node_cluster(logs: Path, *, extra_env: dict | None = None, services: bool = False,
+                     worker_hidden: tuple = ()):
     """Head (1 CPU, 1 fake GPU) and worker (1 CPU) as separate `ray start` processes; stopped afterwards.
 
     ``extra_env`` reaches both nodes (e.g. Ray's ``RAY_health_check_*`` settings). With ``services`` the
-    head also serves Ray Client and the dashboard's Jobs API, on 127.0.0.1, as a `ray up` head does."""
+    head also serves Ray Client and the dashboard's Jobs API, on 127.0.0.1, as a `ray up` head does.
+    ``worker_hidden``: folders the worker node cannot see (each covered by an empty tmpfs in its own mount
+    namespace), as a machine without the dataset or the head's image cache."""
     env = {**os.environ, **S3_ENV, **(extra_env or {})}  # nodes inherit BENCH_CACHE_DIR: the image cache is reused
     env.pop("RAY_ADDRESS", None)
     env.pop("BENCH_DEBUG", None)  # drivers print what a user sees without --debug
@@ -196,7 +208,7 @@ def two_node_cluster(logs: Path, *, extra_env: dict | None = None, services: boo
                         procs[0], logs / "head.log")
         worker_ports, _ = _node_ports(taken)
         procs.append(_start_node(["--address", f"127.0.0.1:{gcs}", "--num-cpus", "1", *worker_ports],
-                                 temp=temps[1], log=logs / "worker.log", env=env))
+                                 temp=temps[1], log=logs / "worker.log", env=env, hidden=tuple(worker_hidden)))
         _wait_started(procs[1], logs / "worker.log")
         yield Cluster(address=f"127.0.0.1:{gcs}", env=env, logs=[logs / "head.log", logs / "worker.log"],
                       procs=procs, client_address=f"ray://127.0.0.1:{client}" if services else None,

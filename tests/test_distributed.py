@@ -484,6 +484,40 @@ def test_s3_storage_run_and_a_lost_run_folder_restored_from_it(drivers, baseline
     assert_same_leaderboard(out, baseline["out"])
 
 
+def test_a_worker_without_the_dataset_gets_the_image_cache_through_storage(baseline, synth_root, s3, tmp_path):
+    """A second two-node cluster whose worker sees neither the dataset folder nor the driver's cache folder
+    (each under an empty tmpfs in the worker's own mount namespace, as on another machine). With ``--storage``
+    (a shared folder, then the local S3 server) the driver publishes the cache there; the worker's trials fetch
+    it, verify its checksum and train without decoding one image; the numbers equal the uninterrupted run's."""
+    caches = tmp_path / "caches"
+    caches.mkdir()
+    with two_node_cluster(tmp_path / "logs", worker_hidden=(synth_root, caches)) as c:
+        d = Drivers(c, synth_root, tmp_path)
+        try:
+            for name, storage, env in (("folder", str(tmp_path / "storage"), None),
+                                       ("s3", "s3://bench-results/runs", s3["env"])):
+                grid = tmp_path / f"{name}.yaml"
+                grid.write_text(GRID.format(root=synth_root, epochs=EPOCHS, resources="{cpu: 1}").replace(
+                    "image_size: 32}", f"image_size: 32, cache_dir: {caches / name}}}"))
+                out = tmp_path / name
+                run = d.run(grid, out, storage=storage, env=env)
+                assert run.proc.returncode == 0, run.output()[-3000:]
+                assert "publishing image cache" in run.output()
+                sources = {tid: json.loads((out / "trials" / tid / "config.json").read_text())["cache_source"]
+                           for tid in TRIALS}
+                nodes = {tid: m["node_id"] for tid, m in metrics(out).items()}
+                assert len(set(nodes.values())) == 2, nodes  # both nodes trained
+                fetched = {tid for tid, src in sources.items() if src == "fetched from storage"}
+                assert fetched and set(sources.values()) <= {"local", "fetched from storage"}, sources
+                assert {nodes[t] for t in fetched} != {nodes[t] for t in set(TRIALS) - fetched}, (sources, nodes)
+                assert_same_metrics(out, baseline["out"])
+            key = json.loads((tmp_path / "s3" / "run.json").read_text())["cache_key"]
+            objects = s3["client"].list_objects_v2(Bucket=s3["bucket"], Prefix="runs/_image_cache/")["Contents"]
+            assert f"runs/_image_cache/{key}/{key}.npy" in [o["Key"] for o in objects]
+        finally:
+            d.close()
+
+
 def test_ray_client_drives_the_grid_from_outside_the_cluster(drivers, baseline, tmp_path):
     """``--address ray://HOST:10001``: Tune's loop runs on the head node, the outputs come back through the
     storage both sides share, and this console shows the progress lines as a local run does."""
