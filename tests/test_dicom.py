@@ -216,7 +216,8 @@ def bad_dicoms(folder: Path) -> dict[str, str]:
     report.save_as(folder / "report.dcm", enforce_file_format=True)
     write_dicom(folder / "frames.dcm", np.zeros((3, 8, 8), np.uint8), NumberOfFrames=3)
     write_dicom(folder / "palette.dcm", g, "MONOCHROME2", 8, PhotometricInterpretation="PALETTE COLOR")
-    return {"truncated.dcm": "cannot decode DICOM pixel data", "garbage.dcm": "not a DICOM file (no 'DICM' marker and no Pixel Data)",
+    return {"truncated.dcm": "cannot decode DICOM pixel data",
+            "garbage.dcm": "not a DICOM file (no 'DICM' marker and no Pixel Data)",
             "empty.dcm": "zero-byte file", "report.dcm": "not an image (no Pixel Data; SOP Class 'Basic Text SR",
             "frames.dcm": "multi-frame DICOM (3 frames); one radiograph per file is expected",
             "palette.dcm": "photometric interpretation 'PALETTE COLOR' is not supported"}

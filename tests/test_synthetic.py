@@ -85,7 +85,7 @@ def test_file_names_patients_and_follow_ups_agree(root, entries):
 
 def test_summary_file_matches_the_content(root, entries, boxes):
     meta = json.loads((root / syn.META_FILE).read_text())
-    assert meta["params"] == {"n": N, "size": SIZE, "seed": SEED}
+    assert meta["params"] == {"n": N, "size": SIZE, "seed": SEED, "site": "a"}
     assert meta["version"] == syn.GENERATOR_VERSION
     assert meta["images"] == N and meta["patients"] == entries["Patient ID"].nunique()
     assert meta["boxes"] == len(boxes)
@@ -252,10 +252,10 @@ def test_same_arguments_give_identical_bytes_and_another_seed_differs(tmp_path):
     syn.write_synthetic(tmp_path / "c", n=50, size=32, seed=12)
     assert a == b
     da, db, dc = _digest(tmp_path / "a"), _digest(tmp_path / "b"), _digest(tmp_path / "c")
-    assert da == db and len(da) == 50 + 3
+    assert da == db and len(da) == 50 + 5
     assert da[syn.LABEL_FILE] != dc[syn.LABEL_FILE]
     assert (tmp_path / "a" / syn.LABEL_FILE).read_bytes() != (tmp_path / "c" / syn.LABEL_FILE).read_bytes()
-    shared = set(da) & set(dc) - {syn.LABEL_FILE, syn.BOX_FILE, syn.META_FILE}
+    shared = set(da) & set(dc) - {syn.LABEL_FILE, syn.BOX_FILE, syn.META_FILE, "train_val_list.txt", "test_list.txt"}
     assert shared and all(da[k] != dc[k] for k in shared)
 
 
@@ -315,7 +315,7 @@ def test_ensure_refuses_other_versions_foreign_and_incomplete_folders(tmp_path):
     root = tmp_path / "synth"
     syn.ensure_synthetic(root, n=50, size=32, seed=5)
     meta = json.loads((root / syn.META_FILE).read_text())
-    (root / syn.META_FILE).write_text(json.dumps({**meta, "version": syn.GENERATOR_VERSION - 1}))
+    (root / syn.META_FILE).write_text(json.dumps({**meta, "version": syn.GENERATOR_VERSION + 1}))
     with pytest.raises(BenchError, match="version"):
         syn.ensure_synthetic(root, n=50, size=32, seed=5)
     (root / syn.META_FILE).write_text(json.dumps(meta))

@@ -7,6 +7,8 @@ The harness's demo and fast tests run on it, read by the same reader as the real
     ROOT/BBox_List_2017.csv      one box per planted lesion, in 1024x1024 release space,
                                  "Infiltrate" where the label file says "Infiltration"
     ROOT/images/00000001_000.png 8-bit grayscale, size x size
+    ROOT/train_val_list.txt      the official split, patient-wise, as NIH's release has it
+    ROOT/test_list.txt           (about a fifth of the images; :mod:`bench.data.synthetic_sites`)
     ROOT/synthetic.json          the parameters and a content summary
 
 What it contains:
@@ -28,9 +30,14 @@ What it contains:
   3 epochs at 64 px reaches a macro ROC-AUC of about 0.86 on held-out patients, with the tail
   labels well below that (``benchmarks/synthetic_learnability.py``).
 
+A second **site** (``site="b"``: another hospital's patients, case mix, contrast, noise and field of view,
+documented in :mod:`bench.data.synthetic_sites`) gives a known domain shift for external validation; the
+default site ``"a"`` is the dataset described above.
+
 Same arguments, same bytes: every random draw comes from ``numpy.random.SeedSequence`` streams keyed
-by ``(seed, image)`` or ``(seed, patient)``. Bump :data:`GENERATOR_VERSION` whenever the output
-changes, so :func:`ensure_synthetic` refuses to reuse a folder written by another version.
+by ``(seed, image)`` or ``(seed, patient)``, and the site for site ``b``. Bump :data:`GENERATOR_VERSION`
+whenever the output changes, so :func:`ensure_synthetic` refuses to reuse a folder written by another
+version.
 """
 
 from __future__ import annotations
@@ -53,13 +60,16 @@ import numpy as np
 from bench.data.labels import NIH_LABELS
 from bench.data.nih import NIHReader, read_nih
 from bench.data.section import DatasetSection
+from bench.data.synthetic_sites import (
+    PREVALENCE_A, SITES, TEST_LIST, TRAIN_VAL_LIST, Site, get_site, list_files, official_test_patients,
+)
 from bench.errors import BenchError
 from bench.fields import INT, Annotated, rule, section
 
 log = logging.getLogger(__name__)
 
 GENERATOR = "bench.data.synthetic"
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: the official list files, and sites (site a's images, labels and boxes are version 1's)
 LABEL_FILE = "Data_Entry_2017.csv"
 BOX_FILE = "BBox_List_2017.csv"
 META_FILE = "synthetic.json"
@@ -73,12 +83,8 @@ BOX_NAMES = {"Infiltration": "Infiltrate"}
 
 MIN_N, MIN_SIZE, MAX_SIZE = 50, 32, 1024
 
-# Image-level prevalence, close to NIH ChestX-ray14 (Hernia raised from 0.2% so small sets have some).
-PREVALENCE: dict[str, float] = {
-    "Atelectasis": 0.103, "Cardiomegaly": 0.025, "Effusion": 0.119, "Infiltration": 0.177, "Mass": 0.052,
-    "Nodule": 0.056, "Pneumonia": 0.013, "Pneumothorax": 0.047, "Consolidation": 0.042, "Edema": 0.020,
-    "Emphysema": 0.022, "Fibrosis": 0.015, "Pleural_Thickening": 0.030, "Hernia": 0.005,
-}
+# Image-level prevalence of the default site, close to NIH ChestX-ray14 (site b's: bench.data.synthetic_sites).
+PREVALENCE: dict[str, float] = PREVALENCE_A
 # Latent factors of the label copula (loadings); they set which findings co-occur.
 _FACTORS: dict[str, dict[str, float]] = {
     "general": {name: 0.3 for name in NIH_LABELS},
@@ -105,24 +111,27 @@ _SPACINGS = (0.143, 0.168, 0.139, 0.171)
 # Public API
 # --------------------------------------------------------------------------------------------------
 
-def write_synthetic(out: str | os.PathLike, *, n: int = 1500, size: int = 128, seed: int = 0,
+def write_synthetic(out: str | os.PathLike, *, n: int = 1500, size: int = 128, seed: int = 0, site: str = "a",
                     progress: Callable[[int, int], None] | None = None) -> dict:
     """Write the synthetic dataset into the new (or empty) folder ``out``; return its summary.
 
-    Writes ``n`` size x size 8-bit grayscale PNGs, ``Data_Entry_2017.csv``, ``BBox_List_2017.csv``
-    and ``synthetic.json`` into a temporary sibling folder and renames it into place, so an
-    interrupted run never leaves a folder that looks complete. ``progress(done, total)`` is called
-    after each image.
+    Writes ``n`` size x size 8-bit grayscale PNGs, ``Data_Entry_2017.csv``, ``BBox_List_2017.csv``,
+    ``train_val_list.txt``, ``test_list.txt`` and ``synthetic.json`` into a temporary sibling folder and
+    renames it into place, so an interrupted run never leaves a folder that looks complete.
+    ``progress(done, total)`` is called after each image. ``site`` (``"a"`` or ``"b"``) is the hospital
+    filmed at (:mod:`bench.data.synthetic_sites`).
 
     Returns:
-        the content of ``synthetic.json``: generator, version, params (n, size, seed), images,
-        patients, no_finding, positives (label -> count), boxes and boxes_per_label.
+        the content of ``synthetic.json``: generator, version, params (n, size, seed, site), images,
+        patients, no_finding, positives (label -> count), boxes, boxes_per_label and official_test
+        (images in the test list).
 
     >>> s = write_synthetic("/tmp/synth", n=120, size=64, seed=1)  # doctest: +SKIP
     >>> s["images"], s["positives"]["Hernia"] >= 3  # doctest: +SKIP
     (120, True)
     """
     n, size, seed = _check_args(n, size, seed)
+    get_site(site)
     out = Path(out).expanduser()
     if out.exists() and not _is_empty_dir(out):
         raise BenchError(f"synthetic dataset folder {str(out)!r} already exists and is not empty; "
@@ -131,7 +140,7 @@ def write_synthetic(out: str | os.PathLike, *, n: int = 1500, size: int = 128, s
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        summary = _write_into(tmp, n=n, size=size, seed=seed, progress=progress)
+        summary = _write_into(tmp, n=n, size=size, seed=seed, site=get_site(site), progress=progress)
         if out.exists():
             out.rmdir()  # empty (checked above); fails if a concurrent writer has filled it meanwhile
         os.replace(tmp, out)  # fails if a concurrent writer got there first
@@ -141,27 +150,29 @@ def write_synthetic(out: str | os.PathLike, *, n: int = 1500, size: int = 128, s
     return summary
 
 
-def ensure_synthetic(root: str | os.PathLike, *, n: int = 1500, size: int = 128, seed: int = 0,
+def ensure_synthetic(root: str | os.PathLike, *, n: int = 1500, size: int = 128, seed: int = 0, site: str = "a",
                      progress: Callable[[int, int], None] | None = None) -> dict:
     """Return the summary of the synthetic dataset at ``root``, writing it when absent.
 
-    ``root`` is reused when its ``synthetic.json`` records the same n, size, seed and generator
-    version, and written when it is missing or empty. A folder holding another synthetic dataset
-    or anything else is never touched: that is a :class:`BenchError`.
+    ``root`` is reused when its ``synthetic.json`` records the same n, size, seed, site and generator
+    version, and written when it is missing or empty. A site-a folder of version 1 gains the two list files
+    (its other files are version 2's). A folder holding another synthetic dataset or anything else is never
+    touched: that is a :class:`BenchError`.
 
     >>> ensure_synthetic("data/synthetic", n=1500, size=128, seed=0)["images"]  # doctest: +SKIP
     1500
     """
     n, size, seed = _check_args(n, size, seed)
+    get_site(site)
     root = Path(root).expanduser()
     if not root.exists() or _is_empty_dir(root):
         try:
-            return write_synthetic(root, n=n, size=size, seed=seed, progress=progress)
+            return write_synthetic(root, n=n, size=size, seed=seed, site=site, progress=progress)
         except OSError:
             if not (root.is_dir() and (root / META_FILE).is_file()):
                 raise
             # Another process finished the same folder first: fall through and check its parameters.
-    return _reuse(root, n=n, size=size, seed=seed)
+    return _reuse(root, n=n, size=size, seed=seed, site=site)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -188,7 +199,7 @@ def _is_empty_dir(path: Path) -> bool:
         return next(it, None) is None
 
 
-def _reuse(root: Path, *, n: int, size: int, seed: int) -> dict:
+def _reuse(root: Path, *, n: int, size: int, seed: int, site: str = "a") -> dict:
     if not root.is_dir():
         raise BenchError(f"synthetic dataset root {str(root)!r} is a file, not a folder; give a missing or "
                          f"empty folder")
@@ -199,24 +210,53 @@ def _reuse(root: Path, *, n: int, size: int, seed: int) -> dict:
     try:
         meta = json.loads(meta_path.read_text())
         recorded = {"n": meta["params"]["n"], "size": meta["params"]["size"], "seed": meta["params"]["seed"],
-                    "version": meta["version"]}
+                    "site": meta["params"].get("site", "a"), "version": meta["version"]}
         generator = meta["generator"]
     except (ValueError, KeyError, TypeError) as exc:
         raise BenchError(f"{meta_path}: not a synthetic dataset description ({type(exc).__name__}: {exc})") from None
     if generator != GENERATOR:
         raise BenchError(f"{meta_path}: written by {generator!r}, not {GENERATOR!r}; give another folder")
-    wanted = {"n": n, "size": size, "seed": seed, "version": GENERATOR_VERSION}
+    if recorded["version"] == 1 and recorded["site"] == site == "a":
+        meta = _add_lists(root, meta)  # version 1 wrote exactly these images, labels and boxes
+        recorded["version"] = meta["version"]
+    wanted = {"n": n, "size": size, "seed": seed, "site": site, "version": GENERATOR_VERSION}
     diff = [f"{k}={recorded[k]!r} (wanted {v!r})" for k, v in wanted.items() if recorded[k] != v]
     if diff:
         raise BenchError(f"synthetic dataset root {str(root)!r} holds a different dataset: {', '.join(diff)}; "
                          f"give another folder or delete this one")
-    missing = [name for name in (LABEL_FILE, BOX_FILE) if not (root / name).is_file()]
+    missing = [name for name in (LABEL_FILE, BOX_FILE, TRAIN_VAL_LIST, TEST_LIST) if not (root / name).is_file()]
     n_images = _count_pngs(root / IMAGE_DIR)
     if missing or n_images != n:
         what = f"{', '.join(missing)} missing" if missing else f"{n_images} of {n} images present"
         raise BenchError(f"synthetic dataset root {str(root)!r} is incomplete ({what}); delete it to regenerate")
-    log.debug("reusing synthetic dataset %s (n=%d, size=%d, seed=%d)", root, n, size, seed)
+    log.debug("reusing synthetic dataset %s (n=%d, size=%d, seed=%d, site %s)", root, n, size, seed, site)
     return meta
+
+
+def _add_lists(root: Path, meta: dict) -> dict:
+    """Write the official list files into a version-1 folder of site a, and record it as version 2."""
+    params = meta["params"]
+    images = _cohort(params["n"], params["seed"])
+    tmp = f".tmp{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    test = _write_lists(root, images, params["seed"], SITES["a"], suffix=tmp)
+    meta = {**meta, "version": GENERATOR_VERSION, "params": {**params, "site": "a"}, "official_test": test}
+    (root / (META_FILE + tmp)).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8", newline="\n")
+    os.replace(root / (META_FILE + tmp), root / META_FILE)  # after the lists: a folder that says 2 has them
+    log.info("synthetic dataset %s: added %s and %s (generator version 1 -> %d)", root, TRAIN_VAL_LIST, TEST_LIST,
+             GENERATOR_VERSION)
+    return meta
+
+
+def _write_lists(folder: Path, images: list["_Image"], seed: int, site: Site, *, suffix: str = "") -> int:
+    """Write ``train_val_list.txt`` and ``test_list.txt`` (each through ``name + suffix`` when a suffix is
+    given, then renamed); return the number of test images."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 5, *site.stream]))
+    texts = list_files(images, official_test_patients(images, rng))
+    for name, text in texts.items():
+        (folder / (name + suffix)).write_text(text, encoding="ascii", newline="\n")
+        if suffix:
+            os.replace(folder / (name + suffix), folder / name)
+    return texts[TEST_LIST].count("\n")
 
 
 def _count_pngs(folder: Path) -> int:
@@ -269,9 +309,9 @@ def _followup_counts(n: int, rng: np.random.Generator) -> list[int]:
     return counts
 
 
-def _cohort(n: int, seed: int) -> list[_Image]:
+def _cohort(n: int, seed: int, site: Site = SITES["a"]) -> list[_Image]:
     """The rows of the label file: patients, follow-ups, demographics and findings (no pixels)."""
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 0]))
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0, *site.stream]))
     counts = _followup_counts(n, rng)
     n_pat = len(counts)
     patient_of = np.repeat(np.arange(n_pat), counts)
@@ -280,7 +320,7 @@ def _cohort(n: int, seed: int) -> list[_Image]:
     z_pat = rng.standard_normal((n_pat, k)) @ load.T
     z_own = rng.standard_normal((n, k)) @ load.T
     z = math.sqrt(_PATIENT_SHARE) * z_pat[patient_of] + math.sqrt(1 - _PATIENT_SHARE) * z_own
-    thresholds = np.array([NormalDist().inv_cdf(1 - PREVALENCE[name]) for name in NIH_LABELS])
+    thresholds = np.array([NormalDist().inv_cdf(1 - site.prevalence[name]) for name in NIH_LABELS])
     y = z > thresholds
     # Every label gets a few positives, on distinct patients, so a 3-fold patient split can spread it.
     need = min_positives(n)
@@ -302,7 +342,7 @@ def _cohort(n: int, seed: int) -> list[_Image]:
     first_row = np.r_[0, np.cumsum(counts)[:-1]]
     age = np.minimum(95, first_age[patient_of] + aged - aged[first_row][patient_of])
     sick = y.any(axis=1)
-    ap = rng.random(n) < np.where(sick, 0.52, 0.3)  # sicker patients are filmed AP (in bed) more often
+    ap = rng.random(n) < np.where(sick, site.ap_share[1], site.ap_share[0])  # sicker patients: AP (in bed)
     original = rng.integers(len(_ORIGINAL_SIZES), size=n)
     spacing = rng.integers(len(_SPACINGS), size=n)
     images = []
@@ -408,8 +448,8 @@ class _Anatomy:
     noise: float
 
 
-def _patient_anatomy(seed: int, patient: int) -> dict:
-    rng = _Draw(np.random.default_rng(np.random.SeedSequence([seed, 1, patient])))
+def _patient_anatomy(seed: int, patient: int, stream: tuple[int, ...] = ()) -> dict:
+    rng = _Draw(np.random.default_rng(np.random.SeedSequence([seed, 1, patient, *stream])))
     top = -0.72 + rng.normal(0, 0.03)
     base = 0.56 + rng.normal(0, 0.035)
     lateral = 0.8 + rng.normal(0, 0.025)
@@ -425,8 +465,8 @@ def _patient_anatomy(seed: int, patient: int) -> dict:
     }
 
 
-def _anatomy(seed: int, image: _Image, rng: _Draw) -> _Anatomy:
-    base = _patient_anatomy(seed, image.patient)
+def _anatomy(seed: int, image: _Image, rng: _Draw, site: Site = SITES["a"]) -> _Anatomy:
+    base = _patient_anatomy(seed, image.patient, site.stream)
     ap = image.view == "AP"
     hx, hy, hw, hh = base["heart"]
     if ap:  # an AP film magnifies the heart a little and raises the clavicles
@@ -435,14 +475,14 @@ def _anatomy(seed: int, image: _Image, rng: _Draw) -> _Anatomy:
     if rng.random() < 0.35:
         lung = base["lungs"][1]
         gastric = (0.42 + rng.normal(0, 0.04), lung.base + 0.08 + rng.normal(0, 0.02), rng.uniform(0.05, 0.08))
-    lo = rng.uniform(0.0, 0.06)
+    lo = rng.uniform(*site.black)
     return _Anatomy(
         lungs=base["lungs"], heart=(hx, hy, hw, hh), clavicle_b=base["clavicle_b"] - (0.05 if ap else 0.0),
         rib_period=base["rib_period"], rib_phase=rng.uniform(0, 1), body_w=base["body_w"], gastric=gastric,
-        scale=rng.uniform(0.93, 1.02), shift=(rng.uniform(-0.035, 0.035), rng.uniform(-0.035, 0.035)),
-        angle=math.radians(rng.uniform(-3, 3)), gamma=math.exp(rng.normal(0, 0.08)),
-        window=(lo, rng.uniform(0.88, 1.0)), gradient=(rng.normal(0, 0.025), rng.normal(0, 0.025)),
-        noise=rng.uniform(0.006, 0.015),
+        scale=rng.uniform(*site.scale), shift=(rng.uniform(-0.035, 0.035), rng.uniform(-0.035, 0.035)),
+        angle=math.radians(rng.uniform(-3, 3)), gamma=math.exp(rng.normal(site.log_gamma, 0.08)),
+        window=(lo, rng.uniform(*site.white)), gradient=(rng.normal(0, 0.025), rng.normal(0, 0.025)),
+        noise=rng.uniform(*site.noise),
     )
 
 
@@ -799,15 +839,15 @@ def _box(delta: np.ndarray, rel: float = 0.04) -> tuple[int, int, int, int] | No
     return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
 
 
-def _render(image: _Image, size: int, seed: int, index: int, *,
-            lesions: bool = True) -> tuple[np.ndarray, list[tuple[str, tuple[int, int, int, int]]]]:
+def _render(image: _Image, size: int, seed: int, index: int, *, lesions: bool = True,
+            site: Site = SITES["a"]) -> tuple[np.ndarray, list[tuple[str, tuple[int, int, int, int]]]]:
     """Render one image: (size, size) uint8 and [(label, (x0, y0, x1, y1) in pixels)] per lesion.
 
     ``lesions=False`` renders the same anatomy, exposure and noise without any lesion.
     """
-    img_ss, noise_ss = np.random.SeedSequence([seed, 2, index]).spawn(2)
+    img_ss, noise_ss = np.random.SeedSequence([seed, 2, index, *site.stream]).spawn(2)
     rng = _Draw(np.random.default_rng(img_ss))
-    anat = _anatomy(seed, image, rng)
+    anat = _anatomy(seed, image, rng, site)
     noise_rng = np.random.default_rng(noise_ss)
     tex = _Textures(size, noise_rng)
     noise = noise_rng.standard_normal((size, size), dtype=np.float32)
@@ -821,8 +861,9 @@ def _render(image: _Image, size: int, seed: int, index: int, *,
         if not lesions:
             continue
         j = NIH_LABELS.index(label)
-        side = int(np.random.default_rng(np.random.SeedSequence([seed, 3, image.patient, j])).integers(2))
-        p = _Draw(np.random.default_rng(np.random.SeedSequence([seed, 4, index, j])))
+        side = int(np.random.default_rng(np.random.SeedSequence([seed, 3, image.patient, j, *site.stream]))
+                   .integers(2))
+        p = _Draw(np.random.default_rng(np.random.SeedSequence([seed, 4, index, j, *site.stream])))
         gain = 1.0 if label in _PHYSICAL else LESION_GAIN
         delta = _lesion(label, sc, p, amp, side).astype(np.float32) * np.float32(gain)
         box = _box(delta)
@@ -848,18 +889,18 @@ def _fmt(v: float) -> str:
     return repr(round(float(v), 4))
 
 
-def _write_into(folder: Path, *, n: int, size: int, seed: int,
+def _write_into(folder: Path, *, n: int, size: int, seed: int, site: Site = SITES["a"],
                 progress: Callable[[int, int], None] | None) -> dict:
     from PIL import Image
 
     start = time.perf_counter()
-    images = _cohort(n, seed)
+    images = _cohort(n, seed, site)
     (folder / IMAGE_DIR).mkdir()
     scale = BOX_SPACE / size
     label_rows, box_rows = [LABEL_HEADER], [BOX_HEADER]
     boxes_per_label = dict.fromkeys(NIH_LABELS, 0)
     for i, im in enumerate(images):
-        pixels, boxes = _render(im, size, seed, i)
+        pixels, boxes = _render(im, size, seed, i, site=site)
         Image.fromarray(pixels).save(folder / IMAGE_DIR / im.name, format="PNG", compress_level=3)
         finding = "|".join(sorted(im.labels)) if im.labels else NO_FINDING
         label_rows.append(f"{im.name},{finding},{im.followup},{im.patient},{im.age},{im.gender},{im.view},"
@@ -872,11 +913,12 @@ def _write_into(folder: Path, *, n: int, size: int, seed: int,
             progress(i + 1, n)
     (folder / LABEL_FILE).write_text("\n".join(label_rows) + "\n", encoding="ascii", newline="\n")
     (folder / BOX_FILE).write_text("\n".join(box_rows) + "\n", encoding="ascii", newline="\n")
+    official_test = _write_lists(folder, images, seed, site)
     positives = {name: sum(name in im.labels for im in images) for name in NIH_LABELS}
     summary = {
         "generator": GENERATOR,
         "version": GENERATOR_VERSION,
-        "params": {"n": n, "size": size, "seed": seed},
+        "params": {"n": n, "size": size, "seed": seed, "site": site.name},
         "layout": "nih-cxr14",
         "images": n,
         "patients": len({im.patient for im in images}),
@@ -884,9 +926,11 @@ def _write_into(folder: Path, *, n: int, size: int, seed: int,
         "positives": positives,
         "boxes": len(box_rows) - 1,
         "boxes_per_label": boxes_per_label,
+        "official_test": official_test,
     }
     (folder / META_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8", newline="\n")
-    log.info("wrote %d synthetic images (%d px, seed %d) in %.1f s", n, size, seed, time.perf_counter() - start)
+    log.info("wrote %d synthetic images (%d px, seed %d, site %s) in %.1f s", n, size, seed, site.name,
+             time.perf_counter() - start)
     return summary
 
 
