@@ -147,3 +147,22 @@ def test_an_unknown_site_is_a_one_line_error(tmp_path):
             fn(tmp_path / "x", n=50, size=32, site="c")
         assert "\n" not in str(err.value)
     assert not (tmp_path / "x").exists()
+
+
+def test_a_grid_and_the_cli_choose_the_site(tmp_path, capsys):
+    from bench.cli import main
+
+    grid = tmp_path / "g.yaml"
+    grid.write_text(f"dataset: {{kind: synthetic, root: {tmp_path / 'b'}, n: 60, size: 32, seed: 2, site: b}}\n")
+    assert main(["-q", "data", "describe", "--grid", str(grid), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["images"] == 60
+    assert json.loads((tmp_path / "b" / syn.META_FILE).read_text())["params"]["site"] == "b"
+    assert main(["-q", "data", "synth", "--out", str(tmp_path / "cli"), "--n", "60", "--size", "32", "--seed", "2",
+                 "--site", "b"]) == 0
+    capsys.readouterr()
+    assert (tmp_path / "cli" / syn.LABEL_FILE).read_bytes() == (tmp_path / "b" / syn.LABEL_FILE).read_bytes()
+    grid.write_text(f"dataset: {{kind: synthetic, root: {tmp_path / 'c'}, site: c}}\n")
+    assert main(["-q", "data", "describe", "--grid", str(grid)]) == 2
+    err = capsys.readouterr().err
+    assert "dataset.site: 'c' is not valid" in err and "'a'" in err and "'b'" in err, err
+    assert not (tmp_path / "c").exists()

@@ -18,6 +18,7 @@ def add_parser(sub) -> None:
     s.add_argument("--n", type=int, default=1500, help="images (default 1500)")
     s.add_argument("--size", type=int, default=128, help="PNG size in pixels (default 128)")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--site", default="a", help="a (default) or b: another hospital (bench/data/synthetic_sites.py)")
     s.set_defaults(func=cmd_synth)
     for name, helptext, func in (("describe", "images, patients, label counts and imbalance measures", cmd_describe),
                                  ("split", "write the patient-disjoint, label-balanced split manifest", cmd_split)):
@@ -41,7 +42,8 @@ def cmd_synth(args) -> int:
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
         raise BenchError(f"--out {args.out!r} exists and is not empty; choose a new folder")
-    summary = write_synthetic(out, n=args.n, size=args.size, seed=args.seed, progress=make_bar(args.quiet)("writing"))
+    summary = write_synthetic(out, n=args.n, size=args.size, seed=args.seed, site=args.site,
+                              progress=make_bar(args.quiet)("writing"))
     say(f"wrote {summary.get('images', args.n)} images of {summary.get('patients', '?')} patients to {out}")
     labels = summary.get("labels") or summary.get("positives") or {}
     if labels:

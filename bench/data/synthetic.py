@@ -64,7 +64,7 @@ from bench.data.synthetic_sites import (
     PREVALENCE_A, SITES, TEST_LIST, TRAIN_VAL_LIST, Site, get_site, list_files, official_test_patients,
 )
 from bench.errors import BenchError
-from bench.fields import INT, Annotated, rule, section
+from bench.fields import CHOICE, INT, Annotated, rule, section
 
 log = logging.getLogger(__name__)
 
@@ -936,13 +936,14 @@ def _write_into(folder: Path, *, n: int, size: int, seed: int, site: Site = SITE
 
 @section
 class SyntheticSection(DatasetSection):
-    """The ``dataset`` section of ``kind: synthetic``: the generator's images, PNG size and seed."""
+    """The ``dataset`` section of ``kind: synthetic``: the generator's images, PNG size, seed and site."""
 
     kind: Literal["synthetic"] = "synthetic"
     n: Annotated[int, INT, rule(lambda v: v >= 50, "an integer >= 50", minimum=50)] = 1500
     size: Annotated[int, INT, rule(lambda v: 32 <= v <= 1024, "an integer from 32 to 1024", minimum=32,
                                    maximum=1024)] = 128
     seed: Annotated[int, INT] = 0
+    site: Annotated[Literal["a", "b"], CHOICE] = "a"  # b: another hospital (bench/data/synthetic_sites.py)
 
 
 class SyntheticReader(NIHReader):
@@ -952,7 +953,8 @@ class SyntheticReader(NIHReader):
     root_help = None  # the default root (data/synthetic) is where it is generated
 
     def prepare(self, progress) -> None:
-        ensure_synthetic(self.root, n=self.ds.n, size=self.ds.size, seed=self.ds.seed, progress=progress)
+        ensure_synthetic(self.root, n=self.ds.n, size=self.ds.size, seed=self.ds.seed, site=self.ds.site,
+                         progress=progress)
 
     def read(self, *, labels_only: bool = False):
         rec = read_nih(self.root, labels_only=labels_only)  # the NIH keys do not apply: the generator's files
