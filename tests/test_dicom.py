@@ -5,6 +5,7 @@ extra to install."""
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import re
 from pathlib import Path
@@ -17,7 +18,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import (
     BasicTextSRStorage, DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian, JPEG2000Lossless,
-    JPEGLosslessSV1, RLELossless,
+    JPEGExtended12Bit, JPEGLosslessSV1, RLELossless,
 )
 
 from bench.data import dicom
@@ -275,6 +276,16 @@ def test_compressed_pixel_data_without_its_decoder_is_one_line_naming_the_file_a
     with pytest.raises(BenchError, match="dicom-compressed"):  # stops the cache build: every such file would fail
         build_cache(rec, 16, tmp_path / "cache", workers=1)
     assert not list((tmp_path / "cache").glob("*.npy*")) and not list((tmp_path / "cache").glob("*.json"))
+
+
+def test_compressed_pixel_data_that_fails_to_decode_is_listed_naming_the_extra(tmp_path):
+    """12-bit JPEG has a decoder (Pillow) that cannot read it: a bad image, whose reason names the extra."""
+    path = write_compressed(tmp_path / "ext.dcm", JPEGExtended12Bit, b"\xff\xd8\xff\xd9", (8, 8))
+    with pytest.raises(ImageReadError, match=f"^{re.escape(str(path))}: cannot decode DICOM pixel data") as info:
+        load_gray(str(path))
+    assert "\n" not in str(info.value)
+    if importlib.util.find_spec("pylibjpeg") is None:
+        assert str(info.value).endswith("; the 'dicom-compressed' extra may decode JPEG Extended (Process 2 and 4)")
 
 
 def test_compressed_syntaxes_pydicom_or_pillow_decode_need_no_extra(tmp_path):

@@ -24,6 +24,7 @@ stops the build with one line naming the file and the extra, since every such fi
 
 from __future__ import annotations
 
+import importlib.util
 import struct
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -102,7 +103,11 @@ def _open(path: str | Path, *, pixels: bool) -> "Dataset":
 
 
 def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [""])[0][:200]
+    """The message on one line: its first line, and the next when the first only announces it (pydicom's
+    "... raised by all available plugins:" and each plugin's reason)."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()] or [""]
+    text = " ".join(lines[:2]) if lines[0].endswith(":") else lines[0]
+    return text[:200]
 
 
 def dicom_size(path: str | Path) -> tuple[int, int]:
@@ -235,4 +240,9 @@ def read_dicom(path: str | Path) -> np.ndarray:
     except DicomReadError:
         raise
     except _read_errors() as exc:
-        raise DicomReadError(f"cannot decode DICOM pixel data ({type(exc).__name__}: {_first_line(exc)})") from None
+        hint = ""
+        ts = getattr(ds, "file_meta", {}).get("TransferSyntaxUID")
+        if ts is not None and ts.is_compressed and importlib.util.find_spec("pylibjpeg") is None:
+            hint = f"; the {EXTRA!r} extra may decode {ts.name}"  # e.g. 12-bit JPEG, which Pillow cannot read
+        raise DicomReadError(f"cannot decode DICOM pixel data ({type(exc).__name__}: {_first_line(exc)}){hint}") \
+            from None
