@@ -489,9 +489,10 @@ def test_a_worker_without_the_dataset_gets_the_image_cache_through_storage(basel
     (each under an empty tmpfs in the worker's own mount namespace, as on another machine). With ``--storage``
     (a shared folder, then the local S3 server) the driver publishes the cache there; the worker's trials fetch
     it, verify its checksum and train without decoding one image; the numbers equal the uninterrupted run's."""
-    caches = tmp_path / "caches"
+    caches, logs = tmp_path / "caches", tmp_path / "logs"
     caches.mkdir()
-    with two_node_cluster(tmp_path / "logs", worker_hidden=(synth_root, caches)) as c:
+    logs.mkdir()
+    with two_node_cluster(logs, worker_hidden=(synth_root, caches)) as c:
         d = Drivers(c, synth_root, tmp_path)
         try:
             for name, storage, env in (("folder", str(tmp_path / "storage"), None),
