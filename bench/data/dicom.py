@@ -7,7 +7,8 @@ The steps are the standard's display pipeline, each done by pydicom where it has
 3. the VOI LUT Sequence, else the first Window Center / Width (``apply_voi_lut``; LINEAR, LINEAR_EXACT or
    SIGMOID as the file's VOI LUT Function says);
 4. the result's range mapped linearly to 0..255. That range is the VOI LUT's output range (0 .. 2**bits - 1
-   of its LUT Descriptor), else the stored range (0 .. 2**Bits Stored - 1, or its signed counterpart) passed
+   of its LUT Descriptor, or of the bits its entries use where a 10- to 16-bit descriptor overstates them),
+   else the stored range (0 .. 2**Bits Stored - 1, or its signed counterpart) passed
    through the Modality LUT, which is also the range a window maps into. With no window the whole stored range
    is shown, as a viewer without a preset would: it is the header's statement of the depth, 8, 12 or 16 bits;
 5. MONOCHROME1 (0 = white) inverted, so that every image of the cache has bright bones.
