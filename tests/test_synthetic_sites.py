@@ -166,3 +166,20 @@ def test_a_grid_and_the_cli_choose_the_site(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "dataset.site: 'c' is not valid" in err and "'a'" in err and "'b'" in err, err
     assert not (tmp_path / "c").exists()
+
+
+def test_site_b_lesions_stay_inside_their_boxes_and_visible_through_its_noise():
+    site, size = SITES["b"], 96
+    images = syn._cohort(400, SEED, site)
+    for label in NIH_LABELS:
+        i = next((i for i, im in enumerate(images) if im.labels == (label,)),
+                 next(i for i, im in enumerate(images) if label in im.labels))
+        with_lesion, planted = syn._render(images[i], size, SEED, i, site=site)
+        without, _ = syn._render(images[i], size, SEED, i, site=site, lesions=False)
+        diff = np.abs(with_lesion.astype(int) - without.astype(int))
+        inside = np.zeros(diff.shape, dtype=bool)
+        for _, (x0, y0, x1, y1) in planted:
+            inside[y0:y1, x0:x1] = True
+        assert diff[~inside].max(initial=0) == 0, label
+        x0, y0, x1, y1 = dict(planted)[label]
+        assert diff[y0:y1, x0:x1].max() >= 40 and diff[y0:y1, x0:x1].mean() >= 5, label  # noise sd: about 8
