@@ -17,12 +17,13 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from bench import runfolder
 from bench.config import GridConfig, resolve_paths
 from bench.errors import BenchError
 from bench.runfolder import RunFolder, collect_trial, finished_trials, write_atomic, write_json  # noqa: F401
+from bench.trial_spec import TrialSpec, spec_of
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +36,9 @@ class RunOutcome:
     seconds: float = 0.0
 
 
-def expand(cfg: GridConfig) -> list[dict]:
+def expand(cfg: GridConfig) -> list[TrialSpec]:
     """Every (backbone, strategy, fold, seed) of the grid as a trial spec, in a stable order (a preset
     tuned per fold by ``bench tune`` gets that fold's parameters)."""
-    from bench.trial import trial_id
     from strategies import fold_spec
 
     out = []
@@ -46,8 +46,7 @@ def expand(cfg: GridConfig) -> list[dict]:
         for strategy in cfg.strategy_specs():
             for seed in cfg.seeds:
                 for fold in range(cfg.splits.folds):
-                    out.append({"id": trial_id(backbone, strategy["name"], fold, seed), "backbone": backbone,
-                                "strategy": fold_spec(strategy, fold), "fold": fold, "seed": seed})
+                    out.append(TrialSpec.make(backbone, fold_spec(strategy, fold), fold=fold, seed=seed))
     return out
 
 
@@ -158,14 +157,15 @@ def split_summary(manifest, records=None) -> str:
 
 def run_grid(grid_path: str | Path, *, out: str | Path | None = None, address: str | None = None,
              storage: str | None = None, resume: bool = False, say: Callable[[str], None] = lambda s: None,
-             bar=None, cfg: GridConfig | None = None) -> RunOutcome:
+             bar=None, cfg: GridConfig | None = None, overrides: Sequence[str] = ()) -> RunOutcome:
     """Run (or resume) a grid; returns the outcome, errored trials in ``outcome.errors`` (``bench run``
-    turns them into GridIncomplete, exit 3)."""
+    turns them into GridIncomplete, exit 3). ``overrides`` (``KEY=VALUE``, ``bench run --set``) change the
+    grid file's values: the run folder records the grid they make, and a resume must make the same one."""
     from bench import tuner
     from bench.config import load_grid
 
     t0 = time.time()
-    cfg = resolve_paths(cfg or load_grid(grid_path))
+    cfg = resolve_paths(cfg or load_grid(grid_path, overrides=overrides))
     run_dir = Path(out or Path("runs") / cfg.name).resolve()
     existing = check_run_dir(run_dir, cfg)
     if tuner.is_client(address) and not storage:
@@ -185,7 +185,7 @@ def run_grid(grid_path: str | Path, *, out: str | Path | None = None, address: s
     storage_path, name, filesystem = _storage(run_dir, storage, cfg)
 
     collected = {p.parent.name for p in (run_dir / "trials").glob("*/metrics.json")}
-    if cfg.resources.gpu > 0 and {t["id"] for t in trials} - collected:
+    if cfg.resources.gpu > 0 and {t.id for t in trials} - collected:
         # Trials that ask for GPUs: torch must see CUDA on every GPU node now in the cluster (bench/devices.py).
         from bench.devices import check_gpu_nodes
 
@@ -199,7 +199,13 @@ def run_grid(grid_path: str | Path, *, out: str | Path | None = None, address: s
     write_json(folder.grid_json, {**cfg.to_dict(), "digest": cfg.digest()})
     folder.trials_dir.mkdir(exist_ok=True)
     if not folder.grid_yaml.is_file() and grid_path and Path(grid_path).is_file():
-        write_atomic(folder.grid_yaml, lambda tmp: shutil.copyfile(grid_path, tmp))
+        if overrides:  # the grid the run ran: the file's mapping with the overrides applied
+            from bench.overrides import effective_yaml
+
+            text = effective_yaml(grid_path, overrides)
+            write_atomic(folder.grid_yaml, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        else:
+            write_atomic(folder.grid_yaml, lambda tmp: shutil.copyfile(grid_path, tmp))
     manifest.to_json(folder.split_json)
     from bench.data.describe import describe
 
@@ -207,7 +213,8 @@ def run_grid(grid_path: str | Path, *, out: str | Path | None = None, address: s
                                           "image_size": cfg.dataset.image_size, "label_names": list(rec.label_names)})
     meta = {"versions": package_versions(), "git": git_commit(), "split_hash": manifest.hash,
             "cache_key": cache.key, "storage": storage_path, "experiment": name,
-            "command": " ".join(sys.argv), "host": platform.node()}
+            "command": " ".join(sys.argv), "host": platform.node(),
+            **({"overrides": list(overrides)} if overrides else {})}
     run_json = folder.run_json
     previous = json.loads(run_json.read_text()) if run_json.is_file() else {}
     write_json(run_json, {**previous, **meta, "started": previous.get("started") or time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -217,9 +224,9 @@ def run_grid(grid_path: str | Path, *, out: str | Path | None = None, address: s
 
     runfolder.remove_stale_copies(run_dir)
     done_ids = {t.id for t in folder.finished()}
-    todo = [t for t in trials if t["id"] not in done_ids]
+    todo = [t for t in trials if t.id not in done_ids]
     say(f"{len(trials)} trials ({len(cfg.backbones)} backbones x {len(cfg.strategies)} strategies x "
-        f"{cfg.splits.folds} folds x {len(cfg.seeds)} seeds); {len(done_ids & {t['id'] for t in trials})} already done")
+        f"{cfg.splits.folds} folds x {len(cfg.seeds)} seeds); {len(done_ids & {t.id for t in trials})} already done")
     outcome = RunOutcome(run_dir)
     if todo:
         from bench.devices import fake_gpus_for_tests
@@ -275,7 +282,7 @@ def run_grid(grid_path: str | Path, *, out: str | Path | None = None, address: s
             if not result.config:  # never started: Ray Tune was stopped (Ctrl-C) before it ran this trial
                 stopped.append("(not started)")
                 continue
-            tid = result.config["trial"]["id"]
+            tid = spec_of(result.config).id
             if result.error is not None:
                 if not folder.trial(tid).is_finished():  # else: finished before
                     outcome.errors[tid] = _error_line(result.error)
@@ -290,7 +297,7 @@ def run_grid(grid_path: str | Path, *, out: str | Path | None = None, address: s
                                   "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
             raise KeyboardInterrupt(f"{len(stopped)} trial(s) stopped before they finished")
     outcome.completed = [t.id for t in folder.finished()]
-    missing = [t["id"] for t in trials if t["id"] not in outcome.completed and t["id"] not in outcome.errors]
+    missing = [t.id for t in trials if t.id not in outcome.completed and t.id not in outcome.errors]
     for tid in missing:
         outcome.errors[tid] = "no outputs were produced"
     outcome.seconds = time.time() - t0
@@ -327,7 +334,9 @@ def _storage(run_dir: Path, storage: str | None, cfg: GridConfig) -> tuple[str, 
     if "://" not in storage:
         path = Path(storage).expanduser().resolve()
         return str(path), f"{run_dir.name}-{cfg.digest()[:8]}", None
-    fs = tuner.storage_filesystem(storage)
+    from bench.storage import storage_filesystem
+
+    fs = storage_filesystem(storage)
     if fs is not None:  # pyarrow wants bucket/key without the scheme when given a filesystem
         return storage.split("://", 1)[1], f"{run_dir.name}-{cfg.digest()[:8]}", fs
     return storage, f"{run_dir.name}-{cfg.digest()[:8]}", None

@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from bench.trial_spec import TrialSpec, spec_of
+
 log = logging.getLogger(__name__)
 EXPERIMENT = "tune"
 # Under Ray Client, Tune's loop (and our progress callback) runs on the head node; its printed lines
@@ -121,24 +123,6 @@ def _client_console(*, debug: bool) -> None:
     log_client.stdstream = stdstream
 
 
-def s3_endpoint() -> str | None:
-    """The custom S3 endpoint of this process's environment (``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``)."""
-    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-
-
-def storage_filesystem(storage: str, endpoint: str | None = None):
-    """A pyarrow filesystem for ``s3://`` storage served at a custom endpoint (``endpoint``, else
-    :func:`s3_endpoint`: e.g. MinIO or a local test server), else None (Ray resolves the URI itself)."""
-    endpoint = endpoint or s3_endpoint()
-    if not storage.startswith("s3://") or not endpoint:
-        return None
-    import pyarrow.fs as pafs
-
-    scheme, _, host = endpoint.rstrip("/").partition("://")
-    return pafs.S3FileSystem(endpoint_override=host or scheme, scheme=scheme if host else "https",
-                             region=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
-
-
 def _trainable(config: dict, data=None, finished=None):
     import ray
     from ray import tune
@@ -146,11 +130,11 @@ def _trainable(config: dict, data=None, finished=None):
     from bench.trial import run_trial
 
     # Which Ray node ran the trial (several nodes may share one host and IP): recorded in metrics.json.
-    spec = {**config["trial"], "node_id": ray.get_runtime_context().get_node_id()}
-    if spec["id"] in (finished or {}):
+    spec = spec_of(config).replace(node_id=ray.get_runtime_context().get_node_id())
+    if spec.id in (finished or {}):
         # Its outputs reached the run folder before the driver stopped, but Tune's saved state missed
         # the end (it is saved a moment after): hand the same numbers back instead of training again.
-        tune.report({**finished[spec["id"]], "done": True})
+        tune.report({**finished[spec.id], "done": True})
         return
 
     def report(metrics: dict, folder: str | None) -> None:
@@ -188,7 +172,7 @@ def make_callback(progress: Progress, say: Callable[[str], None], on_done: Calla
         """Prints one line per finished epoch and trial; copies finished trials' outputs at once."""
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
-            tid = trial.config["trial"]["id"]
+            tid = trial_name(trial)
             if result.get("done") is True:
                 return
             auc, ips = result.get("val_macro_auc", float("nan")), result.get("train_images_per_s", float("nan"))
@@ -196,7 +180,7 @@ def make_callback(progress: Progress, say: Callable[[str], None], on_done: Calla
                 f"  val AUC {auc:.3f}  {ips:.0f} img/s")
 
         def on_trial_complete(self, iteration, trials, trial, **info):
-            tid = trial.config["trial"]["id"]
+            tid = trial_name(trial)
             progress.done.add(tid)
             progress.failed.discard(tid)  # errored once, then restarted
             last = trial.last_result or {}
@@ -210,13 +194,13 @@ def make_callback(progress: Progress, say: Callable[[str], None], on_done: Calla
                 f"  ({elapsed:.0f}s elapsed)")
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            tid = trial.config["trial"]["id"]
+            tid = trial_name(trial)
             progress.failed.add(tid)
             say(f"[{len(progress.done | progress.failed)}/{progress.total}] {tid} FAILED "
                 f"(after {trial.num_failures} attempt(s)); see {trial.error_file or 'its error file'}")
 
         def on_trial_recover(self, iteration, trials, trial, **info):
-            say(f"  {trial.config['trial']['id']}: attempt failed (worker lost or error); retrying from its last "
+            say(f"  {trial_name(trial)}: attempt failed (worker lost or error); retrying from its last "
                 "checkpoint")
 
     return Reporter()
@@ -224,7 +208,7 @@ def make_callback(progress: Progress, say: Callable[[str], None], on_done: Calla
 
 def trial_name(trial) -> str:
     """A Tune trial's name and folder: the bench's trial id."""
-    return trial.config["trial"]["id"]
+    return spec_of(trial.config).id
 
 
 def _keep_latest_callback(keep: int):
@@ -268,7 +252,7 @@ def prune_checkpoints(latest, *, keep: int) -> list[str]:
     return doomed
 
 
-def build_tuner(trainable_data, trials: list[dict], *, cfg, storage_path: str, name: str, filesystem=None,
+def build_tuner(trainable_data, trials: list[TrialSpec], *, cfg, storage_path: str, name: str, filesystem=None,
                 callbacks=(), restore: bool = False, restart_errored: bool = False, finished: dict | None = None,
                 trainable: Callable | None = None):
     """A new ``tune.Tuner`` over ``trials``, or the restored one when ``restore`` (errored trials resume
@@ -310,7 +294,8 @@ def build_tuner(trainable_data, trials: list[dict], *, cfg, storage_path: str, n
         # Keep worker processes between trials: torch / timm are imported once per worker.
         reuse_actors=True,
     )
-    return tune.Tuner(trainable, param_space={"trial": tune.grid_search(trials)},
+    # Ray Tune's param_space holds plain values: each spec as its dict (the trainable reads it back, spec_of)
+    return tune.Tuner(trainable, param_space={"trial": tune.grid_search([t.to_dict() for t in trials])},
                       tune_config=tune_config, run_config=run_config)
 
 

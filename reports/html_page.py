@@ -59,18 +59,23 @@ def plotly_js(traces: set[str]) -> tuple[str, str]:
 
 def page(report, body: str, nav: list[tuple[str, str]]) -> str:
     """The whole document around ``body`` (already escaped HTML)."""
+    return document(f"Leaderboard: {report.grid.get('name') or report.run_dir.name}", header(report), body, nav,
+                    f"Built from the files of {esc(report.run_dir.name)} by <code>bench report</code>")
+
+
+def document(title: str, top: str, body: str, nav: list[tuple[str, str]], built: str) -> str:
+    """A self-contained page: ``top`` (header HTML), the navigation, ``body`` and a footer starting with ``built``
+    (HTML); plotly.js inlined once, the page's stylesheet and script, no network."""
     traces = {t for found in re.findall(r'data-traces="([^"]*)"', body) for t in found.split(",") if t}
     js, which = plotly_js(traces)
-    title = f"Leaderboard: {report.grid.get('name') or report.run_dir.name}"
     links = "".join(f'<a href="#{esc(i)}">{esc(t)}</a>' for i, t in nav)
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
             '<meta name="referrer" content="no-referrer">'
             f'<meta name="viewport" content="width=device-width,initial-scale=1"><title>{esc(title)}</title>'
             f"<style>{CSS}</style>\n<script>{js}</script>\n</head><body>"
-            f"{header(report)}<nav class=\"toc\">{links}</nav><main>{body}</main>"
-            f"<footer>Built from the files of {esc(report.run_dir.name)} by <code>bench report</code> with "
-            f"{esc(which)}; this page works offline and loads nothing from the network.</footer>"
+            f"{top}<nav class=\"toc\">{links}</nav><main>{body}</main>"
+            f"<footer>{built} with {esc(which)}; this page works offline and loads nothing from the network.</footer>"
             f"{json_script(plot_template(), 'plot-template')}<script>{SCRIPT}</script></body></html>")
 
 

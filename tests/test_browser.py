@@ -264,3 +264,26 @@ def test_hostile_strings_never_execute(browser_context, pages):
     assert "mAP" in page.locator("#fig-heat .gtitle").text_content()
     assert page.evaluate("() => typeof window.__xss") == "undefined"
     s.check_clean()
+
+
+def test_comparison_page_renders_offline_and_filters(browser_context, tmp_path):
+    """``bench compare``'s page: drawn offline without errors, every figure drawn, its table filters."""
+    from reports.leaderboard import build_report
+    from reports.runcompare import compare_runs, write
+
+    ctx, _ = browser_context
+    small = dict(backbones=("resnet18", "densenet121"), strategies=("bce", "focal"), n_boot=20)
+    runs = [make_fake_run(tmp_path / name, name=name, seed=i, **small) for i, name in enumerate(("before", "after"))]
+    for r in runs:
+        build_report(r, html=False)
+    files = write(compare_runs(runs), tmp_path / "cmp")
+    s = Session(ctx)
+    page = s.open(files["comparison.html"])
+    assert page.locator(".js-plotly-plot").count() == page.locator("div.fig[data-figure]").count() == 2
+    rows = page.locator("#cmp-values tbody tr")
+    assert rows.count() == 4
+    page.fill(".controls[data-table='cmp-values'] input.filter", "densenet focal")
+    page.wait_for_timeout(100)
+    assert sum(1 for i in range(rows.count()) if rows.nth(i).is_visible()) == 1
+    assert page.locator("#cmp-tests tbody tr").count() == 4 * 3  # 4 rows x 3 tested metrics, one other run
+    s.check_clean()

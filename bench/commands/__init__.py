@@ -10,4 +10,4 @@ returns the exit status. :mod:`bench.cli` builds the parser from :data:`COMMANDS
 from __future__ import annotations
 
 #: The subcommand modules (``bench.commands.<name>``), in the order ``bench --help`` lists them.
-COMMANDS = ("run", "report", "list", "data", "tune", "cluster", "schema", "perf")
+COMMANDS = ("run", "report", "compare", "list", "data", "tune", "cluster", "schema", "perf")

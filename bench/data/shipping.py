@@ -52,7 +52,7 @@ def _filesystem(storage: str, endpoint: str | None = None):
     """(pyarrow filesystem, base path inside it) for ``storage`` (``endpoint``: a custom S3 endpoint)."""
     import pyarrow.fs as pafs
 
-    from bench.tuner import storage_filesystem
+    from bench.storage import storage_filesystem
 
     if "://" not in storage:
         return pafs.LocalFileSystem(), str(Path(storage).expanduser().resolve())
@@ -119,7 +119,7 @@ class _Rate:
 
 def publish(cache, storage: str, *, say=lambda s: None) -> CacheRef:
     """Upload an opened :class:`bench.data.cache.ImageCache` to ``storage`` (unless the same bytes are there)."""
-    from bench.tuner import s3_endpoint
+    from bench.storage import s3_endpoint
 
     endpoint = s3_endpoint() if storage.startswith("s3://") else None
     fs, base = _filesystem(storage, endpoint)
