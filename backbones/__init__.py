@@ -15,7 +15,7 @@ from strategies._registry import Registry, UnknownNameError
 BACKBONES = Registry("backbone")
 
 __all__ = ["BACKBONES", "UnknownNameError", "register_backbone", "list_backbones", "get_backbone",
-           "create_model", "cam_layer"]
+           "create_model", "cam_layer", "cam_layer_name", "MIN_CAM_CELLS"]
 
 
 def register_backbone(name: str, *, description: str, cam_layer: str, timm_name: str | None = None,
@@ -45,10 +45,51 @@ def create_model(name: str, num_classes: int, *, pretrained: bool | str = False,
     return build(entry.meta["timm_name"], num_classes=num_classes, pretrained=pretrained, drop_rate=drop_rate)
 
 
-def cam_layer(model, name: str):
-    """The module Grad-CAM reads for backbone ``name`` (declared in the registry)."""
+#: The smallest CAM, in feature-map cells per side, that the localisation scores can use. Grad-CAM reads a CNN's
+#: last stage, 7 x 7 at 224 px; at the demo's 48 px that stage is 2 x 2, and a map upsampled from 2 x 2 has its
+#: maximum on a 12 px corner plateau whatever the image shows, so the pointing game cannot find anything.
+MIN_CAM_CELLS = 6
+
+
+def _stages(model) -> list[tuple[str, int]]:
+    """timm's feature stages of ``model``: (module path, stride), shallow to deep ([] if it declares none)."""
+    info = getattr(model, "feature_info", None) or []
+    out = []
+    for f in info:
+        try:
+            out.append((str(f["module"]), int(f["reduction"])))
+        except (KeyError, TypeError, ValueError):
+            return []
+    return out
+
+
+def cam_layer_name(model, name: str, image_size: int | None = None) -> str:
+    """The dotted path of the module Grad-CAM reads for backbone ``name``.
+
+    The registry's ``cam_layer`` (the last stage), unless at ``image_size`` px its map would have fewer than
+    :data:`MIN_CAM_CELLS` cells per side: then the deepest of timm's feature stages (``model.feature_info``) whose
+    map has that many (the shallowest stage if none has). A model without ``feature_info`` keeps its layer.
+
+    >>> import backbones
+    >>> m = backbones.create_model("test_resnet", num_classes=2)
+    >>> cam_layer_name(m, "test_resnet"), cam_layer_name(m, "test_resnet", 224), cam_layer_name(m, "test_resnet", 48)
+    ('layer4', 'layer4', 'layer2')
+    """
+    declared = BACKBONES.get(name).meta["cam_layer"]
+    stages = _stages(model)
+    if image_size is None or not stages:
+        return declared
+    cells = lambda stride: -(-int(image_size) // stride)  # noqa: E731 - ceil, as a stride-s stage rounds up
+    if cells(max(r for _, r in stages)) >= MIN_CAM_CELLS:
+        return declared
+    fine = [m for m, r in stages if cells(r) >= MIN_CAM_CELLS]
+    return fine[-1] if fine else stages[0][0]
+
+
+def cam_layer(model, name: str, image_size: int | None = None):
+    """The module Grad-CAM reads for backbone ``name`` at ``image_size`` px (:func:`cam_layer_name`)."""
     obj = model
-    for part in BACKBONES.get(name).meta["cam_layer"].split("."):
+    for part in cam_layer_name(model, name, image_size).split("."):
         obj = obj[int(part)] if part.lstrip("-").isdigit() else getattr(obj, part)
     return obj
 

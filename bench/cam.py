@@ -110,7 +110,8 @@ def _start_graph_here(module: torch.nn.Module, inputs: tuple, output: torch.Tens
 
 @contextlib.contextmanager
 def _cam_session(model: torch.nn.Module, backbone: str, method: str, device: torch.device | str | None,
-                 batch_size: int) -> Iterator[Callable[[torch.Tensor, int], np.ndarray]]:
+                 batch_size: int, image_size: int | None = None
+                 ) -> Iterator[Callable[[torch.Tensor, int], np.ndarray]]:
     """Hooks set, model in eval mode with frozen parameters; yields ``run(batch, class) -> maps``.
 
     On exit everything is put back: hooks removed, ``training`` flags, ``requires_grad`` flags and
@@ -118,7 +119,7 @@ def _cam_session(model: torch.nn.Module, backbone: str, method: str, device: tor
     """
     if method not in CAMS:
         raise ValueError(f"unknown CAM method {method!r} (choose from: {', '.join(METHODS)})")
-    layer = backbones.cam_layer(model, backbone)
+    layer = backbones.cam_layer(model, backbone, image_size)
     params = list(model.parameters())
     if not params:
         raise ValueError("the model has no parameters")
@@ -187,7 +188,8 @@ def compute_cams(model: torch.nn.Module, backbone: str, images: torch.Tensor,
     """Class-activation maps for explicit ``(image_row, class_index)`` pairs, batched per class.
 
     ``images`` is (N, 1, H, W), normalised as the model expects; ``backbone`` names the registry
-    entry whose ``cam_layer`` is read. Returns (len(targets), H, W) float32 maps in [0, 1] in the
+    entry whose ``cam_layer`` is read (a shallower stage when the images are too small for it:
+    ``backbones.cam_layer_name``). Returns (len(targets), H, W) float32 maps in [0, 1] in the
     order of ``targets``. ``device`` defaults to the model's and must equal it (the model is not
     moved); images are moved batch by batch. The model's modes, ``requires_grad`` flags and
     gradients are left as they were, and no hook is left on it.
@@ -205,7 +207,7 @@ def compute_cams(model: torch.nn.Module, backbone: str, images: torch.Tensor,
     by_class: dict[int, dict[int, list[int]]] = defaultdict(lambda: defaultdict(list))
     for position, (row, cls) in enumerate(pairs):
         by_class[cls][row].append(position)  # a repeated pair is computed once
-    with _cam_session(model, backbone, method, device, batch_size) as run:
+    with _cam_session(model, backbone, method, device, batch_size, min(height, width)) as run:
         for cls, positions_by_row in by_class.items():
             rows = list(positions_by_row)
             for start in range(0, len(rows), batch_size):
@@ -232,7 +234,7 @@ def compute_cams_per_image(model: torch.nn.Module, backbone: str, images: torch.
     out = np.zeros((len(pairs), *images.shape[-2:]), dtype=np.float32)
     if not pairs:
         return out
-    with _cam_session(model, backbone, method, device, batch_size) as run:
+    with _cam_session(model, backbone, method, device, batch_size, min(images.shape[-2:])) as run:
         for position, (row, cls) in enumerate(pairs):
             out[position] = run(images[row:row + 1], cls)[0]
     return out

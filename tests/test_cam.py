@@ -67,7 +67,8 @@ def test_every_backbone_gives_input_sized_maps(name):
     model = _model(name)
     model.train()
     before = _hook_counts(model)
-    sizes = SIZES if name in TINY else [(64, 80)]  # one call for the big ones keeps the file fast
+    # one call for the big ones keeps the file fast; at a size where their declared (last) stage is the CAM layer
+    sizes = SIZES if name in TINY else [(192, 224)]
     for size in sizes:
         maps = compute_cams(model, name, _images(3, size), TARGETS, method="gradcam")
         assert maps.shape == (len(TARGETS), *size) and maps.dtype == np.float32
@@ -128,7 +129,7 @@ def test_matches_the_plain_library(method):
     images = _images(4, (64, 80))
     ours = compute_cams(model, name, images, [(r, 1) for r in range(4)], method=method)
     cls = GradCAM if method == "gradcam" else GradCAMPlusPlus
-    cam = cls(model=model, target_layers=[backbones.cam_layer(model, name)])
+    cam = cls(model=model, target_layers=[backbones.cam_layer(model, name, 64)])
     try:
         reference = cam(input_tensor=images, targets=[ClassifierOutputTarget(1)] * 4)
     finally:
@@ -144,13 +145,45 @@ def test_quiet_scorecam_matches_library_scorecam():
     model = _model(name).eval()
     images = _images(2, (64, 64))
     ours = compute_cams(model, name, images, [(0, 2), (1, 2)], method="scorecam", batch_size=5)
-    cam = ScoreCAM(model=model, target_layers=[backbones.cam_layer(model, name)])
+    cam = ScoreCAM(model=model, target_layers=[backbones.cam_layer(model, name, 64)])
     try:
         reference = cam(input_tensor=images, targets=[ClassifierOutputTarget(2)] * 2)
     finally:
         cam.activations_and_grads.release()
     assert (ours.reshape(2, -1).max(axis=1) > 0.99).all()
     np.testing.assert_allclose(ours, reference, atol=ATOL, rtol=0)
+
+
+def test_small_images_read_a_stage_with_enough_cells():
+    """At 48 px a stride-32 stage is 2 x 2: the maps would be 4 flat quadrants. The CAM then reads the deepest of
+    timm's feature stages with at least MIN_CAM_CELLS cells per side; at 224 px the declared last stage."""
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    model = _model("resnet18").eval()
+    assert backbones.cam_layer_name(model, "resnet18", 224) == "layer4"
+    assert backbones.cam_layer_name(model, "resnet18", 48) == "layer2"  # 48 / 8 = 6 cells
+    assert backbones.cam_layer_name(model, "resnet18", 100) == "layer3"  # ceil(100 / 16) = 7 cells
+    assert backbones.cam_layer_name(model, "resnet18", 8) == "act1"  # nothing has 6 cells: the shallowest stage
+    mobile = _model("mobilenetv3_small_100")
+    assert backbones.cam_layer_name(mobile, "mobilenetv3_small_100", 224) == "blocks"  # the registry's entry
+    assert backbones.cam_layer_name(mobile, "mobilenetv3_small_100", 48) == "blocks.1"
+    images = _images(2, (48, 48))
+    ours = compute_cams(model, "resnet18", images, [(0, 1), (1, 1)])
+    cam = GradCAM(model=model, target_layers=[model.layer2])
+    try:
+        reference = cam(input_tensor=images, targets=[ClassifierOutputTarget(1)] * 2)
+    finally:
+        cam.activations_and_grads.release()
+    np.testing.assert_allclose(ours, reference, atol=ATOL, rtol=0)
+    flat = GradCAM(model=model, target_layers=[model.layer4])
+    try:
+        coarse = flat(input_tensor=images, targets=[ClassifierOutputTarget(1)] * 2)
+    finally:
+        flat.activations_and_grads.release()
+    # the 2 x 2 map has at most 4 distinct plateaus' worth of maxima; the 6 x 6 map's maximum is a small spot
+    assert (coarse[0] >= coarse[0].max() - 1e-6).sum() >= 12 * 12
+    assert (ours[0] >= ours[0].max() - 1e-6).sum() < 12 * 12
 
 
 def test_model_state_is_restored_exactly():
