@@ -16,7 +16,7 @@ import json
 import os
 from dataclasses import field
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal, Mapping, Sequence
 
 from pydantic import BeforeValidator
 from pydantic_core import PydanticCustomError
@@ -234,8 +234,9 @@ def _plain(obj: Any) -> Any:
 
 # ---- loading ------------------------------------------------------------------------------------
 
-def load_grid(path: str | os.PathLike) -> GridConfig:
-    """Read, parse and validate a grid YAML file.
+def load_grid(path: str | os.PathLike, *, overrides: Sequence[str] = ()) -> GridConfig:
+    """Read, parse and validate a grid YAML file, with ``overrides`` (``KEY=VALUE``, ``bench run --set``)
+    applied to what it holds first (:mod:`bench.overrides`).
 
     >>> cfg = load_grid("grids/demo.yaml")  # doctest: +SKIP
     >>> cfg.backbones  # doctest: +SKIP
@@ -253,15 +254,21 @@ def load_grid(path: str | os.PathLike) -> GridConfig:
         raise BenchError(f"{shown}: a grid must be a mapping of keys (name, dataset, backbones, ...), "
                          f"got {type(data).__name__}")
     where = Where(shown, line_map(node))
-    return parse_grid(data, where=where, source=str(p))
+    return parse_grid(data, where=where, source=str(p), overrides=overrides)
 
 
-def parse_grid(data: Mapping, *, where: Any = None, source: str = "") -> GridConfig:
-    """Validate a grid given as a mapping (what the YAML holds): every section, and then the top level, goes
-    through :func:`bench.fields.parse` (unknown keys, each value's type and rule); then the checks that need a
-    registry, a file or two values at once."""
+def parse_grid(data: Mapping, *, where: Any = None, source: str = "", overrides: Sequence[str] = ()) -> GridConfig:
+    """Validate a grid given as a mapping (what the YAML holds), with ``overrides`` applied first: every
+    section, and then the top level, goes through :func:`bench.fields.parse` (unknown keys, each value's type
+    and rule); then the checks that need a registry, a file or two values at once."""
     where = where or (lambda key: source or "grid")
     from bench.fields import check_keys
+
+    if overrides:
+        from bench.overrides import OverrideWhere, apply_overrides
+
+        where = OverrideWhere(where, overrides, given=data)
+        data = apply_overrides(data, overrides)
 
     check_keys(data, TOP_KEYS, "", where)
     sections = {key: (_dataset(data.get(key), where) if key == "dataset" else parse(cls, data.get(key), key, where))

@@ -11,9 +11,13 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    from bench.trial_spec import TrialSpec
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +60,7 @@ def refuse_held_out(rec, tuning_rows, test) -> None:
                            f"fold (e.g. {sorted(overlap)[0]!r})")
 
 
-def localise_trial(spec: dict, data, *, model, images, val, test, dev, out: Path, prob: np.ndarray) -> list[dict]:
+def localise_trial(spec: TrialSpec, data, *, model, images, val, test, dev, out: Path, prob: np.ndarray) -> list[dict]:
     """Score the CAMs of the held-out boxed images and the two chance maps through one procedure.
 
     Every map, model or chance (``random``: uniform noise; ``centre``: a centred Gaussian), is scored
@@ -74,7 +78,7 @@ def localise_trial(spec: dict, data, *, model, images, val, test, dev, out: Path
     tolerance = float(cfg.tolerance)
     rec, size = data.records, data.image_size
     boxes = boxes_at(rec.boxes, size)
-    rng = seeding.numpy_rng(spec["seed"], spec["fold"], "localisation")
+    rng = seeding.numpy_rng(spec.seed, spec.fold, "localisation")
     test_pairs = boxed_pairs(rec, test, boxes, int(cfg.max_images), rng)
     if not test_pairs:
         return []
@@ -87,14 +91,14 @@ def localise_trial(spec: dict, data, *, model, images, val, test, dev, out: Path
         rows = np.array(sorted({p[0] for p in pairs}))
         at = {r: i for i, r in enumerate(rows)}
         x = engine.to_input(torch.from_numpy(np.asarray(images[rows])), dev)
-        return compute_cams(model, spec["backbone"], x, [(at[p[0]], p[1]) for p in pairs], method=method,
+        return compute_cams(model, spec.backbone, x, [(at[p[0]], p[1]) for p in pairs], method=method,
                             batch_size=32, device=dev.device)
 
     def threshold(name: str, val_maps) -> float:
         if cfg.threshold != "tune":
             return float(cfg.threshold)
         if not val_pairs:
-            log.warning("trial %s: no boxed validation image to tune the %s threshold on; using 0.5", spec["id"], name)
+            log.warning("trial %s: no boxed validation image to tune the %s threshold on; using 0.5", spec.id, name)
             return 0.5
         return float(L.tune_threshold(list(val_maps()), val_boxes))
 
@@ -114,7 +118,7 @@ def localise_trial(spec: dict, data, *, model, images, val, test, dev, out: Path
         if method == cfg.methods[0]:
             _gallery(out, spec, rec, images, test_pairs, cams, scored, int(cfg.gallery))
     shape = (size, size)
-    base_rng = seeding.numpy_rng(spec["seed"], spec["fold"], "random-map")
+    base_rng = seeding.numpy_rng(spec.seed, spec.fold, "random-map")
     val_random = [L.random_map(shape, base_rng) for _ in val_pairs]  # drawn first: the test maps never see them
     test_random = [L.random_map(shape, base_rng) for _ in test_pairs]
     centre = L.centre_prior_map(shape)

@@ -1,4 +1,4 @@
-"""The grid's JSON Schema (``bench schema``), made from the same frozen sections the grid is parsed into.
+"""The grid's JSON Schema (``bench schema``, also ``bench grid schema``), made from the same frozen sections the grid is parsed into.
 
 Pydantic reads the dataclasses of :mod:`bench.config` (their types, defaults and ``Literal`` choices); the
 ``dataset`` section is the union of the registered kinds' sections (``bench.data.catalogue``: each reader's
@@ -20,10 +20,15 @@ from __future__ import annotations
 from typing import Any, Literal, Union, get_args
 
 SCHEMA_URI = "https://json-schema.org/draft/2020-12/schema"
+#: The schema shipped with the grids (each grid file names it in its first line, the YAML language server's
+#: modeline ``# yaml-language-server: $schema=./grid.schema.json``); ``bench schema --builtin --out`` writes it.
+SHIPPED = "grids/grid.schema.json"
 
 
-def grid_schema() -> dict[str, Any]:
-    """The JSON Schema (draft 2020-12) of a grid file."""
+def grid_schema(*, user_presets: bool = True) -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of a grid file. Its strategies are every registered preset, the preset
+    files of ``./presets`` and ``$BENCH_PRESETS`` included, or (``user_presets=False``: the schema shipped as
+    ``grids/grid.schema.json``) the built-in ones only."""
     import pydantic
 
     from backbones import BACKBONES
@@ -32,7 +37,7 @@ def grid_schema() -> dict[str, Any]:
     from bench.data.catalogue import dataset_kinds, reader_class
     from bench.data.section import DatasetSection
     from bench.fields import Annotated
-    from strategies import list_strategies
+    from strategies import STRATEGIES, list_strategies
 
     schema = pydantic.TypeAdapter(GridConfig).json_schema(mode="validation")
     schema = {"$schema": SCHEMA_URI, **schema, "title": "cxr-imbalance-bench grid"}
@@ -57,7 +62,8 @@ def grid_schema() -> dict[str, Any]:
         "title": "Methods", "default": ["gradcam"], "type": "array", "items": {"enum": list(CAM_METHODS)}}
     props["backbones"] = {"title": "Backbones", "default": ["resnet18"], "type": "array", "minItems": 1,
                           "items": {"enum": BACKBONES.names()}}
-    presets = [e.name for e in list_strategies()]
+    presets = ([e.name for e in list_strategies()] if user_presets else
+               [e.name for e in STRATEGIES.list() if "file" not in e.meta])
     props["strategies"] = {
         "title": "Strategies", "default": ["bce"], "type": "array", "minItems": 1,
         "items": {"anyOf": [{"enum": presets, "description": "a preset (bench list strategies)"},
@@ -77,4 +83,4 @@ def _kind_section(kind: str, cls: type) -> type:
 
     name = "".join(part.capitalize() for part in kind.replace("-", "_").split("_")) + "Section"
     return section(type(name, (cls,), {"__annotations__": {"kind": Literal[kind]}, "kind": kind,
-                                       "__module__": cls.__module__, "__doc__": f"The dataset section of kind {kind}."}))
+                                       "__module__": cls.__module__, "__doc__": f"The dataset section of {kind}."}))

@@ -27,6 +27,7 @@ import numpy as np
 
 from bench.data.labels import Records
 from bench.runfolder import STATE_FILE, TrialFolder, checkpoint_outputs, write_atomic
+from bench.trial_spec import TrialSpec, trial_id  # noqa: F401  (trial_id: re-exported, where it always was)
 
 if TYPE_CHECKING:
     from bench.config import GridConfig
@@ -56,24 +57,16 @@ class TrialData:
         return GridConfig.from_dict(self.grid)
 
 
-def trial_id(backbone: str, strategy: str, fold: int, seed: int) -> str:
-    """Short readable id, e.g. ``resnet18-focal-f0-s0``."""
-    def safe(text: str) -> str:
-        return "".join(c if c.isalnum() or c in "_.+" else "_" for c in str(text))
-
-    return f"{safe(backbone)}-{safe(strategy)}-f{int(fold)}-s{int(seed)}"
-
-
 class OutOfMemory(RuntimeError):
     """A trial ran out of (GPU or host) memory; the message says what to reduce."""
 
 
-def run_trial(spec: dict, data: TrialData, *, report: Callable[[dict, str | None], None],
+def run_trial(spec: TrialSpec, data: TrialData, *, report: Callable[[dict, str | None], None],
               checkpoint_dir: str | None = None) -> dict:
     """Run one trial. ``report(metrics, checkpoint_folder)`` is called after every epoch.
 
     Args:
-        spec: {"backbone", "strategy" (resolved spec mapping), "fold", "seed", "id"}.
+        spec: the trial (:class:`bench.trial_spec.TrialSpec`: backbone, resolved strategy, fold, seed).
         data: the shared :class:`TrialData`.
         report: receives each epoch's metrics and a folder to persist as the checkpoint.
         checkpoint_dir: the folder of the checkpoint to resume from, if any.
@@ -87,16 +80,16 @@ def run_trial(spec: dict, data: TrialData, *, report: Callable[[dict, str | None
         # numpy raises MemoryError; torch's host allocator a plain RuntimeError naming itself.
         if isinstance(exc, MemoryError) or "DefaultCPUAllocator" in text:
             detail = (text.split("DefaultCPUAllocator: ", 1)[-1].splitlines() or ["no detail"])[0]
-            raise OutOfMemory(f"trial {spec['id']} ran out of host memory ({detail}); lower train.batch_size "
+            raise OutOfMemory(f"trial {spec.id} ran out of host memory ({detail}); lower train.batch_size "
                               "or run fewer trials at once (resources.max_concurrent)") from None
         if "out of memory" in text.lower():
-            raise OutOfMemory(f"trial {spec['id']} ran out of GPU memory with {spec['backbone']} at batch size "
+            raise OutOfMemory(f"trial {spec.id} ran out of GPU memory with {spec.backbone} at batch size "
                               f"{data.cfg.train.batch_size}: lower train.batch_size or give it a whole GPU "
                               "(resources.gpu)") from None
         raise
 
 
-def _run(spec: dict, data: TrialData, *, report, checkpoint_dir) -> dict:
+def _run(spec: TrialSpec, data: TrialData, *, report, checkpoint_dir) -> dict:
     import torch
 
     from backbones import create_model
@@ -105,7 +98,7 @@ def _run(spec: dict, data: TrialData, *, report, checkpoint_dir) -> dict:
     from strategies import create_strategy
 
     tr, res = data.cfg.train, data.cfg.resources
-    seed, fold, rec = int(spec["seed"]), int(spec["fold"]), data.records
+    seed, fold, rec = spec.seed, spec.fold, data.records
     threads = max(1, int(res.cpu))
     torch.set_num_threads(threads)
     dev = engine.Device.resolve(gpu=float(res.gpu), precision=tr.precision, channels_last=tr.channels_last,
@@ -122,11 +115,11 @@ def _run(spec: dict, data: TrialData, *, report, checkpoint_dir) -> dict:
     y = rec.labels
 
     # ---- strategy, model, optimizer (restored from the checkpoint when resuming) ----
-    strategy = create_strategy(spec["strategy"])
+    strategy = create_strategy(spec.strategy)
     features = thumbnail_features(images, train, seed=seed) if strategy.needs_features else None
     strategy.fit(y[train], features=features)
-    seeding.seed_torch(seed, spec["backbone"], fold, "init")
-    model = create_model(spec["backbone"], len(rec.label_names), pretrained=tr.pretrained)
+    seeding.seed_torch(seed, spec.backbone, fold, "init")
+    model = create_model(spec.backbone, len(rec.label_names), pretrained=tr.pretrained)
     model.to(dev.device)
     if dev.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -147,7 +140,7 @@ def _run(spec: dict, data: TrialData, *, report, checkpoint_dir) -> dict:
             scaler.load_state_dict(state["scaler"])
         start = int(state["epoch"]) + 1
         history = json.loads(state["history"])
-        log.info("trial %s resumes after epoch %d", spec["id"], start)
+        log.info("trial %s resumes after epoch %d", spec.id, start)
     net = torch.compile(model) if tr.compile and dev.device.type == "cuda" else model
 
     epochs = int(tr.epochs)
@@ -168,7 +161,7 @@ def _run(spec: dict, data: TrialData, *, report, checkpoint_dir) -> dict:
                  "val_macro_auc": val_auc}
         history.append(entry)
         last = epoch == epochs - 1
-        if spec.get("search"):  # hyper-parameter search: validation only, the held-out fold is never touched
+        if spec.search:  # hyper-parameter search: validation only, the held-out fold is never touched
             metrics = {**entry, "done": last}
             report(metrics, None)
             continue
@@ -257,7 +250,7 @@ def _node_cache(data: TrialData, *, gpu: float):
     return build_cache(rec, data.image_size, cache_dir), "built on this node"
 
 
-def evaluate(spec: dict, data: TrialData, *, model, strategy, images, rows, history, dev, out: Path,
+def evaluate(spec: TrialSpec, data: TrialData, *, model, strategy, images, rows, history, dev, out: Path,
              val_prob: np.ndarray, cache_source: str = "local") -> dict:
     """Thresholds on validation, predictions and metrics on the held-out fold, CAM scores; writes ``out``."""
     from bench import engine
@@ -301,8 +294,8 @@ def evaluate(spec: dict, data: TrialData, *, model, strategy, images, rows, hist
                                     rec.patients[test] if rec.patients is not None else rec.image_ids[test])
     clean = {k: _jsonable(v) for k, v in summary.items()}
     doc = {
-        "id": spec["id"], "backbone": spec["backbone"], "strategy": spec["strategy"]["name"],
-        "fold": int(spec["fold"]), "seed": int(spec["seed"]), "summary": clean,
+        "id": spec.id, "backbone": spec.backbone, "strategy": spec.strategy["name"],
+        "fold": spec.fold, "seed": spec.seed, "summary": clean,
         "per_label": json.loads(per_label.to_json(orient="records")),
         "train_prevalence": dict(zip(names, train_prev)),
         "thresholds": dict(zip(names, thresholds.tolist())),
@@ -310,7 +303,7 @@ def evaluate(spec: dict, data: TrialData, *, model, strategy, images, rows, hist
         "history": history, "timing": {"eval_seconds": round(eval_seconds, 3),
                                        "localisation_seconds": round(loc_seconds, 3),
                                        "bootstrap_seconds": round(boot_seconds, 3)},
-        "node": platform.node(), "node_id": spec.get("node_id"), "device": str(dev.device),
+        "node": platform.node(), "node_id": spec.node_id, "device": str(dev.device),
     }
     # MeanIR and label-less share of the training labels and of the first epoch the sampler drew (epoch 0's
     # generator, so the same rows it trained on); see strategies.base.Sampler.imbalance.
@@ -324,14 +317,14 @@ def evaluate(spec: dict, data: TrialData, *, model, strategy, images, rows, hist
     doc["reliability"] = {"edges": CURVE_EDGES.tolist(), "n": rel["n"].tolist(),
                           "p": np.round(rel["p"], 6).tolist(), "y": rel["y"].tolist()}
     doc["imbalance"] = _jsonable(strategy.sampler.imbalance(
-        seeding.numpy_rng(int(spec["seed"]), int(spec["fold"]), "order", 0)))
+        seeding.numpy_rng(spec.seed, spec.fold, "order", 0)))
     _write_json(files.metrics, doc)
-    _write_json(files.config, {"trial": spec, "grid": data.grid, "split_hash": data.manifest.hash,
+    _write_json(files.config, {"trial": spec.to_dict(), "grid": data.grid, "split_hash": data.manifest.hash,
                                       "cache_key": data.cache_key, "cache_source": cache_source, **data.run_meta})
     return {k: v for k, v in clean.items() if isinstance(v, (int, float)) and v is not None}
 
 
-def _write_bootstrap(spec: dict, data: TrialData, out: Path, y_test, prob, thresholds, patients) -> float:
+def _write_bootstrap(spec: TrialSpec, data: TrialData, out: Path, y_test, prob, thresholds, patients) -> float:
     """The trial's bootstrap replicates of its own leaderboard metrics (``bootstrap.npz``), computed here on
     the worker so the report only aggregates arrays. Computed from the predictions exactly as saved
     (float32), so ``bench report`` recomputing them from ``predictions.npz`` gives identical numbers."""
@@ -339,12 +332,12 @@ def _write_bootstrap(spec: dict, data: TrialData, out: Path, y_test, prob, thres
     from reports.replicates import save, trial_replicates
 
     n_boot = int(data.cfg.report.bootstrap)
-    if n_boot <= 0 or spec.get("search"):
+    if n_boot <= 0 or spec.search:
         return 0.0
     t0 = time.perf_counter()
     p = prob.astype(np.float32)
     rep = trial_replicates(y_test.astype(np.float32), p, (p >= thresholds[None, :]).astype(np.int8),
-                           np.asarray(patients, dtype=str), n_boot=n_boot, fold=int(spec["fold"]),
+                           np.asarray(patients, dtype=str), n_boot=n_boot, fold=spec.fold,
                            seed=bootstrap_seed(data.grid))
     write_atomic(TrialFolder(out).bootstrap, lambda tmp: save(tmp, rep))
     return time.perf_counter() - t0

@@ -22,11 +22,12 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
 from bench.errors import BenchError
+from bench.trial_spec import TrialSpec, spec_of
 from bench.tuned_presets import tuning_record
 
 METRIC = "val_macro_auc"
@@ -59,10 +60,9 @@ def _search_trainable(config: dict, data=None):
     from bench.trial import run_trial
     from strategies import apply_params
 
-    spec = dict(config["trial"])
+    spec = spec_of(config)
     params = {k: (float(v) if isinstance(v, float) else v) for k, v in config["params"].items()}
-    spec["strategy"] = apply_params(spec["strategy"], params)
-    spec["search"] = True
+    spec = spec.replace(strategy=apply_params(spec.strategy, params), search=True)
 
     def report(metrics: dict, folder: str | None) -> None:
         tune.report(metrics)  # searches keep no checkpoints: a lost trial is simply re-sampled
@@ -72,31 +72,37 @@ def _search_trainable(config: dict, data=None):
 
 # ---- bench tune --------------------------------------------------------------------------------------
 
-def run_search(args, *, say: Callable[[str], None]) -> int:
+def run_search(grid: str | os.PathLike, *, strategy: str, trials: int = 16, backbone: str | None = None,
+               preset_name: str | None = None, out: str | os.PathLike | None = None, address: str | None = None,
+               overrides: Sequence[str] = (), say: Callable[[str], None]) -> int:
+    """Search ``strategy``'s declared space once per fold of ``grid``'s split (``trials`` Optuna + ASHA trials
+    each, on ``backbone``, default the grid's first) and write ``presets/<preset_name>.yaml`` (default
+    ``<strategy>_tuned``); ``out`` holds the search (default ``runs/tune-<preset_name>``). ``overrides`` are
+    ``KEY=VALUE`` changes to the grid (``bench tune --set``). Messages name the ``bench tune`` options."""
     from bench.config import load_grid, resolve_paths
     from bench.run import prepare_data
     from strategies import STRATEGIES, UnknownNameError, preset_space, resolve_spec
 
-    cfg = resolve_paths(load_grid(args.grid))
+    cfg = resolve_paths(load_grid(grid, overrides=overrides))
     try:
-        base = resolve_spec(args.strategy)
+        base = resolve_spec(strategy)
     except UnknownNameError as exc:
         raise BenchError(f"--strategy: {exc}") from None
-    space = preset_space(args.strategy)
+    space = preset_space(strategy)
     if not space:
-        raise BenchError(f"--strategy: preset {args.strategy!r} declares no tunable parameters")
-    if args.trials < 1:
-        raise BenchError(f"--trials: {args.trials} is not valid; expected an integer >= 1")
-    backbone = args.backbone or cfg.backbones[0]
+        raise BenchError(f"--strategy: preset {strategy!r} declares no tunable parameters")
+    if trials < 1:
+        raise BenchError(f"--trials: {trials} is not valid; expected an integer >= 1")
+    backbone = backbone or cfg.backbones[0]
     from backbones import BACKBONES
 
     if backbone not in BACKBONES:
         raise BenchError(f"--backbone: {UnknownNameError('backbone', backbone, BACKBONES.names())}")
-    name = args.preset_name or f"{args.strategy}_tuned"
+    name = preset_name or f"{strategy}_tuned"
     preset_file = Path("presets") / f"{name}.yaml"
     if name in STRATEGIES or preset_file.exists():
         raise BenchError(f"--preset-name: {name!r} exists already ({preset_file}); choose another name")
-    out = Path(args.out or Path("runs") / f"tune-{name}").resolve()
+    out = Path(out or Path("runs") / f"tune-{name}").resolve()
     if out.exists() and any(out.iterdir()):
         raise BenchError(f"--out {str(out)!r} is not empty; choose another folder")
 
@@ -104,16 +110,16 @@ def run_search(args, *, say: Callable[[str], None]) -> int:
     from bench import tuner
     from bench.trial import TrialData
 
-    tuner.init_ray(args.address)
+    tuner.init_ray(address)
     data = TrialData(records=rec, manifest=manifest, cache_key=cache.key, cache_dir=str(cache.path),
                      image_size=cfg.dataset.image_size, grid=cfg.to_dict(), run_meta={})
-    say(f"searching {len(space)} parameter(s) of {args.strategy!r} ({', '.join(space)}) with Optuna + ASHA, "
-        f"once per fold ({manifest.n_folds} folds): {args.trials} trials of up to {cfg.train.epochs} epochs each "
+    say(f"searching {len(space)} parameter(s) of {strategy!r} ({', '.join(space)}) with Optuna + ASHA, "
+        f"once per fold ({manifest.n_folds} folds): {trials} trials of up to {cfg.train.epochs} epochs each "
         f"on {backbone}, scored on the fold's validation part; the held-out fold is never touched")
     t0 = time.time()
     rows, best = [], {}
     for fold in range(manifest.n_folds):
-        fold_rows = _search_fold(args, cfg, data, base, space, backbone, fold, out)
+        fold_rows = _search_fold(cfg, data, base, space, backbone, fold, out, strategy=strategy, trials=trials)
         full = [r for r in fold_rows if r["epochs"] == cfg.train.epochs] or fold_rows
         best[fold] = max(full, key=lambda r: float("-inf") if r[METRIC] is None else r[METRIC])
         rows += fold_rows
@@ -130,7 +136,7 @@ def run_search(args, *, say: Callable[[str], None]) -> int:
            "description": f"{base['description']}; tuned per fold by bench tune ({chosen})",
            "loss": base["loss"], "sampler": base["sampler"], "threshold": base["threshold"],
            "folds": params,
-           "tuned": {"from": args.strategy, "grid": str(args.grid), "backbone": backbone, "trials": args.trials,
+           "tuned": {"from": strategy, "grid": str(grid), "backbone": backbone, "trials": trials,
                      "epochs": cfg.train.epochs, METRIC: {f: b[METRIC] for f, b in best.items()},
                      "seconds": round(time.time() - t0, 1), "date": time.strftime("%Y-%m-%d"),
                      **tuning_record(manifest)}}
@@ -141,7 +147,8 @@ def run_search(args, *, say: Callable[[str], None]) -> int:
     return 0
 
 
-def _search_fold(args, cfg, data, base: dict, space: dict, backbone: str, fold: int, out: Path) -> list[dict]:
+def _search_fold(cfg, data, base: dict, space: dict, backbone: str, fold: int, out: Path, *, strategy: str,
+                 trials: int) -> list[dict]:
     """One Optuna + ASHA search on ``fold``'s training part; one row per finished search trial."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
@@ -150,21 +157,20 @@ def _search_fold(args, cfg, data, base: dict, space: dict, backbone: str, fold: 
     from bench.seeding import derive_seed
 
     seed = cfg.seeds[0]
-    trial = {"id": f"search-{args.strategy}-f{fold}", "backbone": backbone, "strategy": base, "fold": fold,
-             "seed": seed}
+    trial = TrialSpec(id=f"search-{strategy}-f{fold}", backbone=backbone, strategy=base, fold=fold, seed=seed)
     res = cfg.resources
     trainable = tune.with_resources(tune.with_parameters(_search_trainable, data=data),
                                     {"cpu": float(res.cpu), "gpu": float(res.gpu)})
     epochs = cfg.train.epochs
     t = tune.Tuner(
         trainable,
-        param_space={"trial": trial, "params": search_space(space)},
+        param_space={"trial": trial.to_dict(), "params": search_space(space)},  # plain values: spec_of reads it
         tune_config=tune.TuneConfig(
-            metric=METRIC, mode="max", num_samples=args.trials,
+            metric=METRIC, mode="max", num_samples=trials,
             search_alg=OptunaSearch(seed=derive_seed(seed, "search", fold)),
             scheduler=ASHAScheduler(max_t=epochs, grace_period=1, reduction_factor=2),
             max_concurrent_trials=int(res.max_concurrent) or None,
-            trial_dirname_creator=lambda tr: f"{args.strategy}-f{fold}-{tr.trial_id}",
+            trial_dirname_creator=lambda tr: f"{strategy}-f{fold}-{tr.trial_id}",
         ),
         run_config=tune.RunConfig(name=f"search-f{fold}", storage_path=str(out), verbose=0),
     )

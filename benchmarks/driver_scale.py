@@ -54,7 +54,9 @@ def standin(config: dict, data=None, finished=None) -> None:
     (the last one also holds ``outputs/metrics.json``); resumes after its checkpoint's epoch."""
     from ray import tune
 
-    epochs, spec = int(data["epochs"]), config["trial"]
+    from bench.trial_spec import spec_of
+
+    epochs, spec = int(data["epochs"]), spec_of(config)
     start = 0
     ckpt = tune.get_checkpoint()
     if ckpt is not None:
@@ -72,7 +74,7 @@ def standin(config: dict, data=None, finished=None) -> None:
                 summary = {"macro_auc": 0.5, "macro_f1": 0.25, "micro_auc": 0.5, "micro_f1": 0.25}
                 Path(d, "outputs").mkdir()
                 Path(d, "outputs", "metrics.json").write_text(json.dumps(
-                    {"trial": spec["id"], "summary": summary, "history": [entry]}))
+                    {"trial": spec.id, "summary": summary, "history": [entry]}))
                 metrics = {**entry, **summary, "done": True}
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
 
@@ -113,6 +115,7 @@ def one(n: int, *, epochs: int, slots: int, ckpt_kb: int, interrupt_at: float) -
     from bench import tuner
     from bench.config import ResourcesConfig
     from bench.runfolder import collect_trial, finished_trials
+    from bench.trial_spec import TrialSpec
 
     work = Path(tempfile.mkdtemp(prefix="driver-scale-"))
     run_dir = work / "run"
@@ -125,8 +128,8 @@ def one(n: int, *, epochs: int, slots: int, ckpt_kb: int, interrupt_at: float) -
         rss_ray = rss_mb()
         snaps = time_snapshots()
         cfg = SimpleNamespace(resources=ResourcesConfig(cpu=1, max_concurrent=0))
-        trials = [{"id": f"standin-{i:05d}", "backbone": "standin", "strategy": {"name": "bce"}, "fold": i % 5,
-                   "seed": 0} for i in range(n)]
+        trials = [TrialSpec(id=f"standin-{i:05d}", backbone="standin", strategy={"name": "bce"}, fold=i % 5, seed=0)
+                  for i in range(n)]
         data = {"epochs": epochs, "ckpt_kb": ckpt_kb}
         stop_after = max(1, int(n * interrupt_at)) if interrupt_at > 0 else None
         progress = tuner.Progress(total=n)

@@ -26,13 +26,12 @@ def tiny_trial_data(synth_root, localisation: dict):
                      grid=cfg.to_dict(), run_meta={})
 
 
-def tiny_spec(fold: int = 0) -> dict:
-    """The trial spec of ``test_resnet`` x ``bce`` on ``fold``, seed 0."""
-    from bench.trial import trial_id
+def tiny_spec(fold: int = 0, strategy: str = "bce"):
+    """The trial spec of ``test_resnet`` x ``strategy`` (default ``bce``) on ``fold``, seed 0."""
+    from bench.trial_spec import TrialSpec
     from strategies import resolve_spec
 
-    return {"id": trial_id("test_resnet", "bce", fold, 0), "backbone": "test_resnet", "strategy": resolve_spec("bce"),
-            "fold": fold, "seed": 0}
+    return TrialSpec.make("test_resnet", resolve_spec(strategy), fold=fold, seed=0)
 
 
 class Recorder:

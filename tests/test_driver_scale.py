@@ -34,7 +34,7 @@ def test_resume_reads_metrics_once_and_never_predictions(synth_root, tmp_path, m
     (run_dir / "grid.json").write_text(json.dumps({**cfg.to_dict(), "digest": cfg.digest()}, default=str))
     done = trials[:-1]
     for i, t in enumerate(done):  # finished trials, as collect_trial leaves them
-        folder = run_dir / "trials" / t["id"]
+        folder = run_dir / "trials" / t.id
         folder.mkdir()
         (folder / "metrics.json").write_text(json.dumps({"summary": {"macro_auc": 0.6 + i / 100, "note": "x"}}))
         (folder / "predictions.npz").write_bytes(b"not read at resume")
@@ -56,7 +56,7 @@ def test_resume_reads_metrics_once_and_never_predictions(synth_root, tmp_path, m
     seen = {}
 
     def fake_build_tuner(data, todo, **kw):  # the driver's hand-over to Ray Tune, without Ray
-        seen.update(todo=[t["id"] for t in todo], **kw)
+        seen.update(todo=[t.id for t in todo], **kw)
         return SimpleNamespace(fit=lambda: [])
 
     monkeypatch.setattr(tuner, "init_ray", lambda *a, **kw: None)
@@ -67,11 +67,11 @@ def test_resume_reads_metrics_once_and_never_predictions(synth_root, tmp_path, m
     trial_files = [p for p in opened if "/trials/" in p]
     assert not [p for p in opened if "predictions" in p], trial_files
     for t in done:
-        assert trial_files.count(str(run_dir / "trials" / t["id"] / "metrics.json")) == 1, trial_files
-    assert seen["restore"] is True and seen["todo"] == [trials[-1]["id"]]
-    assert seen["finished"] == {t["id"]: {"macro_auc": 0.6 + i / 100, "epoch": 1} for i, t in enumerate(done)}
-    assert outcome.completed == sorted(t["id"] for t in done)
-    assert outcome.errors == {trials[-1]["id"]: "no outputs were produced"}  # the fake fit trained nothing
+        assert trial_files.count(str(run_dir / "trials" / t.id / "metrics.json")) == 1, trial_files
+    assert seen["restore"] is True and seen["todo"] == [trials[-1].id]
+    assert seen["finished"] == {t.id: {"macro_auc": 0.6 + i / 100, "epoch": 1} for i, t in enumerate(done)}
+    assert outcome.completed == sorted(t.id for t in done)
+    assert outcome.errors == {trials[-1].id: "no outputs were produced"}  # the fake fit trained nothing
 
 
 @pytest.mark.slow

@@ -26,7 +26,8 @@ from bench.data.cache import build_cache
 from bench.data.nih import read_nih
 from bench.data.splits import make_split
 from bench.localise import boxes_at
-from bench.trial import TrialData, run_trial, trial_id
+from bench.trial import TrialData, run_trial
+from bench.trial_spec import TrialSpec
 from reports import localisation as L
 from strategies import resolve_spec
 
@@ -62,8 +63,7 @@ def test_trained_2x2_cams_under_the_fair_pointing_game(tmp_path_factory):
 
             shutil.copytree(folder, out, dirs_exist_ok=True)
 
-    spec = {"id": trial_id("test_resnet", "bce", 0, 0), "backbone": "test_resnet", "strategy": resolve_spec("bce"),
-            "fold": 0, "seed": 0}
+    spec = TrialSpec.make("test_resnet", resolve_spec("bce"), fold=0, seed=0)
     final = run_trial(spec, data, report=keep)
     assert final["macro_auc"] > 0.7
     loc = pd.read_csv(out / "outputs" / "localisation.csv")

@@ -143,3 +143,42 @@ def test_every_bound_the_schema_states_is_the_rule_validation_applies(section, k
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(_grid(section, kind, key, value), SCHEMA)
     assert len(_bounded_fields()) >= 15
+
+
+# ---- the schema shipped with the grids ---------------------------------------------------------------------
+
+MODELINE = "# yaml-language-server: $schema=./grid.schema.json"
+
+
+def test_the_shipped_schema_is_the_generated_one():
+    shipped = REPO / "grids" / "grid.schema.json"
+    assert json.loads(shipped.read_text()) == json.loads(json.dumps(grid_schema(user_presets=False))), \
+        "grids/grid.schema.json is stale: regenerate it with `bench schema --builtin --out grids/grid.schema.json`"
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "grids").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_grid_names_the_schema_in_the_yaml_language_servers_modeline(path):
+    assert path.read_text().splitlines()[0] == MODELINE
+    assert (path.parent / "grid.schema.json").is_file()
+
+
+def test_bench_grid_schema_is_bench_schema(capsys):
+    assert main(["grid", "schema", "--builtin"]) == 0
+    grid = json.loads(capsys.readouterr().out)
+    assert main(["schema", "--builtin"]) == 0
+    assert json.loads(capsys.readouterr().out) == grid == json.loads((REPO / "grids" / "grid.schema.json").read_text())
+
+
+def test_null_works_where_the_schema_allows_it():
+    body = {"dataset": {"kind": "nih", "root": "/data", "labels": None, "aliases": {"Lipoid": None, "Pleural Effusion":
+            "Effusion"}, "cache_dir": None, "min_positives": None, "label_file": None},
+            "splits": {"file": None}}
+    jsonschema.validate(body, SCHEMA)
+    cfg = parse_grid(body)
+    assert cfg.dataset.aliases == {"Lipoid": None, "Pleural Effusion": "Effusion"} and cfg.dataset.labels is None
+    assert cfg.splits.file is None and cfg.dataset.min_positives is None
+    for bad in ({"train": {"epochs": None}}, {"dataset": {"image_size": None}}):  # where it does not
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(bad, SCHEMA)
+        with pytest.raises(BenchError, match=r"None is not valid; expected an integer"):
+            parse_grid(bad)

@@ -14,6 +14,7 @@ from bench.data.cache import build_cache
 from bench.data.nih import read_nih
 from bench.data.splits import make_split
 from bench.trial import TrialData, fit_thresholds, run_trial, trial_id
+from bench.trial_spec import TrialSpec
 from strategies import resolve_spec
 
 
@@ -34,8 +35,9 @@ def data(synth_root, tmp_path_factory):
 
 
 def spec(strategy="bce", fold=0, seed=0):
-    return {"id": trial_id("test_resnet", strategy, fold, seed), "backbone": "test_resnet",
-            "strategy": resolve_spec(strategy), "fold": fold, "seed": seed}
+    spec = TrialSpec.make("test_resnet", resolve_spec(strategy), fold=fold, seed=seed)
+    assert spec.id == trial_id("test_resnet", strategy, fold, seed)
+    return spec
 
 
 def test_trial_writes_outputs_and_resumes_identically(data, tmp_path, monkeypatch):

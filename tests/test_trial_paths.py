@@ -14,14 +14,13 @@ import pandas as pd
 import pytest
 from _tiny import tiny_spec, tiny_trial_data
 
-from bench.trial import run_trial, trial_id
-from strategies import resolve_spec
+from bench.trial import run_trial
 
 pytestmark = pytest.mark.slow
 
 
 def _run(data, tmp_path, strategy: str = "bce", name: str = "t"):
-    spec = {**tiny_spec(0), "strategy": resolve_spec(strategy), "id": trial_id("test_resnet", strategy, 0, 0)}
+    spec = tiny_spec(0, strategy)
     kept = []
 
     def report(metrics, folder):

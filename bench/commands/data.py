@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench.commands.output import json_default, make_bar, say
+from bench.commands.output import add_set_argument, json_default, make_bar, say
 from bench.errors import BenchError
 
 
@@ -28,6 +28,7 @@ def add_parser(sub) -> None:
         d.add_argument("--root", help="dataset folder")
         d.add_argument("--labels-only", action="store_true", help="use the label file only (images not needed)")
         d.add_argument("--json", action="store_true", help="print JSON")
+        add_set_argument(d)
         if name == "split":
             d.add_argument("--folds", type=int, default=None)
             d.add_argument("--seed", type=int, default=None)
@@ -58,7 +59,7 @@ def _dataset_from_args(args):
     from bench.config import load_grid, resolve_paths
 
     if args.grid:
-        cfg = resolve_paths(load_grid(args.grid))
+        cfg = resolve_paths(load_grid(args.grid, overrides=args.overrides))
         return cfg.dataset, cfg
     if not args.dataset or not args.root:
         raise BenchError("give --grid GRID.yaml, or --dataset KIND --root PATH")
@@ -71,7 +72,8 @@ def _dataset_from_args(args):
         kinds = dataset_kinds()
         raise BenchError(f"--dataset: {args.dataset!r} is not valid{did_you_mean(args.dataset, kinds)} "
                          f"(choose from: {', '.join(kinds)})")
-    cfg = resolve_paths(parse_grid({"dataset": {"kind": args.dataset, "root": args.root}}, source="--dataset"))
+    cfg = resolve_paths(parse_grid({"dataset": {"kind": args.dataset, "root": args.root}}, source="--dataset",
+                                   overrides=args.overrides))
     return dataclasses.replace(cfg.dataset), cfg
 
 

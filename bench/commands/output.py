@@ -42,3 +42,10 @@ def json_default(o):
     if isinstance(o, np.ndarray):
         return o.tolist()
     return str(o)
+
+
+def add_set_argument(parser) -> None:
+    """``--set KEY=VALUE`` (repeatable): change a grid value from the command line (:mod:`bench.overrides`)."""
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                        help="change a grid value, e.g. --set train.epochs=1 --set 'strategies=[bce, focal]' "
+                             "(VALUE read as YAML; repeatable; validated like the grid file)")

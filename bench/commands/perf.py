@@ -16,4 +16,4 @@ def add_parser(sub) -> None:
 def cmd_perf(args) -> int:
     from bench.perf import main as perf_main
 
-    return perf_main(args, say=say)
+    return perf_main(only=args.only, quick=args.quick, out=args.out, say=say)

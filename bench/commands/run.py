@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.commands.output import make_bar, say
+from bench.commands.output import add_set_argument, make_bar, say
 from bench.errors import GridIncomplete
 
 
@@ -14,6 +14,7 @@ def add_parser(sub) -> None:
     r.add_argument("--storage", help="experiment storage: a shared path, s3://bucket/prefix or gs://... "
                    "(default: inside the run folder)")
     r.add_argument("--resume", action="store_true", help="require an earlier run of this grid in --out to resume")
+    add_set_argument(r)
     r.set_defaults(func=cmd_run)
 
 
@@ -22,7 +23,8 @@ def cmd_run(args) -> int:
     from reports.leaderboard import build_report, format_top
 
     outcome = run_grid(args.grid, out=args.out, address=args.address, storage=args.storage, resume=args.resume,
-                       say=say if not args.quiet else (lambda s: None), bar=make_bar(args.quiet))
+                       overrides=args.overrides, say=say if not args.quiet else (lambda s: None),
+                       bar=make_bar(args.quiet))
     if not outcome.completed:
         raise GridIncomplete(f"no trial finished; errors: {_first_errors(outcome.errors)}. Re-run the same command "
                              "to retry them")

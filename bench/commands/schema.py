@@ -1,4 +1,4 @@
-"""``bench schema``: the grid's JSON Schema, for editors."""
+"""``bench schema`` (also ``bench grid schema``): the grid's JSON Schema, for editors."""
 
 from __future__ import annotations
 
@@ -10,14 +10,25 @@ from bench.commands.output import say
 
 def add_parser(sub) -> None:
     sc = sub.add_parser("schema", help="print the grid's JSON Schema (for editors; from the grid's own sections)")
-    sc.add_argument("--out", help="write it to this file instead")
-    sc.set_defaults(func=cmd_schema)
+    _arguments(sc)
+    grid = sub.add_parser("grid", help="grid tools: schema (the same as bench schema)")
+    gsub = grid.add_subparsers(dest="grid_command", metavar="SUBCOMMAND")
+    gsub.required = True
+    _arguments(gsub.add_parser("schema", help="print the grid's JSON Schema (the same as bench schema)"))
+
+
+def _arguments(parser) -> None:
+    parser.add_argument("--out", help="write it to this file instead")
+    parser.add_argument("--builtin", action="store_true",
+                        help="list the built-in strategy presets only, not ./presets and $BENCH_PRESETS files "
+                             "(what grids/grid.schema.json ships)")
+    parser.set_defaults(func=cmd_schema)
 
 
 def cmd_schema(args) -> int:
     from bench.schema import grid_schema
 
-    text = json.dumps(grid_schema(), indent=1)
+    text = json.dumps(grid_schema(user_presets=not args.builtin), indent=1)
     if args.out:
         from reports.runfolder import write_atomic
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.commands.output import say
+from bench.commands.output import add_set_argument, say
 
 
 def add_parser(sub) -> None:
@@ -15,10 +15,13 @@ def add_parser(sub) -> None:
     t.add_argument("--out", help="folder for the search (default runs/tune-<strategy>)")
     t.add_argument("--preset-name", help="name of the preset written (default <strategy>_tuned)")
     t.add_argument("--address")
+    add_set_argument(t)
     t.set_defaults(func=cmd_tune)
 
 
 def cmd_tune(args) -> int:
     from bench.tune_search import run_search
 
-    return run_search(args, say=say)
+    return run_search(args.grid, strategy=args.strategy, trials=args.trials, backbone=args.backbone,
+                      preset_name=args.preset_name, out=args.out, address=args.address, overrides=args.overrides,
+                      say=say)

@@ -147,18 +147,20 @@ def stamp_line(info: dict, *, command: str, threads: int, load: tuple[float, flo
             f"This section alone: `bench perf --only {{name}}{' --quick' if quick else ''}`.")
 
 
-def main(args, *, say: Callable[[str], None]) -> int:
-    """Run the sections named by ``args.only`` (default all) and regenerate ``args.out``.
+def main(*, only: str | None = None, quick: bool = False, out: str | os.PathLike | None = None,
+         say: Callable[[str], None]) -> int:
+    """Run the sections named by ``only`` (comma-separated; default all), with smaller measurements when
+    ``quick``, and regenerate ``out`` (default BENCHMARKS.md).
 
     Returns 0, or 1 when a section failed (its error is printed and the previous section is kept).
     """
     import torch
 
-    names = parse_only(getattr(args, "only", None))
-    quick = bool(getattr(args, "quick", False))
-    out = Path(getattr(args, "out", None) or "BENCHMARKS.md")
+    names = parse_only(only)
+    quick = bool(quick)
+    out = Path(out or "BENCHMARKS.md")
     threads = max(1, torch.get_num_threads())
-    command = "bench perf" + (" --quick" if quick else "") + (f" --only {','.join(names)}" if args.only else "") + \
+    command = "bench perf" + (" --quick" if quick else "") + (f" --only {','.join(names)}" if only else "") + \
         (f" --out {out}" if str(out) != "BENCHMARKS.md" else "")
     work = Path(os.environ.get("BENCH_PERF_DIR") or REPO / "runs" / "perf").resolve()
     data_root = Path(os.environ.get("BENCH_PERF_DATA") or REPO / "data" / "synthetic").resolve()
