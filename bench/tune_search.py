@@ -136,7 +136,8 @@ def run_search(grid: str | os.PathLike, *, strategy: str, trials: int = 16, back
            "description": f"{base['description']}; tuned per fold by bench tune ({chosen})",
            "loss": base["loss"], "sampler": base["sampler"], "threshold": base["threshold"],
            "folds": params,
-           "tuned": {"from": strategy, "grid": str(grid), "backbone": backbone, "trials": trials,
+           "tuned": {"from": strategy, "grid": str(grid), **({"overrides": list(overrides)} if overrides else {}),
+                     "backbone": backbone, "trials": trials,
                      "epochs": cfg.train.epochs, METRIC: {f: b[METRIC] for f, b in best.items()},
                      "seconds": round(time.time() - t0, 1), "date": time.strftime("%Y-%m-%d"),
                      **tuning_record(manifest)}}
