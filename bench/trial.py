@@ -274,13 +274,16 @@ def evaluate(spec: TrialSpec, data: TrialData, *, model, strategy, images, rows,
 
     n_train = len(train)
     train_prev = (positives(rec.labels[train]) / max(n_train, 1)).tolist()
-    loc_seconds = 0.0
+    loc_seconds, cam = 0.0, None
     if data.cfg.localisation.enabled and len(rec.boxes):
+        import backbones
         from bench.localise import localise_trial
 
         t1 = time.perf_counter()
         localise_trial(spec, data, model=model, images=images, val=val, test=test, dev=dev, out=out, prob=prob)
         loc_seconds = time.perf_counter() - t1
+        cam = {"layer": backbones.cam_layer_name(model, spec.backbone, data.image_size),
+               "declared_layer": backbones.BACKBONES.get(spec.backbone).meta["cam_layer"]}
 
     files = TrialFolder(out)
     np.savez_compressed(
@@ -316,6 +319,8 @@ def evaluate(spec: TrialSpec, data: TrialData, *, model, strategy, images, rows,
     rel = reliability(y_test, prob)
     doc["reliability"] = {"edges": CURVE_EDGES.tolist(), "n": rel["n"].tolist(),
                           "p": np.round(rel["p"], 6).tolist(), "y": rel["y"].tolist()}
+    if cam is not None:  # which module the CAMs read (a shallower stage than the registry's on small images)
+        doc["cam"] = cam
     doc["imbalance"] = _jsonable(strategy.sampler.imbalance(
         seeding.numpy_rng(spec.seed, spec.fold, "order", 0)))
     _write_json(files.metrics, doc)

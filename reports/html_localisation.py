@@ -59,8 +59,23 @@ def localisation(report, raw: pd.DataFrame | None = None) -> str:
             "where it beats them. The pointing game takes one point per map: its maximum, and when several pixels "
             "tie (the flat plateaus of an upsampled map), the pixel at the plateau's centroid; a hit is a point "
             + ("inside a box of the finding" if tol == 0 else f"within {tol:g} px of a box of the finding")
-            + ". Values are means with 95% bootstrap intervals over images.")
+            + ". Values are means with 95% bootstrap intervals over images." + _layers(report))
     return section("localisation", "Localisation against boxes", "".join(parts), lead=lead)
+
+
+def _layers(report) -> str:
+    """Which module each backbone's CAMs read, when it is not the registry's last stage (small images)."""
+    t = getattr(report, "trials", None)
+    if t is None or "cam_layer" not in t or t["cam_layer"].isna().all():
+        return ""
+    moved = t[t["cam_layer"] != t["cam_declared_layer"]].dropna(subset=["cam_layer"])
+    if moved.empty:
+        return ""
+    size = ((getattr(report, "grid", None) or {}).get("dataset") or {}).get("image_size")
+    pairs = "; ".join(f"{esc(b)}: <code>{esc(layer)}</code> instead of <code>{esc(decl)}</code>" for b, layer, decl in
+                      moved[["backbone", "cam_layer", "cam_declared_layer"]].drop_duplicates().itertuples(index=False))
+    return (f" At {esc(size)} px the last stage's feature map has fewer than 6 × 6 cells (an upsampled 2 × 2 map "
+            f"points at a corner whatever the image shows), so the CAMs read a shallower stage: {pairs}.")
 
 
 def _table(loc: pd.DataFrame) -> str:

@@ -79,6 +79,8 @@ def trial_table(docs: list[dict], label_names: list[str]) -> pd.DataFrame:
         row["train_seconds"] = float(sum(h.get("train_seconds", 0.0) for h in hist))
         row["train_images_per_s"] = float(np.nanmean([h.get("train_images_per_s", np.nan) for h in hist]))
         row["excluded"] = "; ".join(f"{k}: {v}" for k, v in (d["summary"].get("excluded") or {}).items())
+        cam = d.get("cam") or {}
+        row["cam_layer"], row["cam_declared_layer"] = cam.get("layer"), cam.get("declared_layer")
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -1,18 +1,13 @@
 """A trained model's CAMs on the planted lesions, scored by the fair pointing game against fair baselines.
 
-The synthetic lesions sit exactly in their boxes, so a model that learnt them should point at them. But a CAM is
-upsampled from the network's last feature map, and the pointing game takes one point per map (the centroid of
-the maximal plateau). At 64 px (and at the demo's 48 px) test_resnet's and resnet18's last feature map is
-2 x 2: the upsampled map's maximum is always a flat corner block, so every CAM points at one of four fixed
-pixels near the corners, whatever the model learnt. This test trains a model that classifies well (macro AUC
-above 0.7) and checks what the fair rule then says, with chance maps that went through the maps' procedure:
-
-- every hit is a box that covers one of the four corner points (no hit credited to the rest of the plateau,
-  which the old "any tied pixel" rule counted: it reported 1.5 times the centre prior here);
-- the model does not beat the centre prior outside its interval.
-
-So the known answer ("the maps find the lesions") cannot come back at this resolution; README, Localisation,
-gives the demo's figures and what it would take (lesions spanning several 32-px feature cells).
+The synthetic lesions sit exactly in their boxes, so a model that learnt them should point at them. The pointing
+game takes one point per map (the centroid of the maximal plateau). A CAM read at test_resnet's (and resnet18's)
+last stage is 2 x 2 at 64 px: its upsampled maximum is a flat corner block, so every map points at one of four
+fixed pixels whatever the model learnt. The CAM therefore reads the deepest stage with at least 6 x 6 cells
+(``backbones.cam_layer_name``: layer2 here). This test trains a model that classifies well (macro AUC above 0.7)
+and checks the known answer: its maps beat both chance maps (which went through the maps' procedure, including
+their own validation-tuned threshold) on the pointing game, outside the chance maps' 95% intervals; and that the
+old layer's 2 x 2 maps could only ever point at four corner pixels.
 """
 
 from __future__ import annotations
@@ -35,7 +30,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 SIZE = 64
 
 
-def test_trained_2x2_cams_under_the_fair_pointing_game(tmp_path_factory):
+def test_trained_cams_find_the_planted_lesions_better_than_chance(tmp_path_factory):
     from pytorch_grad_cam.utils.image import scale_cam_image
 
     from bench.data.synthetic import write_synthetic
@@ -71,19 +66,17 @@ def test_trained_2x2_cams_under_the_fair_pointing_game(tmp_path_factory):
     assert loc.groupby("method")["threshold"].nunique().eq(1).all()
     assert int((loc["method"] == "centre").sum()) >= 100
 
-    # the only points a 2 x 2 CAM can take at this size
+    import backbones
+
+    assert backbones.cam_layer_name(backbones.create_model("test_resnet", num_classes=2), "test_resnet",
+                                    SIZE) == "layer2"
+    # the only points a 2 x 2 CAM (the last stage at this size) could take: four, whatever the image
     rng = np.random.default_rng(0)
     corners = {L.pointing_point(scale_cam_image(rng.random((1, 2, 2), dtype=np.float32), (SIZE, SIZE))[0])
                for _ in range(100)}
     assert len(corners) == 4
-    boxes = boxes_at(rec.boxes, SIZE)
-    boxes["image_id"] = boxes["image_id"].astype(str)
-    by_pair = {k: g[["x", "y", "w", "h"]].to_numpy(float) for k, g in boxes.groupby(["image_id", "label"])}
-    reachable = np.array([any(L.box_mask(by_pair[(i, f)], (SIZE, SIZE))[p] for p in corners)
-                          for i, f in zip(loc["image_id"].astype(str), loc["finding"])])
     s = L.summarise(loc, by=("method",), n_boot=1000, rng=np.random.default_rng(0))
     hit = s[s["metric"] == "hit"].set_index("method")
     for method in ("gradcam", "gradcam++"):
-        rows = (loc["method"] == method).to_numpy()
-        assert not (loc.loc[rows, "hit"].to_numpy() > reachable[rows]).any(), method  # hits only at the corners
-        assert hit.loc[method, "value"] <= hit.loc["centre", "ci_high"], hit.to_dict("index")
+        assert hit.loc[method, "ci_low"] > max(hit.loc["centre", "ci_high"], hit.loc["random", "ci_high"]), \
+            hit[["value", "ci_low", "ci_high"]].to_dict("index")
