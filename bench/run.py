@@ -77,8 +77,22 @@ def git_commit() -> dict:
 
 
 def check_run_dir(run_dir: Path, cfg: GridConfig) -> bool:
-    """True when ``run_dir`` holds an earlier run of the same grid (resume); raises for another grid."""
-    return runfolder.check_run_dir(run_dir, cfg.digest())
+    """True when ``run_dir`` holds an earlier run of the same grid (resume); raises for another grid.
+
+    A run folder whose ``grid.json`` an older version wrote (another layout of the resolved grid, e.g. every
+    dataset kind's keys in one section) is the same grid when it reads back (:meth:`GridConfig.from_dict`)
+    as this one."""
+    try:
+        return runfolder.check_run_dir(run_dir, cfg.digest())
+    except BenchError:
+        recorded = RunFolder(run_dir).grid_json
+        try:
+            same = GridConfig.from_dict(json.loads(recorded.read_text())).digest() == cfg.digest()
+        except Exception:  # noqa: BLE001 - not a grid this version reads: the refusal stands
+            same = False
+        if same:
+            return True
+        raise
 
 
 def prepare_data(cfg: GridConfig, *, say: Callable[[str], None], bar=None):

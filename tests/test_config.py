@@ -114,3 +114,26 @@ def test_null_alias_ignores_the_name_through_the_grid(tmp_path):
     rec = load_records(cfg.dataset, labels_only=True)
     assert list(rec.label_names) == ["Effusion", "Mass"]
     assert rec.labels.tolist() == [[1, 0], [0, 1], [0, 0]]
+
+
+def test_a_run_folder_written_with_the_old_flat_dataset_section_resumes_when_it_is_the_same_grid(tmp_path):
+    """Before each dataset kind had its own section, grid.json held every kind's keys in one dataset section (so
+    its digest differs): it is the same grid when it reads back as this one, and another grid is still refused."""
+    import json
+
+    from bench.run import check_run_dir
+
+    cfg = resolve_paths(parse_grid({"dataset": {"kind": "nih", "root": "/data/nih", "official_test": "exclude"},
+                                    "train": {"epochs": 2}}))
+    old = cfg.to_dict()
+    old["dataset"] = {**old["dataset"], "n": 1500, "size": 128, "seed": 0, "split": "train", "uncertainty": "ignore",
+                      "views": "frontal", "file": None, "csv": None, "image_root": None, "image_column": "path",
+                      "label_column": None, "separator": "|", "label_columns": None, "patient_column": None,
+                      "view_column": None}
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "grid.json").write_text(json.dumps({**old, "digest": "0123456789abcdef"}))
+    assert check_run_dir(run_dir, cfg) is True
+    other = resolve_paths(parse_grid({"dataset": {"kind": "nih", "root": "/data/nih"}, "train": {"epochs": 2}}))
+    with pytest.raises(BenchError, match="was made by a different grid"):
+        check_run_dir(run_dir, other)
