@@ -27,6 +27,7 @@ def _create(registry: Registry, spec: Any):
     name, params = _split(spec, registry.kind)
     entry = registry.get(name)
     cls = entry.load()
+    cls.name = name  # the registry's key is the one place a component's name is written (one key per class)
     _check_params(cls, params, f"{registry.kind} {name!r}")
     obj = registry.create(name, **params)
     check = getattr(obj, "check_params", None)

@@ -31,7 +31,7 @@ class Component:
     """Parameter storage shared by losses, samplers and threshold rules."""
 
     kind = "component"
-    name = ""
+    name = ""  # its registry key, set on the class when the registry first creates one (strategies._create)
 
     @classmethod
     def param_names(cls) -> list[str]:

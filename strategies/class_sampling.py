@@ -63,7 +63,6 @@ class _ClassFirst(Sampler):
 class ClassAware(_ClassFirst):
     """Class-aware sampling (Shen et al. 2016): a class uniformly, then an image of that class."""
 
-    name = "class_aware"
 
     def __init__(self, no_finding: str = "class", epoch_size: float = 1.0):
         self.no_finding = no_finding
@@ -73,7 +72,6 @@ class ClassAware(_ClassFirst):
 class SquareRoot(_ClassFirst):
     """Square-root sampling: a class with probability proportional to sqrt(n_c) (``power``), then an image."""
 
-    name = "sqrt"
 
     def __init__(self, power: float = 0.5, no_finding: str = "class", epoch_size: float = 1.0):
         self.power = power

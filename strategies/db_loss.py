@@ -37,7 +37,6 @@ from strategies.measures import positive_counts
 class DistributionBalanced(Loss):
     """Distribution-balanced loss: re-balanced weights + negative-tolerant regularisation (+ focal)."""
 
-    name = "db"
 
     def __init__(self, reweight: bool = True, map_alpha: float = 0.1, map_beta: float = 10.0,
                  map_gamma: float = 0.2, neg_scale: float = 2.0, init_bias: float = 0.05,

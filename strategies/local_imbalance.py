@@ -34,7 +34,6 @@ class LocalImbalance(Sampler):
     ``fit(y, features=X)`` needs ``X`` of shape (N, D), one finite row per training image in label order.
     """
 
-    name = "local_imbalance_ros"
     needs_features = True
 
     def __init__(self, percentage: float = 0.25, k: int = 5):

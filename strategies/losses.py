@@ -30,7 +30,6 @@ def focal_elementwise(logits, targets, gamma: float, alpha: float = -1.0):
 class BCE(Loss):
     """Plain binary cross-entropy on logits."""
 
-    name = "bce"
 
     def elementwise(self, logits, targets):
         return F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
@@ -39,7 +38,6 @@ class BCE(Loss):
 class WeightedBCE(Loss):
     """BCE with per-label positive weights (1 - p) / p from training prevalence, clipped to [1, ``max_weight``]."""
 
-    name = "weighted_bce"
 
     def __init__(self, max_weight: float = 50.0):
         self.max_weight = max_weight
@@ -62,7 +60,6 @@ class WeightedBCE(Loss):
 class Focal(Loss):
     """Sigmoid focal loss (Lin et al. 2017) via ``torchvision.ops.sigmoid_focal_loss``; alpha < 0 disables it."""
 
-    name = "focal"
 
     def __init__(self, gamma: float = 2.0, alpha: float = -1.0):
         self.gamma = gamma
@@ -79,7 +76,6 @@ class Focal(Loss):
 class Asymmetric(Loss):
     """Asymmetric loss (Ridnik et al. 2021) via ``timm.loss.AsymmetricLossMultiLabel`` (per entry)."""
 
-    name = "asl"
 
     def __init__(self, gamma_neg: float = 4.0, gamma_pos: float = 1.0, clip: float = 0.05, eps: float = 1e-8):
         self.gamma_neg = gamma_neg
@@ -110,7 +106,6 @@ class ClassBalanced(Loss):
     scales every entry of label l (positives and negatives). ``beta = 0`` gives plain BCE (or focal).
     """
 
-    name = "cb"
 
     def __init__(self, beta: float = 0.999, base: str = "bce", gamma: float = 2.0):
         self.beta = beta
@@ -162,7 +157,6 @@ class LogitAdjusted(_PriorOdds):
     they are (``adjust_logits`` is the identity). ``tau = 0`` gives plain BCE.
     """
 
-    name = "la"
 
     def elementwise(self, logits, targets):
         self._require_fit("offset_")
@@ -174,7 +168,6 @@ class LogitAdjustedPostHoc(_PriorOdds):
     """Post-hoc logit adjustment (Menon et al. 2021): plain BCE training, then
     ``adjust_logits`` subtracts tau * log(pi / (1 - pi)) before the sigmoid at prediction time."""
 
-    name = "la_posthoc"
 
     def elementwise(self, logits, targets):
         return F.binary_cross_entropy_with_logits(logits, targets, reduction="none")

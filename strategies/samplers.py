@@ -18,7 +18,6 @@ from strategies.measures import irlbl_from_counts, mean_ir_from_counts
 class Uniform(Sampler):
     """Every training image once per epoch, shuffled."""
 
-    name = "none"
     irlbl_direction = "none"
 
     def epoch_indices(self, rng):
@@ -58,7 +57,6 @@ class MLROS(_ChartePercent):
     early if every bag has left. The epoch is all N originals plus the clones, shuffled.
     """
 
-    name = "ml_ros"
 
     def epoch_indices(self, rng):
         self._require_fit("bags_")
@@ -107,7 +105,6 @@ class MLRUS(_ChartePercent):
     (6, True)
     """
 
-    name = "ml_rus"
 
     def check_params(self):
         self._check_range("percentage", 0.0, 0.9)

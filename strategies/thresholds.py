@@ -10,7 +10,6 @@ from strategies.base import ThresholdRule
 class Fixed(ThresholdRule):
     """The same threshold (default 0.5) for every label."""
 
-    name = "fixed"
 
     def __init__(self, value: float = 0.5):
         self.value = value
@@ -25,7 +24,6 @@ class Fixed(ThresholdRule):
 class MaxF1(ThresholdRule):
     """Per label, the threshold that maximises F1 on the validation part (0.5 if it has no positive)."""
 
-    name = "f1"
 
     def __init__(self, default: float = 0.5):
         self.default = default
@@ -53,7 +51,6 @@ class Youden(ThresholdRule):
     lacks positives or negatives, or when no threshold beats chance (max J <= 0).
     """
 
-    name = "youden"
 
     def __init__(self, default: float = 0.5):
         self.default = default
@@ -80,7 +77,6 @@ class PrecisionTarget(ThresholdRule):
     a label without validation positives always gets ``default``.
     """
 
-    name = "precision"
 
     def __init__(self, target: float = 0.8, fallback: str = "f1", default: float = 0.5):
         self.target = target

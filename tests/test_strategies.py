@@ -737,3 +737,13 @@ def test_import_is_light_and_never_reaches_bench():
         text = path.read_text()
         assert "import bench" not in text and "from bench" not in text, path
         assert "print(" not in text and "np.random.seed" not in text and "torch.manual_seed" not in text, path
+
+
+def test_each_component_class_has_one_registry_name_and_carries_it():
+    """A component's name is written once, as its registry key; creating it names its class."""
+    seen: dict = {}
+    for make, registry, name in COMPONENTS:
+        cls = registry.get(name).load()
+        assert seen.setdefault((registry.kind, cls), name) == name, \
+            f"{cls.__name__} is registered as {seen[(registry.kind, cls)]!r} and {name!r}"
+        assert make(name).name == name and "name" not in vars(make(name))
