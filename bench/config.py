@@ -151,6 +151,42 @@ class ReportConfig:
                                                 minimum=0)] = 1000
 
 
+def _nonempty(v: str) -> bool:
+    return bool(v.strip())
+
+
+@section
+class MLflowTracking:
+    """``tracking.mlflow``: one MLflow run per trial under one parent run for the grid (bench/tracking.py)."""
+
+    # http://HOST:PORT, file:./mlruns, sqlite:///mlflow.db; null: $MLFLOW_TRACKING_URI, else MLflow's default
+    uri: Annotated[str | None, optional(STR)] = None
+    experiment: Annotated[str, STR, rule(_nonempty, "a non-empty experiment name")] = "cxr-bench"
+    artifacts: Annotated[bool, BOOL] = True   # each trial's outputs, and the leaderboard files on the parent run
+
+
+@section
+class WandbTracking:
+    """``tracking.wandb``: one W&B run per trial; ``offline`` (the default) writes RUN_DIR/wandb, never the network."""
+
+    project: Annotated[str, STR, rule(_nonempty, "a non-empty project name")] = "cxr-bench"
+    mode: Annotated[Literal["offline", "online", "disabled"], CHOICE] = "offline"
+    entity: Annotated[str | None, optional(STR)] = None
+
+
+@section
+class TrackingConfig:
+    """Experiment tracking through Ray Tune's logger callbacks; every backend is off unless named."""
+
+    mlflow: MLflowTracking | None = None
+    tensorboard: Annotated[bool, BOOL] = False   # event files under RUN_DIR/tensorboard/<trial id>/
+    wandb: WandbTracking | None = None
+
+
+#: the backends of ``tracking`` that are sections of their own, and the package each needs
+TRACKING_BACKENDS = {"mlflow": (MLflowTracking, "mlflow"), "wandb": (WandbTracking, "wandb")}
+
+
 def _synthetic() -> DatasetSection:
     return reader_class("synthetic").config()
 
@@ -170,6 +206,7 @@ class GridConfig:
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     localisation: LocalisationConfig = field(default_factory=LocalisationConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
     source: str = ""             # the grid file it came from (set by the loader, not by a grid)
 
     def to_dict(self) -> dict:
@@ -180,6 +217,7 @@ class GridConfig:
         d = self.to_dict()
         d.pop("source", None)
         d.pop("resources", None)  # resources change scheduling, not results
+        d.pop("tracking", None)   # nor does where they are tracked (it may be switched on when resuming)
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     @classmethod
@@ -273,8 +311,8 @@ def parse_grid(data: Mapping, *, where: Any = None, source: str = "", overrides:
     check_keys(data, TOP_KEYS, "", where)
     sections = {key: (_dataset(data.get(key), where) if key == "dataset" else parse(cls, data.get(key), key, where))
                 for key, cls in SECTIONS.items()}
-    cfg = parse(GridConfig, {k: v for k, v in data.items() if k not in SECTIONS}, "", where, allowed=TOP_KEYS,
-                **sections, source=source)
+    cfg = parse(GridConfig, {k: v for k, v in data.items() if k not in SECTIONS and k != "tracking"}, "", where,
+                allowed=TOP_KEYS, **sections, tracking=_tracking(data.get("tracking"), where), source=source)
     _validate(cfg, where)
     return cfg
 
@@ -297,6 +335,39 @@ def _dataset(value: Any, where) -> DatasetSection:
             raise BenchError(f"{where('dataset.' + str(k))}: dataset.{k} does not apply to kind {kind!r} "
                              f"(keys for {kind}: {', '.join(sorted(own)) or 'none'})")
     return _default_root(parse(cls, value, "dataset", where), value, where)
+
+
+def _tracking(value: Any, where) -> TrackingConfig:
+    """The tracking section: each backend that has settings (``mlflow``, ``wandb``) is a section of its own (a
+    mapping, or null for off), parsed like any other; a backend whose package is missing is refused here, with
+    the pip extra that installs it."""
+    value = {} if value is None else value
+    if not isinstance(value, Mapping):
+        raise BenchError(f"{where('tracking')}: tracking must be a mapping, got {value!r}")
+    backends = {}
+    for key, (cls, package) in TRACKING_BACKENDS.items():
+        if value.get(key) is None:
+            continue
+        if not isinstance(value[key], Mapping):
+            keys = ", ".join(f.name for f in dataclasses.fields(cls))
+            raise BenchError(f"{where('tracking.' + key)}: tracking.{key}: {value[key]!r} is not valid; expected a "
+                             f"mapping ({keys}; {{}} for the defaults) or null")
+        backends[key] = parse(cls, value[key], f"tracking.{key}", where)
+        _need_package(package, f"tracking.{key}", where)
+    tracking = parse(TrackingConfig, {k: v for k, v in value.items() if k not in TRACKING_BACKENDS}, "tracking",
+                     where, allowed=[f.name for f in dataclasses.fields(TrackingConfig)], **backends)
+    if tracking.tensorboard:
+        _need_package("tensorboardX", "tracking.tensorboard", where)
+    return tracking
+
+
+def _need_package(package: str, key: str, where) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec(package) is None:
+        extra = "tracking" if package != "tensorboardX" else "tune"
+        install = "pip install -e '.[tracking]'" if extra == "tracking" else "pip install 'ray[tune]'"
+        raise BenchError(f"{where(key)}: {key} needs the {package} package, which is not installed: {install}")
 
 
 def _every_kind_key() -> set[str]:

@@ -268,19 +268,23 @@ def run_grid(grid_path: str | Path, *, out: str | Path | None = None, address: s
         # Under Ray Client the callback prints on the head node; tagged lines are shown here.
         callback = tuner.make_callback(progress, tuner.remote_say if client else say, on_done,
                                        epochs=cfg.train.epochs)
+        from bench import tracking
+
+        # After the bench's own: a finished trial's outputs are in the run folder when a tracker sees it end.
+        callbacks = [callback, *tracking.callbacks(cfg, run_dir, say=say)]
         finished = finished_trials(run_dir, cfg.train.epochs)
         # Shared storage may hold the experiment even when the run folder is gone (a lost head node).
         restore = tuner.can_restore(storage_path, name, filesystem)
         if restore:
             say("restoring the Ray Tune experiment (finished trials are kept, unfinished and errored ones resume)")
             t = tuner.build_tuner(data, todo, cfg=cfg, storage_path=storage_path, name=name, filesystem=filesystem,
-                                  callbacks=[callback], restore=True, finished=finished)
+                                  callbacks=callbacks, restore=True, finished=finished)
         else:
             if existing:  # a fresh experiment over the missing trials only
                 name = f"{name}-{time.strftime('%Y%m%d%H%M%S')}"
                 write_json(run_json, {**json.loads(run_json.read_text()), "experiment": name})
             t = tuner.build_tuner(data, todo, cfg=cfg, storage_path=storage_path, name=name, filesystem=filesystem,
-                                  callbacks=[callback])
+                                  callbacks=callbacks)
         results = t.fit()
         if restore and any(_checkpoint_gone(r.error) for r in results):
             # Tune deletes a trial's previous checkpoint before it saves the experiment state: a driver
@@ -289,7 +293,7 @@ def run_grid(grid_path: str | Path, *, out: str | Path | None = None, address: s
             say("some trials' last recorded checkpoint is gone (the driver stopped while Ray Tune saved it); "
                 "restarting the errored trials from scratch")
             t = tuner.build_tuner(data, todo, cfg=cfg, storage_path=storage_path, name=name, filesystem=filesystem,
-                                  callbacks=[callback], restore=True, restart_errored=True, finished=finished)
+                                  callbacks=callbacks, restore=True, restart_errored=True, finished=finished)
             results = t.fit()
         stopped = []
         for result in results:

@@ -11,6 +11,7 @@ stays free of ``bench`` and Ray::
     RUN_DIR/leaderboard.csv  trials.csv  per_label.csv  groups.csv  significance.csv  reliability.csv
             localisation.csv  localisation_significance.csv  friedman.json  leaderboard.html  (the reports')
     RUN_DIR/tune/                                                                      (Ray Tune's)
+    RUN_DIR/tracking.json  tensorboard/<id>/  wandb/                 (grid section tracking, when on)
 
 >>> run = RunFolder("runs/demo")
 >>> run.trial("resnet18-bce-f0-s0").metrics.as_posix()
@@ -34,6 +35,9 @@ RUN_JSON = "run.json"              # versions, git commit, status
 ERRORS_JSON = "errors.json"        # errored trials' one-line errors (only while there are some)
 TRIALS = "trials"
 TUNE = "tune"                      # Ray Tune's experiment folder (local storage)
+TRACKING_JSON = "tracking.json"    # the MLflow run ids of the grid and of each trial (grid section tracking)
+TENSORBOARD = "tensorboard"        # TensorBoard event files, one folder per trial (tracking.tensorboard)
+WANDB = "wandb"                    # W&B's run folders (tracking.wandb; offline: `wandb sync` uploads them)
 
 # ---- a trial's files (RUN_DIR/trials/<id>/, and a checkpoint's outputs/ folder) ----
 METRICS_JSON = "metrics.json"      # written last: its presence marks a finished trial

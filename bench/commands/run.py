@@ -29,6 +29,9 @@ def cmd_run(args) -> int:
         raise GridIncomplete(f"no trial finished; errors: {_first_errors(outcome.errors)}. Re-run the same command "
                              "to retry them")
     report = build_report(outcome.run_dir)
+    from bench.tracking import publish
+
+    publish(outcome.run_dir, say=say if not args.quiet else (lambda s: None))  # the report on the MLflow parent run
     say(f"\nfinished {len(outcome.completed)} trial(s) in {outcome.seconds:.0f}s; results in {outcome.run_dir}")
     say(format_top(report.leaderboard))
     from reports.runfolder import LEADERBOARD_CSV, LEADERBOARD_HTML
