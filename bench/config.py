@@ -24,6 +24,7 @@ from pydantic_core import PydanticCustomError
 from bench.data.catalogue import DATASETS, dataset_kinds, reader_class
 from bench.data.section import COMMON_KEYS, DatasetSection
 from bench.errors import BenchError, did_you_mean
+from bench.tracking_config import TrackingConfig, parse_tracking
 from bench.fields import (BOOL, CHOICE, FLOAT, INT, NAMES, PATH, STR, Annotated, fail, fields_with, optional, parse,
                           rule, section)
 from bench.yaml_lines import Where, line_map, read_yaml
@@ -151,42 +152,6 @@ class ReportConfig:
                                                 minimum=0)] = 1000
 
 
-def _nonempty(v: str) -> bool:
-    return bool(v.strip())
-
-
-@section
-class MLflowTracking:
-    """``tracking.mlflow``: one MLflow run per trial under one parent run for the grid (bench/tracking.py)."""
-
-    # http://HOST:PORT, file:./mlruns, sqlite:///mlflow.db; null: $MLFLOW_TRACKING_URI, else MLflow's default
-    uri: Annotated[str | None, optional(STR)] = None
-    experiment: Annotated[str, STR, rule(_nonempty, "a non-empty experiment name")] = "cxr-bench"
-    artifacts: Annotated[bool, BOOL] = True   # each trial's outputs, and the leaderboard files on the parent run
-
-
-@section
-class WandbTracking:
-    """``tracking.wandb``: one W&B run per trial; ``offline`` (the default) writes RUN_DIR/wandb, never the network."""
-
-    project: Annotated[str, STR, rule(_nonempty, "a non-empty project name")] = "cxr-bench"
-    mode: Annotated[Literal["offline", "online", "disabled"], CHOICE] = "offline"
-    entity: Annotated[str | None, optional(STR)] = None
-
-
-@section
-class TrackingConfig:
-    """Experiment tracking through Ray Tune's logger callbacks; every backend is off unless named."""
-
-    mlflow: MLflowTracking | None = None
-    tensorboard: Annotated[bool, BOOL] = False   # event files under RUN_DIR/tensorboard/<trial id>/
-    wandb: WandbTracking | None = None
-
-
-#: the backends of ``tracking`` that are sections of their own, and the package each needs
-TRACKING_BACKENDS = {"mlflow": (MLflowTracking, "mlflow"), "wandb": (WandbTracking, "wandb")}
-
-
 def _synthetic() -> DatasetSection:
     return reader_class("synthetic").config()
 
@@ -312,7 +277,7 @@ def parse_grid(data: Mapping, *, where: Any = None, source: str = "", overrides:
     sections = {key: (_dataset(data.get(key), where) if key == "dataset" else parse(cls, data.get(key), key, where))
                 for key, cls in SECTIONS.items()}
     cfg = parse(GridConfig, {k: v for k, v in data.items() if k not in SECTIONS and k != "tracking"}, "", where,
-                allowed=TOP_KEYS, **sections, tracking=_tracking(data.get("tracking"), where), source=source)
+                allowed=TOP_KEYS, **sections, tracking=parse_tracking(data.get("tracking"), where), source=source)
     _validate(cfg, where)
     return cfg
 
@@ -335,39 +300,6 @@ def _dataset(value: Any, where) -> DatasetSection:
             raise BenchError(f"{where('dataset.' + str(k))}: dataset.{k} does not apply to kind {kind!r} "
                              f"(keys for {kind}: {', '.join(sorted(own)) or 'none'})")
     return _default_root(parse(cls, value, "dataset", where), value, where)
-
-
-def _tracking(value: Any, where) -> TrackingConfig:
-    """The tracking section: each backend that has settings (``mlflow``, ``wandb``) is a section of its own (a
-    mapping, or null for off), parsed like any other; a backend whose package is missing is refused here, with
-    the pip extra that installs it."""
-    value = {} if value is None else value
-    if not isinstance(value, Mapping):
-        raise BenchError(f"{where('tracking')}: tracking must be a mapping, got {value!r}")
-    backends = {}
-    for key, (cls, package) in TRACKING_BACKENDS.items():
-        if value.get(key) is None:
-            continue
-        if not isinstance(value[key], Mapping):
-            keys = ", ".join(f.name for f in dataclasses.fields(cls))
-            raise BenchError(f"{where('tracking.' + key)}: tracking.{key}: {value[key]!r} is not valid; expected a "
-                             f"mapping ({keys}; {{}} for the defaults) or null")
-        backends[key] = parse(cls, value[key], f"tracking.{key}", where)
-        _need_package(package, f"tracking.{key}", where)
-    tracking = parse(TrackingConfig, {k: v for k, v in value.items() if k not in TRACKING_BACKENDS}, "tracking",
-                     where, allowed=[f.name for f in dataclasses.fields(TrackingConfig)], **backends)
-    if tracking.tensorboard:
-        _need_package("tensorboardX", "tracking.tensorboard", where)
-    return tracking
-
-
-def _need_package(package: str, key: str, where) -> None:
-    import importlib.util
-
-    if importlib.util.find_spec(package) is None:
-        extra = "tracking" if package != "tensorboardX" else "tune"
-        install = "pip install -e '.[tracking]'" if extra == "tracking" else "pip install 'ray[tune]'"
-        raise BenchError(f"{where(key)}: {key} needs the {package} package, which is not installed: {install}")
 
 
 def _every_kind_key() -> set[str]:

@@ -28,7 +28,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from bench.config import GridConfig, MLflowTracking
+from bench.config import GridConfig
+from bench.tracking_config import MLflowTracking
 from bench.errors import BenchError
 from bench.runfolder import write_json
 from bench.trial_spec import TrialSpec, spec_of

@@ -234,3 +234,21 @@ def test_tracking_is_off_by_default_and_does_not_change_the_grids_digest():
     plain, tracked = parse_grid({}), parse_grid({"tracking": {"tensorboard": True, "wandb": {}}})
     assert plain.tracking.mlflow is None and plain.tracking.wandb is None and not plain.tracking.tensorboard
     assert tracked.digest() == plain.digest()  # switching it on for a resume is the same grid
+
+
+def test_the_grid_schema_knows_the_tracking_section():
+    import jsonschema
+
+    from bench.schema import grid_schema
+
+    schema = grid_schema(user_presets=False)
+    good = {"tracking": {"mlflow": {"uri": "http://127.0.0.1:5000", "experiment": "cxr-bench"}, "tensorboard": True,
+                         "wandb": {"project": "cxr-bench", "mode": "offline"}}}
+    jsonschema.validate(good, schema)
+    parse_grid(good)
+    for bad in ({"tracking": {"mlflw": {}}}, {"tracking": {"wandb": {"mode": "offlin"}}},
+                {"tracking": {"mlflow": {"experiment": ""}}}, {"tracking": {"tensorboard": "yes"}}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(bad, schema)
+        with pytest.raises(BenchError):
+            parse_grid(bad)
