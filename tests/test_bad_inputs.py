@@ -128,7 +128,7 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 
 @pytest.mark.parametrize("change, parts", [
     (("name: bad", "name: [bad"), ["g.yaml:", "YAML syntax error"]),
-    (("train: {", "trian: {"), ["g.yaml:6: unknown key 'trian'; did you mean 'train'?", "(valid: backbones, dataset"]),
+    (("train: {", "trian: {"), ["g.yaml:6: unknown key 'trian'; did you mean 'train'", "(valid: backbones, dataset"]),
     (("{epochs: 1,", "{epoch: 1,"), ["g.yaml:6: unknown key 'train.epoch'; did you mean 'epochs'?",
                                     "valid under train:"]),
     (("[test_resnet]", "[resnet181]"), ["g.yaml:4: backbones[0]: unknown backbone 'resnet181'; did you mean "
