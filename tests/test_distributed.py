@@ -503,7 +503,9 @@ def test_a_worker_without_the_dataset_gets_the_image_cache_through_storage(basel
                 out = tmp_path / name
                 run = d.run(grid, out, storage=storage, env=env)
                 assert run.proc.returncode == 0, run.output()[-3000:]
-                assert "publishing image cache" in run.output()
+                # (moto's buckets live in this process: an earlier S3 test's run may have published the same cache)
+                assert "publishing image cache" in run.output() or (
+                    name == "s3" and "already in s3://bench-results/runs" in run.output()), run.output()[-2000:]
                 sources = {tid: json.loads((out / "trials" / tid / "config.json").read_text())["cache_source"]
                            for tid in TRIALS}
                 nodes = {tid: m["node_id"] for tid, m in metrics(out).items()}
