@@ -258,6 +258,10 @@ def _write_trial(args) -> None:
     pv, _ = _scores(rng, fd["y_val"], skill)
     thr = np.clip(rng.normal(0.25, 0.05, len(labels)), 0.05, 0.95)
     lab, micro = fast_metrics(fd["y"], p, thr)
+    from reports import calibration
+
+    lab["ece"], lab["brier"] = calibration.ece(fd["y"], p), calibration.brier(fd["y"], p)  # as evaluate() does
+    rel = calibration.reliability(fd["y"], p)
     out = root / "trials" / spec["id"]
     out.mkdir(parents=True, exist_ok=True)
     _savez(out / "predictions.npz", image_ids=fd["ids"], patients=fd["patients"], labels=fd["y"], probs=p,
@@ -274,6 +278,7 @@ def _write_trial(args) -> None:
                "micro_ap": micro["micro_ap"], "macro_f1": mean(lab["f1"]), "micro_f1": micro["micro_f1"],
                "macro_f1_fixed": mean(lab["f1_fixed"]), "micro_f1_fixed": micro["micro_f1_fixed"],
                "macro_sensitivity": mean(lab["sensitivity"]), "macro_specificity": mean(lab["specificity"]),
+               "macro_ece": float(np.nanmean(lab["ece"])), "macro_brier": float(np.nanmean(lab["brier"])),
                "n_labels_macro": len(labels), "excluded": {}}
     def val(x):  # metrics.json holds null where a value is undefined, as evaluate() writes it
         return float(x) if np.isfinite(x) else None
@@ -283,7 +288,8 @@ def _write_trial(args) -> None:
     summary["excluded"] = {name: r for name, r in zip(labels, reasons) if r}
     summary["n_labels_macro"] = len(labels) - len(summary["excluded"])
     per_label = [{"label": name, "n": int(lab["n"][j]), "positives": int(lab["positives"][j]),
-                  **{m: val(lab[m][j]) for m in ("auc", "ap", "f1_fixed", "f1", "sensitivity", "specificity")},
+                  **{m: val(lab[m][j]) for m in ("auc", "ap", "f1_fixed", "f1", "sensitivity", "specificity", "ece",
+                                                 "brier")},
                   "threshold": float(thr[j]), "defined": not reasons[j], "excluded_reason": reasons[j]}
                  for j, name in enumerate(labels)]
     n_train = int(round(0.9 * (n / 0.2 - n))) if n else 0
@@ -295,7 +301,9 @@ def _write_trial(args) -> None:
                         "train_images_per_s": 130.0, "val_macro_auc": 0.7 + 0.005 * e} for e in range(10)],
            "timing": {"eval_seconds": 30.0, "localisation_seconds": 60.0, "bootstrap_seconds": 4.0},
            "node": "scale-benchmark", "node_id": None, "device": "cuda",
-           "imbalance": {"mean_ir": 20.0, "label_less": 0.54}}
+           "imbalance": {"mean_ir": 20.0, "label_less": 0.54},
+           "reliability": {"edges": calibration.CURVE_EDGES.tolist(), "n": rel["n"].tolist(),
+                           "p": np.round(rel["p"], 6).tolist(), "y": rel["y"].tolist()}}
 
     # Replicates of the right shapes around the estimate; the fold's component is shared by its trials.
     frng, trng = np.random.default_rng([13, f]), np.random.default_rng([17, k])
