@@ -23,8 +23,9 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-import numpy as np
 import pandas as pd
+
+from reports.html_common import num
 
 __all__ = ["COLUMNS", "FORMATS", "latex", "markdown", "render"]
 
@@ -52,14 +53,6 @@ def _md(text) -> str:
     return str(text).replace("|", r"\|")
 
 
-def _value(v) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if np.isfinite(f) else None
-
-
 def _cells(board: pd.DataFrame, columns, digits: int, marks: dict) -> list[list[tuple[str, bool, str]]]:
     """Per row and column: (value text, is best in its backbone, significance mark)."""
     rows = []
@@ -68,17 +61,17 @@ def _cells(board: pd.DataFrame, columns, digits: int, marks: dict) -> list[list[
         if col not in board:
             continue
         for b, g in board.groupby("backbone", sort=False):
-            vals = [v for v in (_value(x) for x in g[col]) if v is not None]
+            vals = [v for v in (num(x) for x in g[col]) if v is not None]
             if vals:
                 best[(b, col)] = max(vals) if higher else min(vals)
     for r in board.to_dict("records"):
         line = []
         for col, _, _ in columns:
-            v = _value(r.get(col))
+            v = num(r.get(col))
             if v is None:
                 line.append(("–", False, ""))
                 continue
-            lo, hi = _value(r.get(f"{col}_ci_low")), _value(r.get(f"{col}_ci_high"))
+            lo, hi = num(r.get(f"{col}_ci_low")), num(r.get(f"{col}_ci_high"))
             text = f"{v:.{digits}f}" + (f" [{lo:.{digits}f}, {hi:.{digits}f}]" if lo is not None and hi is not None
                                         else "")
             top = best.get((r["backbone"], col))
