@@ -307,12 +307,16 @@ def _reliability(docs: list[dict], label_names: list[str]) -> pd.DataFrame:
     before they existed, the same sums computed here from its ``predictions.npz``."""
     from reports.calibration import CURVE_EDGES, reliability, reliability_table
 
-    filled = []
+    filled, recomputed = [], 0
     for d in docs:
         if not d.get("reliability") and (e := _trial_predictions(d)) is not None:
             rel = reliability(e["y"], e["p"])
             d = {**d, "reliability": {"edges": CURVE_EDGES.tolist(), **{k: v.tolist() for k, v in rel.items()}}}
+            recomputed += 1
         filled.append(d)
+    if recomputed:
+        log.warning("%d trial(s) have no reliability sums in metrics.json (written before calibration existed): "
+                    "their reliability diagrams were computed here from predictions.npz", recomputed)
     return reliability_table(filled, label_names)
 
 
