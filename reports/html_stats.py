@@ -79,23 +79,28 @@ def cd_diagram(f: dict, *, backbone: str = "", metric: str = "macro_auc") -> str
         reason = f.get("reason") or "fewer than two strategies with complete blocks"
         return f'{title}<p class="note">Friedman test not run: {esc(reason)}.</p>'
     cd, p = num(f.get("cd")), num(f.get("p"))
+    cf = f.get("corrected_f") or {}
+    p_f = num(cf.get("p"))
     blocks = f.get("n_blocks", f.get("blocks"))
     name = METRIC_NAMES.get(str(metric), str(metric))
+    df = cf.get("df") or ("", "")
+    omnibus = (f"Do the strategies differ at all? Repeated-measures F over the folds with Nadeau and Bengio's "
+               f"allowance for overlapping training sets (mean square x {fmt(num(cf.get('inflation')), 2)}): "
+               f"F({esc(df[0])}, {esc(df[1])}) = {fmt(num(cf.get('F')), 2)}, p = {fmt_p(p_f)}")
     if not f.get("enough_blocks", True):
         verdict = (f"with {esc(blocks)} independent blocks there are too few to conclude (at least "
-                   f"{compare.MIN_BLOCKS} are needed): read the diagram as descriptive")
-    elif p is not None and p < 0.05:
-        verdict = ("the strategies do not all rank equally (p &lt; 0.05); strategies not joined by a red bar differ "
-                   "significantly (Nemenyi)")
+                   f"{compare.MIN_BLOCKS} are needed)")
+    elif p_f is not None and p_f < 0.05:
+        verdict = "the strategies do not all perform equally (p &lt; 0.05); which ones differ is the paired tests' call"
     else:
-        verdict = ("the Friedman test does not reject that all strategies rank equally, so read the diagram as "
-                   "descriptive")
-    note = (f'<p class="note">Average rank of each strategy on {esc(name)} over {esc(blocks)} independent blocks '
-            f"(held-out folds, seeds averaged within each; rank 1 = best). Friedman χ² = "
-            f"{fmt(num(f.get('statistic')), 2)}, permutation p = {fmt_p(p)}: {verdict}. Folds share training data, "
-            "so a ranking shared by every fold may be this dataset's; the corrected t-test above allows for that. "
-            f"The black bar is the Nemenyi critical difference CD = {fmt(cd, 2)}; red bars join strategies whose "
-            "average ranks differ by less than CD.</p>")
+        verdict = "no evidence that any strategy differs from the others"
+    note = (f'<p class="note">{omnibus}: {verdict}. The diagram shows the average rank of each strategy on '
+            f"{esc(name)} over {esc(blocks)} held-out folds (seeds averaged within each; rank 1 = best), with "
+            f"Nemenyi's critical difference CD = {fmt(cd, 2)} (black bar; red bars join strategies whose average "
+            f"ranks differ by less than CD) and Friedman's rank test, permutation p = {fmt_p(p)}. Read it as "
+            "descriptive: the rank tests assume independent folds, and folds share training data, so a ranking "
+            "shared by every fold may be this dataset's (the README's simulation measures how often they "
+            "reject a true null); the F test above and the corrected t-tests allow for that.</p>")
     return title + note + cd_svg(ranks, cd=cd, cliques=f.get("cliques") or [])
 
 

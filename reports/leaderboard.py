@@ -243,8 +243,10 @@ def _groups(docs: list[dict], per_label: pd.DataFrame, head: float, tail: float)
     return pd.DataFrame(rows)
 
 
-def _friedman(trials: pd.DataFrame, metric: str = "macro_auc") -> dict:
-    """Friedman / Nemenyi per backbone over independent blocks: folds, seeds averaged (``reports.compare``)."""
+def _friedman(trials: pd.DataFrame, ratio: float, metric: str = "macro_auc") -> dict:
+    """Per backbone over fold blocks (seeds averaged, ``reports.compare``): the omnibus corrected F test
+    (``corrected_f``, with the runs' mean n_test / n_train ``ratio``) and Friedman's mean ranks, Nemenyi's
+    critical difference and the rank test's p (descriptive: they assume independent folds)."""
     from reports.html_common import clean
 
     out: dict = {"metric": metric, "unit": compare.UNIT, "min_blocks": compare.MIN_BLOCKS, "by_backbone": {}}
@@ -259,6 +261,7 @@ def _friedman(trials: pd.DataFrame, metric: str = "macro_auc") -> dict:
                                            "n_blocks": int(len(wide))}
             continue
         res = compare.friedman_folds(wide)
+        res["corrected_f"] = compare.corrected_f(wide.to_numpy(), ratio)
         out["by_backbone"][backbone] = {**clean(res), "blocks": int(len(wide))}
     return out
 
@@ -348,7 +351,7 @@ def build_report(run_dir: str | Path, *, n_boot: int | None = None, html: bool =
     per_label = _per_label(docs)
     groups = _groups(docs, per_label, float(rep_cfg.get("head", 0.05)), float(rep_cfg.get("tail", 0.01)))
     significance = compare.significance(trials, reps, docs, baseline=rep_cfg.get("baseline", "bce"))
-    friedman = _friedman(trials)
+    friedman = _friedman(trials, compare.overlap_ratio(docs))
     loc_raw, loc = _localisation(docs, n_boot)
     report = Report(run_dir, trials, board, per_label, groups, significance, friedman, loc, label_names, grid,
                     dataset, split, run)

@@ -145,6 +145,41 @@ def test_corrected_t_formula_and_reduction_to_scipy():
         C.corrected_t(d, -1)
 
 
+def _anova_f_by_least_squares(a: np.ndarray) -> float:
+    """Two-way (block + strategy) ANOVA F for strategies, as the drop in residual sum of squares between
+    least-squares fits with and without the strategy dummies (an independent route to the same F)."""
+    n, k = a.shape
+    y = a.reshape(-1)
+    blocks = np.kron(np.eye(n), np.ones((k, 1)))
+    strategies = np.kron(np.ones((n, 1)), np.eye(k))[:, 1:]
+
+    def rss(x):
+        return float(np.sum((y - x @ np.linalg.lstsq(x, y, rcond=None)[0]) ** 2))
+
+    full, reduced = rss(np.hstack([blocks, strategies])), rss(blocks)
+    return ((reduced - full) / (k - 1)) / (full / ((k - 1) * (n - 1)))
+
+
+def test_corrected_f_is_the_two_way_anova_f_divided_by_the_overlap_factor():
+    a = np.random.default_rng(3).normal(0.8, 0.02, (5, 4)) + [0.0, 0.01, 0.02, -0.01]
+    ref = _anova_f_by_least_squares(a)
+    plain, corrected = C.corrected_f(a, 0.0), C.corrected_f(a, 0.25)
+    assert plain["F"] == pytest.approx(ref) and plain["p"] == pytest.approx(sps.f.sf(ref, 3, 12))
+    assert corrected["inflation"] == pytest.approx(1 + 5 * 0.25) and corrected["F"] == pytest.approx(ref / 2.25)
+    assert corrected["p"] == pytest.approx(sps.f.sf(ref / 2.25, 3, 12)) and corrected["p"] > plain["p"]
+    # two strategies: F is the corrected t squared, and the p-values agree
+    t = C.corrected_t(a[:, 1] - a[:, 0], 0.25)
+    two = C.corrected_f(a[:, :2], 0.25)
+    assert two["F"] == pytest.approx(t["t"] ** 2) and two["p"] == pytest.approx(t["p"])
+    # NaN blocks dropped; too little data gives NaN; identical means give p = 1
+    b = np.vstack([a, [np.nan, 0.8, 0.8, 0.8]])
+    assert C.corrected_f(b, 0.25)["n_blocks"] == 5 and C.corrected_f(b, 0.25)["F"] == pytest.approx(ref / 2.25)
+    assert np.isnan(C.corrected_f(a[:1], 0.25)["p"]) and np.isnan(C.corrected_f(a[:, :1], 0.25)["p"])
+    assert C.corrected_f(np.full((4, 3), 0.8), 0.25)["p"] == 1.0
+    with pytest.raises(ValueError, match="test_train_ratio"):
+        C.corrected_f(a, float("nan"))
+
+
 def test_friedman_permutation_p_equals_exact_enumeration():
     values = np.array([[0.9, 0.8, 0.7], [0.85, 0.86, 0.7], [0.9, 0.7, 0.75]])
     ranks = sps.rankdata(-values, axis=1)

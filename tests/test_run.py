@@ -128,6 +128,17 @@ def test_aggregates_equal_pandas_over_trials_csv(run):
             assert sig.loc[(s, m), "n_folds"] == 2
     fr = json.loads((out / "friedman.json").read_text())
     assert fr["by_backbone"]["test_resnet"]["n_blocks"] == 2 and not fr["by_backbone"]["test_resnet"]["enough_blocks"]
+    # the omnibus F: fold means as blocks, the trials' own n_test / n_train, by an independent ANOVA by hand
+    import numpy as np
+
+    sizes = [json.loads(m.read_text())["sizes"] for m in sorted((out / "trials").glob("*/metrics.json"))]
+    ratio = np.mean([z["test"] / (z["train"] + z.get("val", 0)) for z in sizes])
+    a = fold_means["macro_auc"].unstack("strategy").to_numpy()  # folds x strategies
+    n, k = a.shape
+    resid = a - a.mean(1, keepdims=True) - a.mean(0, keepdims=True) + a.mean()
+    f_ref = (n * a.mean(0).var() * k / (k - 1)) / ((resid ** 2).sum() / ((k - 1) * (n - 1)) * (1 + n * ratio))
+    cf = fr["by_backbone"]["test_resnet"]["corrected_f"]
+    assert cf["df"] == [k - 1, (k - 1) * (n - 1)] and cf["F"] == pytest.approx(f_ref, rel=1e-4)
 
 
 def test_calibration_on_the_leaderboard_and_in_paper_tables(run, capsys):

@@ -25,7 +25,7 @@ spec.loader.exec_module(S)
 @pytest.mark.parametrize("r", [1, 2])
 def test_fold_level_tests_keep_their_level_under_the_correlated_null(r):
     rates = S.fold_level(400, r=r)
-    assert rates["corrected_t"] <= 0.07 and rates["friedman_folds"] <= 0.07, rates
+    assert rates["corrected_t"] <= 0.07 and rates["corrected_f"] <= 0.07 and rates["friedman_folds"] <= 0.07, rates
     # the old tests, which count (fold, seed) results as independent, are far above the nominal 0.05
     assert rates["naive_paired_t"] > 0.12 and rates["naive_friedman"] > 0.12, rates
 
@@ -33,12 +33,14 @@ def test_fold_level_tests_keep_their_level_under_the_correlated_null(r):
 def test_fold_level_tests_have_power_against_a_real_difference():
     null, alt = S.fold_level(300, r=1), S.fold_level(300, r=1, delta=0.02)
     assert alt["corrected_t"] > 3 * max(null["corrected_t"], 0.05) and alt["friedman_folds"] > 0.3, (null, alt)
+    assert alt["corrected_f"] > 3 * max(null["corrected_f"], 0.05), (null, alt)
 
 
-def test_overlapping_training_sets_are_what_the_corrected_t_test_allows_for():
+def test_overlapping_training_sets_are_what_the_corrected_tests_allow_for():
     rates = S.fold_level(400, r=2, overlap=True)
-    assert rates["corrected_t"] <= 0.08, rates
-    assert rates["friedman_folds"] > rates["corrected_t"]  # Friedman cannot see the shared component: README says so
+    assert rates["corrected_t"] <= 0.07 and rates["corrected_f"] <= 0.07, rates
+    # the rank test cannot see the shared component: the page reads it as descriptive and says why
+    assert rates["friedman_folds"] > 0.10, rates
 
 
 def test_paired_bootstrap_and_verdict_keep_their_level_when_the_models_are_equally_good():
