@@ -1,4 +1,8 @@
-"""Batched class-activation maps (Grad-CAM, Grad-CAM++, Score-CAM) for every registered backbone.
+"""Batched class-activation maps (Grad-CAM, Grad-CAM++, Score-CAM) for any timm backbone.
+
+The layer read and the reshape of its output to a (N, C, h, w) map come from :func:`backbones.cam_target`: a
+CNN's feature stage as it is; a ViT's last ``norm1`` with the prefix tokens dropped and the patch tokens laid on
+the patch grid; a Swin's NHWC output permuted (pytorch-grad-cam's ``reshape_transform``).
 
 A multi-label model is asked for explicit ``(image_row, class_index)`` pairs, never for an argmax.
 The pairs are grouped by class; for each class the images that need it go through the library in
@@ -15,7 +19,8 @@ Library: pytorch-grad-cam (``grad-cam`` on PyPI) rather than torchcam
 --------------------------------------------------------------------
 * Maintenance: both are maintained (grad-cam 1.5.x, torchcam 0.5 released recently); grad-cam is
   by far the more widely used (several times the GitHub stars) and was already a declared
-  dependency. torchcam 0.5 adds Vision-Transformer methods, which no backbone here needs.
+  dependency. torchcam 0.5 adds Vision-Transformer methods; grad-cam reads ViT and Swin layers through
+  a ``reshape_transform`` (its documented usage), which :func:`backbones.cam_target` supplies.
 * Multi-target batches: grad-cam takes one target callable per batch element, so a batch of images
   that all need class ``c`` is one forward and one backward; torchcam's ``class_idx`` list per batch
   element does the same for gradient methods, but the caller runs the forward itself and upsamples
@@ -67,6 +72,7 @@ from pytorch_grad_cam import ScoreCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 import backbones
+from backbones.camlayer import module_at
 from bench.cam_methods import CAM_METHODS, CAMS
 
 __all__ = ["METHODS", "compute_cams", "compute_cams_per_image"]
@@ -110,16 +116,17 @@ def _start_graph_here(module: torch.nn.Module, inputs: tuple, output: torch.Tens
 
 @contextlib.contextmanager
 def _cam_session(model: torch.nn.Module, backbone: str, method: str, device: torch.device | str | None,
-                 batch_size: int, image_size: int | None = None
-                 ) -> Iterator[Callable[[torch.Tensor, int], np.ndarray]]:
-    """Hooks set, model in eval mode with frozen parameters; yields ``run(batch, class) -> maps``.
+                 batch_size: int, image_hw: tuple[int, int]) -> Iterator[Callable[[torch.Tensor, int], np.ndarray]]:
+    """Hooks set, model in eval mode with frozen parameters; yields ``run(batch, class) -> maps`` for
+    ``image_hw`` (H, W) images, read at the layer :func:`backbones.cam_target` finds for that size.
 
     On exit everything is put back: hooks removed, ``training`` flags, ``requires_grad`` flags and
     ``.grad`` tensors restored exactly.
     """
     if method not in CAMS:
         raise ValueError(f"unknown CAM method {method!r} (choose from: {', '.join(METHODS)})")
-    layer = backbones.cam_layer(model, backbone, image_size)
+    target = backbones.cam_target(model, backbone, image_hw)
+    layer = module_at(model, target.layer)
     params = list(model.parameters())
     if not params:
         raise ValueError("the model has no parameters")
@@ -137,7 +144,8 @@ def _cam_session(model: torch.nn.Module, backbone: str, method: str, device: tor
             p.requires_grad_(False)
             p.grad = None
         handle = layer.register_forward_hook(_start_graph_here)
-        cam = CAMS.get(method).load()(model=model, target_layers=[layer])  # its hooks run after ours
+        cam = CAMS.get(method).load()(model=model, target_layers=[layer],  # its hooks run after ours
+                                      reshape_transform=target.reshape_transform)
         cam.batch_size = batch_size
         model.eval()
 
@@ -187,9 +195,10 @@ def compute_cams(model: torch.nn.Module, backbone: str, images: torch.Tensor,
                  device: torch.device | str | None = None) -> np.ndarray:
     """Class-activation maps for explicit ``(image_row, class_index)`` pairs, batched per class.
 
-    ``images`` is (N, 1, H, W), normalised as the model expects; ``backbone`` names the registry
-    entry whose ``cam_layer`` is read (a shallower stage when the images are too small for it:
-    ``backbones.cam_layer_name``). Returns (len(targets), H, W) float32 maps in [0, 1] in the
+    ``images`` is (N, 1, H, W), normalised as the model expects (a ViT built for H x W:
+    ``backbones.create_model(..., image_size=)``); ``backbone`` names the backbone whose CAM layer is read
+    (``backbones.cam_target``: a registered ``cam_layer``, a shallower stage when the images are too small
+    for it, a transformer's last ``norm1``). Returns (len(targets), H, W) float32 maps in [0, 1] in the
     order of ``targets``. ``device`` defaults to the model's and must equal it (the model is not
     moved); images are moved batch by batch. The model's modes, ``requires_grad`` flags and
     gradients are left as they were, and no hook is left on it.
@@ -207,7 +216,7 @@ def compute_cams(model: torch.nn.Module, backbone: str, images: torch.Tensor,
     by_class: dict[int, dict[int, list[int]]] = defaultdict(lambda: defaultdict(list))
     for position, (row, cls) in enumerate(pairs):
         by_class[cls][row].append(position)  # a repeated pair is computed once
-    with _cam_session(model, backbone, method, device, batch_size, min(height, width)) as run:
+    with _cam_session(model, backbone, method, device, batch_size, (int(height), int(width))) as run:
         for cls, positions_by_row in by_class.items():
             rows = list(positions_by_row)
             for start in range(0, len(rows), batch_size):
@@ -234,7 +243,8 @@ def compute_cams_per_image(model: torch.nn.Module, backbone: str, images: torch.
     out = np.zeros((len(pairs), *images.shape[-2:]), dtype=np.float32)
     if not pairs:
         return out
-    with _cam_session(model, backbone, method, device, batch_size, min(images.shape[-2:])) as run:
+    hw = (int(images.shape[-2]), int(images.shape[-1]))
+    with _cam_session(model, backbone, method, device, batch_size, hw) as run:
         for position, (row, cls) in enumerate(pairs):
             out[position] = run(images[row:row + 1], cls)[0]
     return out

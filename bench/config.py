@@ -337,11 +337,13 @@ def _validate(cfg: GridConfig, where) -> None:
     if not 0 < rep.tail <= rep.head < 1:
         bad("report.tail", rep.tail, f"0 < report.tail <= report.head (< 1), head is {rep.head}")
 
-    from backbones import BACKBONES, UnknownNameError
+    from backbones import UnknownBackboneError, check_backbone
 
     for i, b in enumerate(cfg.backbones):
-        if b not in BACKBONES:
-            raise BenchError(f"{where(f'backbones[{i}]')}: backbones[{i}]: {UnknownNameError('backbone', b, BACKBONES.names())}")
+        try:
+            check_backbone(b)  # registered, or any timm model (imports timm only for an unregistered name)
+        except UnknownBackboneError as exc:
+            raise BenchError(f"{where(f'backbones[{i}]')}: backbones[{i}]: {exc}") from None
     if len(set(cfg.backbones)) != len(cfg.backbones):
         raise BenchError(f"{where('backbones')}: backbones: {list(cfg.backbones)!r} names a backbone twice")
     names = []

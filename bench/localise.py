@@ -70,6 +70,7 @@ def localise_trial(spec: TrialSpec, data, *, model, images, val, test, dev, out:
     """
     import torch
 
+    import backbones
     from bench import engine, seeding
     from bench.cam import compute_cams
     from reports import localisation as L
@@ -83,6 +84,9 @@ def localise_trial(spec: TrialSpec, data, *, model, images, val, test, dev, out:
     if not test_pairs:
         return []
     val_pairs = boxed_pairs(rec, val, boxes, int(cfg.max_images), rng)
+    warning = backbones.cam_target(model, spec.backbone, size).warning  # metrics.json's cam records it too
+    if warning:
+        log.warning("trial %s: %s", spec.id, warning)
     refuse_held_out(rec, [p[0] for p in val_pairs], test)
     row_pos = {r: i for i, r in enumerate(test)}
     val_boxes = [p[3] for p in val_pairs]

@@ -4,9 +4,10 @@ Pydantic reads the dataclasses of :mod:`bench.config` (their types, defaults and
 ``dataset`` section is the union of the registered kinds' sections (``bench.data.catalogue``: each reader's
 ``config``), told apart by ``kind`` (a discriminated union: ``oneOf`` with a ``discriminator``; a section
 without ``kind`` is the default kind's). The schema then gets the other names that live in registries: the
-backbone and strategy names, the CAM methods. Editors use it to complete and check grid files; ``bench run`` still
+strategy names and the CAM methods, and the registered backbones as examples (a grid may name any timm model,
+so the schema refuses no backbone string). Editors use it to complete and check grid files; ``bench run`` still
 validates every grid itself, with line-numbered errors and checks no schema can express (files that must
-exist, ``report.tail <= report.head``, a strategy's parameters).
+exist, ``report.tail <= report.head``, a strategy's parameters, a backbone name timm does not know).
 
 >>> s = grid_schema()
 >>> s["properties"]["train"]["$ref"], s["$defs"]["TrainConfig"]["properties"]["optimizer"]["enum"]
@@ -60,8 +61,11 @@ def grid_schema(*, user_presets: bool = True) -> dict[str, Any]:
     schema["additionalProperties"] = False
     defs["LocalisationConfig"]["properties"]["methods"] = {
         "title": "Methods", "default": ["gradcam"], "type": "array", "items": {"enum": list(CAM_METHODS)}}
-    props["backbones"] = {"title": "Backbones", "default": ["resnet18"], "type": "array", "minItems": 1,
-                          "items": {"enum": BACKBONES.names()}}
+    props["backbones"] = {  # any timm model: too many (and too version-bound) to list; bench run checks the names
+        "title": "Backbones", "default": ["resnet18"], "type": "array", "minItems": 1,
+        "items": {"type": "string", "minLength": 1, "examples": BACKBONES.names(),
+                  "description": "a registered backbone (bench list backbones) or any timm model name "
+                                 "(bench list backbones --all)"}}
     presets = ([e.name for e in list_strategies()] if user_presets else
                [e.name for e in STRATEGIES.list() if "file" not in e.meta])
     props["strategies"] = {

@@ -119,7 +119,7 @@ def _run(spec: TrialSpec, data: TrialData, *, report, checkpoint_dir) -> dict:
     features = thumbnail_features(images, train, seed=seed) if strategy.needs_features else None
     strategy.fit(y[train], features=features)
     seeding.seed_torch(seed, spec.backbone, fold, "init")
-    model = create_model(spec.backbone, len(rec.label_names), pretrained=tr.pretrained)
+    model = create_model(spec.backbone, len(rec.label_names), pretrained=tr.pretrained, image_size=data.image_size)
     model.to(dev.device)
     if dev.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -282,8 +282,7 @@ def evaluate(spec: TrialSpec, data: TrialData, *, model, strategy, images, rows,
         t1 = time.perf_counter()
         localise_trial(spec, data, model=model, images=images, val=val, test=test, dev=dev, out=out, prob=prob)
         loc_seconds = time.perf_counter() - t1
-        cam = {"layer": backbones.cam_layer_name(model, spec.backbone, data.image_size),
-               "declared_layer": backbones.BACKBONES.get(spec.backbone).meta["cam_layer"]}
+        cam = backbones.cam_target(model, spec.backbone, data.image_size).as_dict()  # layer, layout, grid, warning
 
     files = TrialFolder(out)
     np.savez_compressed(

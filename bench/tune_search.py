@@ -94,10 +94,12 @@ def run_search(grid: str | os.PathLike, *, strategy: str, trials: int = 16, back
     if trials < 1:
         raise BenchError(f"--trials: {trials} is not valid; expected an integer >= 1")
     backbone = backbone or cfg.backbones[0]
-    from backbones import BACKBONES
+    from backbones import UnknownBackboneError, check_backbone
 
-    if backbone not in BACKBONES:
-        raise BenchError(f"--backbone: {UnknownNameError('backbone', backbone, BACKBONES.names())}")
+    try:
+        check_backbone(backbone)
+    except UnknownBackboneError as exc:
+        raise BenchError(f"--backbone: {exc}") from None
     name = preset_name or f"{strategy}_tuned"
     preset_file = Path("presets") / f"{name}.yaml"
     if name in STRATEGIES or preset_file.exists():

@@ -1,5 +1,5 @@
 """``bench list``: the registries (backbones, strategies, losses, samplers, thresholds, dataset kinds, CAM
-methods), one line each."""
+methods), one line each; ``bench list backbones --all 'vit*'``: timm's model names, registered ones marked."""
 
 from __future__ import annotations
 
@@ -13,11 +13,26 @@ def add_parser(sub) -> None:
     ls.add_argument("what", choices=["backbones", "strategies", "losses", "samplers", "thresholds", "datasets",
                                      "cams"])
     ls.add_argument("pattern", nargs="?", help="shell-style pattern, e.g. 'resnet*'")
+    ls.add_argument("--all", nargs="?", const="*", default=None, metavar="PATTERN",
+                    help="backbones: every timm model (matching PATTERN, e.g. --all 'vit*'), any of which can go in a "
+                         "grid; the registered ones marked [registered] with their description (imports timm)")
     ls.set_defaults(func=cmd_list)
 
 
 def cmd_list(args) -> int:
-    if args.what == "backbones":
+    every = getattr(args, "all", None)  # --all's own PATTERN, '*' when it has none
+    if every is not None and args.what != "backbones":
+        raise BenchError(f"--all lists timm's models: it goes with 'bench list backbones', not {args.what!r}")
+    if every is not None:
+        from backbones import list_timm
+
+        if args.pattern and every != "*":
+            raise BenchError(f"give one pattern, not {args.pattern!r} and --all {every!r}")
+        args.pattern = args.pattern or every
+        entries = list_timm(args.pattern)
+        for name, e in entries:
+            say(f"{name:<40} " + (f"[registered] {e.description}" if e is not None else "timm model"))
+    elif args.what == "backbones":
         from backbones import list_backbones
 
         entries = list_backbones(args.pattern)
