@@ -207,7 +207,7 @@ def test_a_vit_trial_through_bench_run_scores_its_grad_cam(ray_session, synth_ro
     grid = tmp_path / "grid.yaml"
     grid.write_text(f"""\
 name: vit
-dataset: {{kind: synthetic, root: {synth_root}, image_size: 96}}
+dataset: {{kind: synthetic, root: {synth_root}, n: 200, size: 64, image_size: 96}}
 splits: {{folds: 2, val_fraction: 0.25, seed: 0}}
 backbones: [test_vit]
 strategies: [bce]
