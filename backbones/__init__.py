@@ -14,7 +14,7 @@ checking registered names imports neither torch nor timm; an unregistered name i
 >>> check_backbone("resnet181")
 Traceback (most recent call last):
 ...
-backbones.UnknownBackboneError: unknown backbone 'resnet181'; did you mean 'resnet18' or 'resnet18d' or 'resnet101'? (a registered backbone, bench list backbones, or any timm model, bench list backbones --all)
+backbones.UnknownBackboneError: unknown backbone 'resnet181'; did you mean 'resnet18' or 'resnet18d' or 'resnet101'? ...
 """
 
 from __future__ import annotations
