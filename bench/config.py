@@ -349,7 +349,7 @@ def _validate(cfg: GridConfig, where) -> None:
     names = []
     for i, spec in enumerate(cfg.strategies):
         try:
-            names.append(_strategy_name(spec))
+            names.append(_strategy_name(spec, epochs=int(cfg.train.epochs)))
         except (KeyError, ValueError) as exc:
             msg = str(exc) if not isinstance(exc, KeyError) or hasattr(exc, "kind") else str(exc.args[0])
             raise BenchError(f"{where(f'strategies[{i}]')}: strategies[{i}]: {msg}") from None
@@ -363,10 +363,12 @@ def _validate(cfg: GridConfig, where) -> None:
         logging.getLogger(__name__).info("baseline strategy %r is not in the grid: no paired tests", rep.baseline)
 
 
-def _strategy_name(spec: Any) -> str:
+def _strategy_name(spec: Any, *, epochs: int | None = None) -> str:
     from strategies import create_strategy
 
     s = create_strategy(spec)  # validates names and parameters; constructors only store
+    if epochs is not None:
+        s.stage_bounds(epochs)  # a staged strategy needs an epoch per stage
     if not s.name or any(c in s.name for c in "/\\ \0"):
         raise ValueError(f"strategy name {s.name!r} must be non-empty without slashes or spaces")
     return s.name

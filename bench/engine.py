@@ -128,24 +128,41 @@ def augment(x: torch.Tensor, gen: torch.Generator, *, shift: float = 0.06, contr
     return x * scale.view(b, 1, 1, 1) + offset.view(b, 1, 1, 1)
 
 
+def n_train_batches(n_rows: int, batch_size: int) -> int:
+    """How many batches :func:`train_epoch` makes of ``n_rows`` (the last partial one dropped when there are more
+    rows than one batch)."""
+    return n_rows // batch_size if n_rows > batch_size else 1
+
+
 def train_epoch(model, images: np.ndarray, labels: np.ndarray, rows: np.ndarray, *, loss_fn: Callable,
                 optimizer, lr_factor: Callable[[float], float] | None = None, batch_size: int, dev: Device,
                 aug_gen: torch.Generator | None = None, num_workers: int = 0,
-                scaler: "torch.amp.GradScaler | None" = None) -> dict:
+                scaler: "torch.amp.GradScaler | None" = None,
+                mix: "tuple[np.ndarray, np.ndarray] | None" = None, train_only: "torch.nn.Module | None" = None) -> dict:
     """One pass over ``rows`` (already in training order). Returns loss, images and seconds.
 
     ``lr_factor(f)`` scales each parameter group's ``initial_lr`` at fraction ``f`` of the epoch. With fp16
     autocast, ``scaler`` (:func:`grad_scaler`, kept across epochs) scales the loss; one is made for this epoch
-    when none is given.
+    when none is given. ``mix = (partner_rows, lambdas)`` mixes batch i with the same positions of
+    ``partner_rows`` (as long as ``rows``): input ``(1 - lam_i) x + lam_i x'``, loss ``(1 - lam_i) L(y) + lam_i
+    L(y')``. ``train_only`` (a module of ``model``, e.g. its classifier) puts every other module in eval mode
+    (frozen batch-norm statistics) for a stage that trains that module alone.
     """
     model.train()
+    if train_only is not None:
+        model.eval()
+        train_only.train()
     scaler = scaler if scaler is not None else grad_scaler(dev)
     total, seen, t0 = 0.0, 0, time.perf_counter()
-    n_batches = max(1, len(rows) // batch_size if len(rows) > batch_size else 1)
+    n_batches = max(1, n_train_batches(len(rows), batch_size))
     for g in optimizer.param_groups:
         g.setdefault("initial_lr", g["lr"])
-    for i, (x, y) in enumerate(iterate(images, labels, rows, batch_size, num_workers=num_workers,
-                                       pin_memory=dev.device.type == "cuda", drop_last=len(rows) > batch_size)):
+    pin, drop = dev.device.type == "cuda", len(rows) > batch_size
+    batches = iterate(images, labels, rows, batch_size, num_workers=num_workers, pin_memory=pin, drop_last=drop)
+    partners = iterate(images, labels, mix[0], batch_size, num_workers=num_workers, pin_memory=pin,
+                       drop_last=drop) if mix is not None else None
+    for i, (x, y) in enumerate(batches):
+        partner = next(partners) if partners is not None else None
         if len(x) < 2:
             continue  # batch norm needs two samples
         if lr_factor is not None:
@@ -156,9 +173,17 @@ def train_epoch(model, images: np.ndarray, labels: np.ndarray, rows: np.ndarray,
         if aug_gen is not None:
             inp = augment(inp, aug_gen)
         target = y.to(dev.device, non_blocking=True)
+        if partner is not None:
+            lam = float(mix[1][i])
+            other = to_input(partner[0], dev)
+            if aug_gen is not None:
+                other = augment(other, aug_gen)
+            inp = inp * (1 - lam) + other * lam
         with torch.autocast(dev.device.type, dtype=dev.autocast_dtype, enabled=dev.autocast_dtype is not None):
             logits = model(inp)
         loss = loss_fn(logits.float(), target)
+        if partner is not None:
+            loss = loss * (1 - lam) + loss_fn(logits.float(), partner[1].to(dev.device, non_blocking=True)) * lam
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()  # unscaled unless fp16
         scaler.step(optimizer)
@@ -196,9 +221,57 @@ def sigmoid(z: np.ndarray) -> np.ndarray:
 
 
 def make_optimizer(model, *, name: str, lr: float, weight_decay: float):
+    """The grid's optimiser over ``model``'s parameters (or over an iterable of parameters)."""
+    params = model.parameters() if isinstance(model, torch.nn.Module) else model
     if name == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay, nesterov=True)
-    return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay, nesterov=True)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+
+
+# ---- stages: which parameters train (timm's generic classifier API, so any backbone works) ----
+def classifier(model) -> torch.nn.Module:
+    """The model's classifier (timm's ``get_classifier()``); an error naming the model if it has none."""
+    head = model.get_classifier() if hasattr(model, "get_classifier") else None
+    if not isinstance(head, torch.nn.Module) or not any(True for _ in head.parameters()):
+        raise ValueError(f"{type(model).__name__} has no classifier with parameters (timm's get_classifier() gave "
+                         f"{type(head).__name__}); a stage that trains or re-initialises the classifier needs one")
+    return head
+
+
+def trainable(model, what: str) -> list:
+    """Set ``requires_grad`` for a stage that trains ``what`` ("all" or "classifier"); returns those parameters."""
+    head = {id(p) for p in classifier(model).parameters()} if what == "classifier" else None
+    out = []
+    for p in model.parameters():
+        p.requires_grad_(head is None or id(p) in head)
+        if p.requires_grad:
+            out.append(p)
+    return out
+
+
+def reset_classifier(model, num_classes: int, dev: Device) -> None:
+    """Re-initialise the classifier with timm's ``reset_classifier`` (draws from torch's global RNG: seed it first)."""
+    model.reset_classifier(num_classes)
+    model.to(dev.device)
+    if dev.channels_last:
+        model.to(memory_format=torch.channels_last)
+
+
+def classifier_rows(model) -> tuple[np.ndarray, np.ndarray | None]:
+    """The classifier's weight (L, ...) and bias (L,) or None, as arrays."""
+    head = classifier(model)
+    weight = getattr(head, "weight", None)
+    if weight is None:
+        raise ValueError(f"classifier {type(head).__name__} has no weight to rescale")
+    bias = getattr(head, "bias", None)
+    return weight.detach().float().cpu().numpy(), None if bias is None else bias.detach().float().cpu().numpy()
+
+
+@torch.no_grad()
+def scale_classifier_rows(model, scale: np.ndarray) -> None:
+    """Multiply row j of the classifier's weight by ``scale[j]`` (tau-normalisation); the bias is kept."""
+    weight = classifier(model).weight
+    weight.mul_(torch.as_tensor(scale, dtype=weight.dtype, device=weight.device).view(-1, *[1] * (weight.ndim - 1)))
 
 
 def cosine_factor(epoch: int, epochs: int, *, warmup: float = 0.1) -> Callable[[float], float]:

@@ -96,6 +96,7 @@ def _run(spec: TrialSpec, data: TrialData, *, report, checkpoint_dir) -> dict:
     from bench import engine, seeding
     from bench.data.splits import assert_fold_disjoint
     from strategies import create_strategy
+    from strategies import stages as stages_lib
 
     tr, res = data.cfg.train, data.cfg.resources
     seed, fold, rec = spec.seed, spec.fold, data.records
@@ -118,14 +119,15 @@ def _run(spec: TrialSpec, data: TrialData, *, report, checkpoint_dir) -> dict:
     strategy = create_strategy(spec.strategy)
     features = thumbnail_features(images, train, seed=seed) if strategy.needs_features else None
     strategy.fit(y[train], features=features)
+    epochs = int(tr.epochs)
+    stages, spans = strategy.stages, strategy.stage_bounds(epochs)
     seeding.seed_torch(seed, spec.backbone, fold, "init")
     model = create_model(spec.backbone, len(rec.label_names), pretrained=tr.pretrained, image_size=data.image_size)
     model.to(dev.device)
     if dev.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = engine.make_optimizer(model, name=tr.optimizer, lr=float(tr.lr), weight_decay=float(tr.weight_decay))
     scaler = engine.grad_scaler(dev)
-    start, history = 0, []
+    start, history, state = 0, [], None
     if checkpoint_dir:
         state_file = Path(checkpoint_dir) / STATE_FILE
         done = checkpoint_outputs(checkpoint_dir).metrics
@@ -135,7 +137,6 @@ def _run(spec: TrialSpec, data: TrialData, *, report, checkpoint_dir) -> dict:
             return final
         state = torch.load(state_file, map_location=dev.device, weights_only=True)
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
         if state.get("scaler"):  # saved by an fp16 trial (empty, or absent in older checkpoints, otherwise)
             scaler.load_state_dict(state["scaler"])
         start = int(state["epoch"]) + 1
@@ -143,24 +144,41 @@ def _run(spec: TrialSpec, data: TrialData, *, report, checkpoint_dir) -> dict:
         log.info("trial %s resumes after epoch %d", spec.id, start)
     net = torch.compile(model) if tr.compile and dev.device.type == "cuda" else model
 
-    epochs = int(tr.epochs)
+    optimizer, current, head = None, None, None
     for epoch in range(start, epochs):
+        k = stages_lib.stage_of(epoch, spans)
+        stage = stages[k]
+        if k != current:  # entering a stage, or resuming in one
+            optimizer, head = _enter_stage(k, epoch, stages, spans, model=model, n_labels=len(rec.label_names),
+                                           dev=dev, tr=tr, optimizer=optimizer, state=state, seed=seed, fold=fold)
+            state, current = None, k
         seeding.seed_torch(seed, fold, "epoch", epoch)  # dropout etc.: same draws after a resume
-        order = strategy.sampler.epoch_indices(seeding.numpy_rng(seed, fold, "order", epoch))
+        order = stage.sampler.epoch_indices(seeding.numpy_rng(seed, fold, "order", epoch))
         rows = train[order]
+        mix = None
+        if stage.mixup is not None:
+            mix_rng = seeding.numpy_rng(seed, fold, "mixup", epoch)
+            mix = (train[stage.mixup.partner_rows(mix_rng, len(rows))],
+                   stage.mixup.lambdas(mix_rng, engine.n_train_batches(len(rows), int(tr.batch_size))))
         aug = seeding.torch_generator(seed, fold, "augment", epoch) if tr.augment else None
-        schedule = engine.cosine_factor(epoch, epochs) if tr.scheduler == "cosine" else None
-        stats = engine.train_epoch(net, images, y, rows, loss_fn=strategy.loss, optimizer=optimizer,
-                                   lr_factor=schedule, batch_size=int(tr.batch_size),
-                                   dev=dev, aug_gen=aug, num_workers=int(tr.num_workers), scaler=scaler)
+        first, last_stage = stages_lib.segment(k, stages)
+        seg_start, seg_stop = spans[first][0], spans[last_stage][1]
+        schedule = engine.cosine_factor(epoch - seg_start, seg_stop - seg_start) if tr.scheduler == "cosine" else None
+        stats = engine.train_epoch(net, images, y, rows, loss_fn=stage.loss, optimizer=optimizer,
+                                   lr_factor=schedule, batch_size=int(tr.batch_size), dev=dev, aug_gen=aug,
+                                   num_workers=int(tr.num_workers), scaler=scaler, mix=mix, train_only=head)
+        last = epoch == epochs - 1
+        if last and strategy.posthoc is not None:  # e.g. tau-normalisation, fitted on the validation part
+            _posthoc(strategy, model, net, images, val, y, dev=dev, batch_size=int(tr.eval_batch_size))
         val_logits = engine.predict_logits(net, images, val, batch_size=int(tr.eval_batch_size), dev=dev)
         val_prob = engine.sigmoid(_adjust(strategy, val_logits))
         val_auc = _macro_auc(y[val], val_prob)
         entry = {"epoch": epoch + 1, "train_loss": stats["loss"], "train_images": stats["images"],
                  "train_seconds": round(stats["seconds"], 3), "train_images_per_s": stats["images_per_s"],
                  "val_macro_auc": val_auc}
+        if strategy.staged:
+            entry["stage"] = stage.name
         history.append(entry)
-        last = epoch == epochs - 1
         if spec.search:  # hyper-parameter search: validation only, the held-out fold is never touched
             metrics = {**entry, "done": last}
             report(metrics, None)
@@ -168,7 +186,8 @@ def _run(spec: TrialSpec, data: TrialData, *, report, checkpoint_dir) -> dict:
         with tempfile.TemporaryDirectory(prefix="bench-ckpt-") as ckpt:
             if not last or tr.keep_weights:
                 torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                            "history": json.dumps(history), "scaler": scaler.state_dict()}, Path(ckpt) / STATE_FILE)
+                            "history": json.dumps(history), "scaler": scaler.state_dict(), "stage": k,
+                            "loss": stage.loss.state_dict()}, Path(ckpt) / STATE_FILE)
             metrics = {**entry, "done": False}
             if last:
                 summary = evaluate(spec, data, model=net, strategy=strategy, images=images, rows=(train, val, test),
@@ -177,6 +196,48 @@ def _run(spec: TrialSpec, data: TrialData, *, report, checkpoint_dir) -> dict:
                 metrics = {**entry, **summary, "done": True}
             report(metrics, ckpt)
     return metrics
+
+
+def _enter_stage(k: int, epoch: int, stages: list, spans: list, *, model, n_labels: int, dev, tr, optimizer, state,
+                 seed: int, fold: int):
+    """Set the model and optimiser up for stage ``k`` at ``epoch``: at the stage's first epoch re-initialise the
+    classifier if it asks and make a fresh optimiser if it restarts; when resuming (``state``: the checkpoint)
+    rebuild the optimiser of the stage's segment and restore it, and the loss's own state, from the checkpoint.
+    Returns the optimiser and the module trained alone (the classifier) or None."""
+    from bench import engine, seeding
+    from strategies import stages as stages_lib
+
+    stage = stages[k]
+    at_start = epoch == spans[k][0]
+    if at_start and stage.reinit:
+        seeding.seed_torch(seed, fold, "reinit", k)  # the same classifier again after a resume
+        engine.reset_classifier(model, n_labels, dev)
+    params = engine.trainable(model, stage.train)
+    stage.loss.to(dev.device)
+    if state is not None and int(state.get("stage", k)) == k and state.get("loss"):
+        stage.loss.load_state_dict(state["loss"])  # resumed inside the stage: AUC-M's a, b, alpha
+    fresh = at_start and (stage.restart or k == 0)
+    if optimizer is None or fresh:
+        first, _ = stages_lib.segment(k, stages)
+        base = stages[first]
+        opt_params = engine.trainable(model, base.train) if first != k else params
+        engine.trainable(model, stage.train)
+        optimizer = stage.loss.make_optimizer(opt_params, lr=float(tr.lr), weight_decay=float(tr.weight_decay)) or \
+            engine.make_optimizer(opt_params, name=tr.optimizer, lr=float(tr.lr), weight_decay=float(tr.weight_decay))
+        if state is not None and not fresh:
+            optimizer.load_state_dict(state["optimizer"])
+    log.info("stage %d/%d %r from epoch %d (%s)", k + 1, len(stages), stage.name, epoch + 1, stage.train)
+    return optimizer, (engine.classifier(model) if stage.train == "classifier" else None)
+
+
+def _posthoc(strategy, model, net, images, val, y, *, dev, batch_size: int) -> None:
+    """Fit the strategy's post-hoc step on the validation part and apply it to the model's classifier."""
+    from bench import engine
+
+    logits = engine.predict_logits(net, images, val, batch_size=batch_size, dev=dev)
+    weight, bias = engine.classifier_rows(model)
+    strategy.posthoc.fit(weight, bias, logits, y[val], adjust=lambda z: _adjust(strategy, z))
+    engine.scale_classifier_rows(model, strategy.posthoc.scale_)
 
 
 def _adjust(strategy, logits: np.ndarray) -> np.ndarray:
@@ -318,6 +379,11 @@ def evaluate(spec: TrialSpec, data: TrialData, *, model, strategy, images, rows,
     rel = reliability(y_test, prob)
     doc["reliability"] = {"edges": CURVE_EDGES.tolist(), "n": rel["n"].tolist(),
                           "p": np.round(rel["p"], 6).tolist(), "y": rel["y"].tolist()}
+    if strategy.staged:  # what each stage trained, over which epochs (1-based, inclusive), and the post-hoc step
+        spans = strategy.stage_bounds(int(tr.epochs))
+        doc["stages"] = [{**st.describe(), "epochs": [a + 1, b]} for st, (a, b) in zip(strategy.stages, spans)]
+        if strategy.posthoc is not None:
+            doc["posthoc"] = _jsonable(strategy.posthoc.describe())
     if cam is not None:  # which module the CAMs read (a shallower stage than the registry's on small images)
         doc["cam"] = cam
     doc["imbalance"] = _jsonable(strategy.sampler.imbalance(

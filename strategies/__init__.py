@@ -14,10 +14,10 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from strategies._registry import Registry, UnknownNameError
-from strategies.catalogue import LOSSES, SAMPLERS, STRATEGIES, THRESHOLDS
+from strategies.catalogue import LOSSES, POSTHOC, SAMPLERS, STRATEGIES, THRESHOLDS
 
 __all__ = [
-    "LOSSES", "SAMPLERS", "THRESHOLDS", "STRATEGIES", "Registry", "UnknownNameError",
+    "LOSSES", "SAMPLERS", "THRESHOLDS", "POSTHOC", "STRATEGIES", "Registry", "UnknownNameError",
     "create_loss", "create_sampler", "create_threshold", "create_strategy", "list_strategies",
     "resolve_spec", "preset_space", "apply_params", "fold_spec",
 ]
@@ -76,7 +76,9 @@ def resolve_spec(spec: Any) -> dict:
     """Normalise a strategy given as a preset name or a mapping into a full spec.
 
     Returns ``{"name", "loss", "sampler", "threshold", "description"}`` where each part is a
-    mapping ``{"name": ..., **params}``. A mapping may name a ``preset`` and override parts of it.
+    mapping ``{"name": ..., **params}``, plus ``stages``, ``mixup`` and ``posthoc`` for a strategy that declares
+    them (:mod:`strategies.stages`; each stage filled in and checked). A mapping may name a ``preset`` and
+    override parts of it.
     """
     if isinstance(spec, str):
         if spec not in STRATEGIES:
@@ -85,12 +87,15 @@ def resolve_spec(spec: Any) -> dict:
         out = {"name": spec, "description": entry.description}
         for part in ("loss", "sampler", "threshold"):
             out[part] = _as_mapping(entry.meta[part])
+        for key in STAGED_KEYS:
+            if entry.meta.get(key):
+                out[key] = entry.meta[key]
         if entry.meta.get("folds"):  # tuned per outer fold: a run applies them with fold_spec
             out["folds"] = {int(f): dict(p) for f, p in entry.meta["folds"].items()}
-        return out
+        return _resolve_staged(out)
     if not isinstance(spec, Mapping):
         raise ValueError(f"a strategy must be a preset name or a mapping, got {spec!r}")
-    allowed = {"name", "preset", "loss", "sampler", "threshold", "description"}
+    allowed = {"name", "preset", "loss", "sampler", "threshold", "description", *STAGED_KEYS}
     for key in spec:
         if key not in allowed:
             from strategies._registry import did_you_mean
@@ -107,10 +112,33 @@ def resolve_spec(spec: Any) -> dict:
     for part in ("loss", "sampler", "threshold"):
         if part in spec:
             out[part] = _as_mapping(spec[part])
+    for key in STAGED_KEYS:
+        if key in spec:
+            out[key] = spec[key]
     name = spec.get("name") or "+".join(
         [out["loss"]["name"]] + ([out["sampler"]["name"]] if out["sampler"]["name"] != "none" else []))
     out["name"] = str(name)
     out["description"] = str(spec.get("description") or base.get("description") or _describe(out))
+    return _resolve_staged(out)
+
+
+STAGED_KEYS = ("stages", "mixup", "posthoc")
+
+
+def _resolve_staged(out: dict) -> dict:
+    """Check and fill in ``stages``, ``mixup`` and ``posthoc`` (absent or empty ones are dropped)."""
+    from strategies.stages import resolve_mixup, resolve_stages
+
+    for key in STAGED_KEYS:
+        if key in out and not out[key]:
+            del out[key]
+    if "mixup" in out:
+        out["mixup"] = resolve_mixup(out["mixup"], where=f"strategy {out['name']!r}: mixup")
+    if "stages" in out:
+        out["stages"] = resolve_stages(out["stages"], name=out["name"], loss=out["loss"], sampler=out["sampler"],
+                                       mixup=out.get("mixup"))
+    if "posthoc" in out:
+        out["posthoc"] = _as_mapping(out["posthoc"])
     return out
 
 
@@ -134,14 +162,30 @@ def create_strategy(spec: Any):
     """Build a :class:`strategies.base.Strategy` from a preset name or a spec mapping."""
     from strategies.base import Strategy
 
+    from strategies.stages import Mixup, Stage
+
     full = resolve_spec(spec)
+
+    def mixup(m):
+        return Mixup(m["alpha"], m["beta"], create_sampler(m["partner"])) if m else None
+
+    stages = [Stage(st["name"], st["until"], loss=create_loss(st["loss"]), sampler=create_sampler(st["sampler"]),
+                    mixup=mixup(st.get("mixup")), train=st["train"], reinit=st["reinit"], restart=st["restart"])
+              for st in full.get("stages", [])]
+    if not stages and full.get("mixup"):
+        stages = [Stage("train", 1.0, loss=create_loss(full["loss"]), sampler=create_sampler(full["sampler"]),
+                        mixup=mixup(full["mixup"]))]
+    loss = stages[-1].loss if stages else create_loss(full["loss"])
+    sampler = stages[0].sampler if stages else create_sampler(full["sampler"])
     return Strategy(
         full["name"],
-        loss=create_loss(full["loss"]),
-        sampler=create_sampler(full["sampler"]),
+        loss=loss,
+        sampler=sampler,
         threshold=create_threshold(full["threshold"]),
         description=full["description"],
         spec=full,
+        stages=stages or None,
+        posthoc=_create(POSTHOC, full["posthoc"]) if full.get("posthoc") else None,
     )
 
 

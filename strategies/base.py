@@ -111,6 +111,29 @@ class Loss(Component):
         """Post-hoc logit correction applied before the sigmoid at prediction time (identity)."""
         return logits
 
+    # A loss with learned tensors of its own (AUC-M's a, b, alpha) overrides these; a loss that needs its own
+    # optimiser (AUC-M's PESG) sets ``optimizer_kind`` and overrides :meth:`make_optimizer`.
+    optimizer_kind = ""
+
+    def parameters(self) -> list:
+        """The loss's own learned tensors (none)."""
+        return []
+
+    def to(self, device) -> "Loss":
+        """Move the loss's own tensors to ``device`` (before an optimiser is made over them)."""
+        return self
+
+    def state_dict(self) -> dict:
+        """What a checkpoint keeps of the loss's own tensors (nothing)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict` (nothing to restore)."""
+
+    def make_optimizer(self, params, *, lr: float, weight_decay: float):
+        """The optimiser of a stage trained with this loss, or ``None`` for the grid's ``train.optimizer``."""
+        return None
+
 
 class Sampler(Component):
     """Chooses the training rows of each epoch. Override :meth:`epoch_indices`.
@@ -191,27 +214,48 @@ class ThresholdRule(Component):
 
 
 class Strategy:
-    """A named combination of a loss, a sampler and a threshold rule. In a trial::
+    """A named combination of a loss, a sampler and a threshold rule, trained in one or more stages. In a trial::
 
         s = Strategy("bce", loss=..., sampler=..., threshold=...)   # usually strategies.create_strategy(spec)
         s.fit(y_train); loss = s.loss(logits, targets); rows = s.sampler.epoch_indices(rng)
         probs = torch.sigmoid(s.loss.adjust_logits(logits))           # at prediction time
         decisions = s.threshold.fit(y_val, p_val).predict(probs)
+
+    ``stages`` (:class:`strategies.stages.Stage`, one or more, in training order) each hold their own loss,
+    sampler, optional mix-up and which parameters train; without them the strategy is one stage of ``loss`` and
+    ``sampler``. ``loss`` is then the last stage's (its ``adjust_logits`` applies at prediction) and ``sampler``
+    the first stage's. ``posthoc`` (e.g. :class:`strategies.stages.TauNorm`) adjusts the trained classifier on
+    the validation part before the decision rule is fitted.
     """
 
     def __init__(self, name: str, *, loss: Loss, sampler: Sampler, threshold: ThresholdRule,
-                 description: str = "", spec: dict | None = None):
+                 description: str = "", spec: dict | None = None, stages: list | None = None, posthoc=None):
+        from strategies.stages import Stage
+
         self.name = name
-        self.loss = loss
-        self.sampler = sampler
+        self.stages = stages or [Stage("train", 1.0, loss=loss, sampler=sampler)]
+        self.loss = self.stages[-1].loss
+        self.sampler = self.stages[0].sampler
         self.threshold = threshold
+        self.posthoc = posthoc
         self.description = description
         self.spec = spec or {}
 
     @property
+    def staged(self) -> bool:
+        """True for a strategy declared with ``stages``, mix-up or a post-hoc step (its trials record them)."""
+        return bool(self.spec.get("stages") or self.spec.get("mixup") or self.spec.get("posthoc"))
+
+    @property
     def needs_features(self) -> bool:
         """True when :meth:`fit` needs per-image ``features`` (a local-imbalance sampler)."""
-        return bool(getattr(self.sampler, "needs_features", False))
+        return any(st.needs_features for st in self.stages)
+
+    def stage_bounds(self, epochs: int) -> list[tuple[int, int]]:
+        """Each stage's epochs ``[start, stop)`` within a budget of ``epochs`` (see :func:`strategies.stages.bounds`)."""
+        from strategies.stages import bounds
+
+        return bounds([st.until for st in self.stages], epochs, name=self.name)
 
     def fit(self, y_train: np.ndarray, *, features: np.ndarray | None = None) -> "Strategy":
         """Fit the loss and the sampler on the training labels (N, L) of 1 / 0 / NaN.
@@ -222,9 +266,11 @@ class Strategy:
         raise a ``ValueError`` without it. To refresh the features later (say every few epochs
         with the current model's embeddings), call ``strategy.sampler.fit(y_train, features=new)``.
         """
-        self.loss.fit(y_train)
-        self.sampler.fit(y_train, features=features)
+        for st in self.stages:
+            st.fit(y_train, features=features)
         return self
 
     def __repr__(self) -> str:
+        if len(self.stages) > 1:
+            return f"Strategy({self.name!r}, stages={self.stages!r}, threshold={self.threshold!r})"
         return f"Strategy({self.name!r}, loss={self.loss!r}, sampler={self.sampler!r}, threshold={self.threshold!r})"

@@ -39,6 +39,7 @@ class _RenamingRegistry(Registry):
 LOSSES = Registry("loss")
 SAMPLERS = _RenamingRegistry("sampler")
 THRESHOLDS = Registry("threshold rule")
+POSTHOC = Registry("post-hoc step")
 STRATEGIES = _RenamingRegistry("strategy")
 
 # ---- losses ------------------------------------------------------------------------------------
@@ -57,6 +58,12 @@ LOSSES.register("la", "strategies.losses:LogitAdjusted",
                 description="logit-adjusted BCE (Menon et al. 2021): + tau*log(pi/(1-pi)) during training")
 LOSSES.register("la_posthoc", "strategies.losses:LogitAdjustedPostHoc",
                 description="BCE training, - tau*log(pi/(1-pi)) on the logits at prediction (Menon et al. 2021)")
+LOSSES.register("ldam", "strategies.ldam:LDAM",
+                description="LDAM (Cao et al. 2019) per sigmoid label: margins C/n^(1/4) for its positives and "
+                            "negatives, scale s; beta > 0 adds DRW class-balanced weights")
+LOSSES.register("aucm", "strategies.auc_margin:AUCM", optimizer="pesg",
+                description="AUC-M min-max margin loss on sigmoid scores (Yuan et al. 2021, LibAUC), trained with "
+                            "its own optimiser, PESG")
 
 # ---- samplers ----------------------------------------------------------------------------------
 SAMPLERS.register("none", "strategies.samplers:Uniform", description="each training image once per epoch")
@@ -85,16 +92,24 @@ THRESHOLDS.register("youden", "strategies.thresholds:Youden",
 THRESHOLDS.register("precision", "strategies.thresholds:PrecisionTarget",
                     description="per-label smallest threshold reaching a target validation precision (0.8)")
 
+# ---- post-hoc steps (after the last stage, before the decision rule) ----------------------------------------------
+POSTHOC.register("tau_norm", "strategies.stages:TauNorm",
+                 description="tau-normalised classifier rows W_j/||W_j||^tau, tau chosen on validation "
+                             "(Kang et al. 2020)")
+
 
 # ---- named strategies --------------------------------------------------------------------------
-def preset(name: str, description: str, *, loss="bce", sampler="none", threshold="f1", space=None) -> None:
+def preset(name: str, description: str, *, loss="bce", sampler="none", threshold="f1", space=None, stages=None,
+           mixup=None, posthoc=None, reference: str = "") -> None:
     """Register a named strategy; ``space`` declares its tunable parameters for ``bench tune``.
 
     ``space`` maps ``"part.param"`` (part: loss, sampler or threshold) to one of
-    ``{"uniform": [lo, hi]}``, ``{"loguniform": [lo, hi]}`` or ``{"choice": [v1, v2, ...]}``.
+    ``{"uniform": [lo, hi]}``, ``{"loguniform": [lo, hi]}`` or ``{"choice": [v1, v2, ...]}``. ``stages``,
+    ``mixup`` and ``posthoc`` are as in :mod:`strategies.stages`; ``reference`` names the paper.
     """
-    STRATEGIES.register(name, "strategies.base:Strategy", description=description,
-                        loss=loss, sampler=sampler, threshold=threshold, space=space or {})
+    extra = {k: v for k, v in (("stages", stages), ("mixup", mixup), ("posthoc", posthoc)) if v}
+    STRATEGIES.register(name, "strategies.base:Strategy", description=description, loss=loss, sampler=sampler,
+                        threshold=threshold, space=space or {}, reference=reference, **extra)
 
 
 FOCAL_GAMMA = {"uniform": [1.0, 4.0]}  # gamma < 1 can give NaN gradients on saturated logits
@@ -145,3 +160,40 @@ preset("bce_youden", "baseline BCE with per-label Youden-J thresholds instead of
 preset("bce_precision", "baseline BCE with per-label thresholds reaching 0.8 validation precision",
        threshold={"name": "precision", "target": 0.8})
 preset("bce_fixed", "baseline BCE with the fixed 0.5 threshold", threshold="fixed")
+
+# ---- staged and long-tail recipes (LongTailCXR, Holste et al. 2022; LibAUC, Yuan et al. 2021) ------------------
+CAO_2019 = "Cao et al. 2019, Learning imbalanced datasets with label-distribution-aware margin loss (NeurIPS)"
+KANG_2020 = "Kang et al. 2020, Decoupling representation and classifier for long-tailed recognition (ICLR)"
+YUAN_2021 = ("Yuan et al. 2021, Large-scale robust deep AUC maximization (ICCV); LibAUC "
+             "(https://libauc.org)")
+DRW_AT = 0.8  # Cao et al. defer re-weighting to epoch 160 of 200
+
+preset("ldam", "LDAM loss per sigmoid label: margins C/n^(1/4) on positives and negatives, max 0.5, s 30",
+       loss={"name": "ldam", "max_m": 0.5, "s": 30.0}, space={"loss.max_m": {"uniform": [0.1, 1.0]}},
+       reference=CAO_2019)
+preset("ldam_drw", "LDAM, then from 80% of the budget LDAM with DRW class-balanced weights (beta 0.9999)",
+       loss={"name": "ldam", "max_m": 0.5, "s": 30.0},
+       stages=[{"name": "ldam", "until": DRW_AT},
+               {"name": "drw", "loss": {"name": "ldam", "max_m": 0.5, "s": 30.0, "beta": 0.9999}}],
+       reference=CAO_2019)
+preset("drw", "deferred re-weighting: BCE, then from 80% of the budget class-balanced BCE (beta 0.9999)",
+       stages=[{"name": "bce", "until": DRW_AT}, {"name": "drw", "loss": {"name": "cb", "beta": 0.9999}}],
+       reference=CAO_2019)
+preset("crt", "cRT: BCE for 70% of the budget, then the classifier re-initialised and re-trained on frozen "
+       "features with class-aware sampling",
+       stages=[{"name": "features", "until": 0.7},
+               {"name": "classifier", "sampler": "class_aware", "train": "classifier", "reinit": True}],
+       reference=KANG_2020)
+preset("tau_norm", "BCE, then classifier rows W_j/||W_j||^tau with tau chosen on validation (macro F1 at 0.5)",
+       posthoc={"name": "tau_norm"}, reference=KANG_2020)
+preset("mixup", "MixUp of images and label vectors with a random partner, lam ~ Beta(0.2, 0.2)",
+       mixup={"alpha": 0.2, "beta": 0.2, "partner": "none"},
+       reference="Zhang et al. 2018, mixup: Beyond empirical risk minimization (ICLR)")
+preset("balanced_mixup", "Balanced-MixUp: instance batch mixed with a class-aware batch, lam ~ Beta(0.2, 1)",
+       mixup={"alpha": 0.2, "beta": 1.0, "partner": "class_aware"},
+       reference="Galdran et al. 2021, Balanced-MixUp for highly imbalanced medical image classification (MICCAI)")
+preset("aucm", "AUC-M margin loss (margin 1) optimised with PESG (lr 0.1, LibAUC's defaults)",
+       loss="aucm", reference=YUAN_2021)
+preset("aucm_2stage", "LibAUC's recipe: BCE pre-training for half the budget, then AUC-M + PESG, classifier "
+       "re-initialised", stages=[{"name": "bce", "until": 0.5},
+                                 {"name": "aucm", "loss": "aucm", "reinit": True}], reference=YUAN_2021)
