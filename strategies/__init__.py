@@ -126,11 +126,11 @@ STAGED_KEYS = ("stages", "mixup", "posthoc")
 
 
 def _resolve_staged(out: dict) -> dict:
-    """Check and fill in ``stages``, ``mixup`` and ``posthoc`` (absent or empty ones are dropped)."""
+    """Check and fill in ``stages``, ``mixup`` and ``posthoc`` (``null`` ones are dropped)."""
     from strategies.stages import resolve_mixup, resolve_stages
 
     for key in STAGED_KEYS:
-        if key in out and not out[key]:
+        if key in out and out[key] is None:
             del out[key]
     if "mixup" in out:
         out["mixup"] = resolve_mixup(out["mixup"], where=f"strategy {out['name']!r}: mixup")
