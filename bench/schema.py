@@ -72,7 +72,8 @@ def grid_schema(*, user_presets: bool = True) -> dict[str, Any]:
         "title": "Strategies", "default": ["bce"], "type": "array", "minItems": 1,
         "items": {"anyOf": [{"enum": presets, "description": "a preset (bench list strategies)"},
                             {"type": "object", "required": ["name"],
-                             "description": "a variant or composition: {name, preset, loss, sampler, threshold}"}]}}
+                             "description": "a variant or composition: {name, preset, loss, sampler, threshold, stages, mixup, "
+                                            "posthoc}"}]}}
     props["seeds"] = {"title": "Seeds", "default": [0], "type": "array", "minItems": 1,
                       "items": {"type": "integer", "minimum": 0}}
     return schema

@@ -350,3 +350,40 @@ def test_staged_trial_resumes_inside_its_second_stage_with_the_same_numbers(synt
         with np.load(full.folders[-1] / "outputs" / "predictions.npz") as a, \
                 np.load(resumed.folders[-1] / "outputs" / "predictions.npz") as b:
             np.testing.assert_array_equal(a["logits"], b["logits"])
+
+
+# ---- every new preset in one grid, on Ray Tune -----------------------------------------------------------------
+@pytest.mark.slow
+def test_every_new_preset_runs_in_a_grid(ray_session, synth_root, tmp_path):
+    import pandas as pd
+
+    from bench.cli import main
+    from strategies import list_strategies
+
+    assert set(NEW) <= {e.name for e in list_strategies()}
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(f"""\
+name: staged-e2e
+dataset: {{kind: synthetic, root: {synth_root}, n: 200, size: 64, image_size: 32}}
+splits: {{folds: 2, val_fraction: 0.25, seed: 0}}
+backbones: [test_resnet]
+strategies: [bce, {', '.join(NEW)}]
+train: {{epochs: 3, batch_size: 32, lr: 0.003}}
+seeds: [0]
+resources: {{cpu: 1}}
+localisation: {{enabled: false}}
+report: {{bootstrap: 0}}
+""")
+    out = tmp_path / "run"
+    assert main(["-q", "run", "--grid", str(grid), "--out", str(out)]) == 0
+    board = pd.read_csv(out / "leaderboard.csv")
+    assert sorted(board["strategy"]) == sorted(["bce", *NEW]) and (board["n_trials"] == 2).all()
+    assert board["macro_auc"].between(0, 1).all()
+    docs = {n: json.loads((out / "trials" / f"test_resnet-{n}-f0-s0" / "metrics.json").read_text()) for n in NEW}
+    assert [s["epochs"] for s in docs["crt"]["stages"]] == [[1, 2], [3, 3]]
+    assert [s["epochs"] for s in docs["ldam_drw"]["stages"]] == [[1, 2], [3, 3]]
+    assert docs["ldam_drw"]["stages"][1]["loss"] == {"name": "ldam", "max_m": 0.5, "s": 30.0, "beta": 0.9999}
+    assert [h["stage"] for h in docs["aucm_2stage"]["history"]] == ["bce", "bce", "aucm"]
+    assert docs["tau_norm"]["posthoc"]["tau"] in docs["tau_norm"]["posthoc"]["taus"]
+    assert docs["balanced_mixup"]["stages"][0]["mixup"]["partner"]["name"] == "class_aware"
+    assert "stages" not in docs["ldam"] and "stages" not in docs["aucm"]  # single-stage: recorded as before

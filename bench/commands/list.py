@@ -1,5 +1,6 @@
-"""``bench list``: the registries (backbones, strategies, losses, samplers, thresholds, dataset kinds, CAM
-methods), one line each; ``bench list backbones --all 'vit*'``: timm's model names, registered ones marked."""
+"""``bench list``: the registries (backbones, strategies, losses, samplers, thresholds, post-hoc steps, dataset
+kinds, CAM methods), one line each; ``bench list backbones --all 'vit*'``: timm's model names, registered ones
+marked."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from bench.errors import BenchError
 
 def add_parser(sub) -> None:
     ls = sub.add_parser("list", help="list registered backbones, strategies, losses, samplers, thresholds, "
-                                     "dataset kinds, CAM methods")
-    ls.add_argument("what", choices=["backbones", "strategies", "losses", "samplers", "thresholds", "datasets",
-                                     "cams"])
+                                     "post-hoc steps, dataset kinds, CAM methods")
+    ls.add_argument("what", choices=["backbones", "strategies", "losses", "samplers", "thresholds", "posthoc",
+                                     "datasets", "cams"])
     ls.add_argument("pattern", nargs="?", help="shell-style pattern, e.g. 'resnet*'")
     ls.add_argument("--all", nargs="?", const="*", default=None, metavar="PATTERN",
                     help="backbones: every timm model (matching PATTERN, e.g. --all 'vit*'), any of which can go in a "
@@ -51,7 +52,7 @@ def cmd_list(args) -> int:
         import strategies
 
         reg = {"strategies": strategies.STRATEGIES, "losses": strategies.LOSSES, "samplers": strategies.SAMPLERS,
-               "thresholds": strategies.THRESHOLDS}[args.what]
+               "thresholds": strategies.THRESHOLDS, "posthoc": strategies.POSTHOC}[args.what]
         # list_strategies also registers the preset files of ./presets and $BENCH_PRESETS (bench tune's)
         entries = strategies.list_strategies(args.pattern) if args.what == "strategies" else reg.list(args.pattern)
         for e in entries:
