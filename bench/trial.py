@@ -93,7 +93,7 @@ def _run(spec: TrialSpec, data: TrialData, *, report, checkpoint_dir) -> dict:
     import torch
 
     from backbones import create_model
-    from bench import engine, seeding
+    from bench import engine, seeding, staging
     from bench.data.splits import assert_fold_disjoint
     from strategies import create_strategy
     from strategies import stages as stages_lib
@@ -149,7 +149,7 @@ def _run(spec: TrialSpec, data: TrialData, *, report, checkpoint_dir) -> dict:
         k = stages_lib.stage_of(epoch, spans)
         stage = stages[k]
         if k != current:  # entering a stage, or resuming in one
-            optimizer, head = _enter_stage(k, epoch, stages, spans, model=model, n_labels=len(rec.label_names),
+            optimizer, head = staging.enter_stage(k, epoch, stages, spans, model=model, n_labels=len(rec.label_names),
                                            dev=dev, tr=tr, optimizer=optimizer, state=state, seed=seed, fold=fold)
             state, current = None, k
         seeding.seed_torch(seed, fold, "epoch", epoch)  # dropout etc.: same draws after a resume
@@ -169,7 +169,8 @@ def _run(spec: TrialSpec, data: TrialData, *, report, checkpoint_dir) -> dict:
                                    num_workers=int(tr.num_workers), scaler=scaler, mix=mix, train_only=head)
         last = epoch == epochs - 1
         if last and strategy.posthoc is not None:  # e.g. tau-normalisation, fitted on the validation part
-            _posthoc(strategy, model, net, images, val, y, dev=dev, batch_size=int(tr.eval_batch_size))
+            staging.posthoc(strategy, model, net, images, val, y, dev=dev, batch_size=int(tr.eval_batch_size),
+                            adjust=functools.partial(_adjust, strategy))
         val_logits = engine.predict_logits(net, images, val, batch_size=int(tr.eval_batch_size), dev=dev)
         val_prob = engine.sigmoid(_adjust(strategy, val_logits))
         val_auc = _macro_auc(y[val], val_prob)
@@ -196,48 +197,6 @@ def _run(spec: TrialSpec, data: TrialData, *, report, checkpoint_dir) -> dict:
                 metrics = {**entry, **summary, "done": True}
             report(metrics, ckpt)
     return metrics
-
-
-def _enter_stage(k: int, epoch: int, stages: list, spans: list, *, model, n_labels: int, dev, tr, optimizer, state,
-                 seed: int, fold: int):
-    """Set the model and optimiser up for stage ``k`` at ``epoch``: at the stage's first epoch re-initialise the
-    classifier if it asks and make a fresh optimiser if it restarts; when resuming (``state``: the checkpoint)
-    rebuild the optimiser of the stage's segment and restore it, and the loss's own state, from the checkpoint.
-    Returns the optimiser and the module trained alone (the classifier) or None."""
-    from bench import engine, seeding
-    from strategies import stages as stages_lib
-
-    stage = stages[k]
-    at_start = epoch == spans[k][0]
-    if at_start and stage.reinit:
-        seeding.seed_torch(seed, fold, "reinit", k)  # the same classifier again after a resume
-        engine.reset_classifier(model, n_labels, dev)
-    params = engine.trainable(model, stage.train)
-    stage.loss.to(dev.device)
-    if state is not None and int(state.get("stage", k)) == k and state.get("loss"):
-        stage.loss.load_state_dict(state["loss"])  # resumed inside the stage: AUC-M's a, b, alpha
-    fresh = at_start and (stage.restart or k == 0)
-    if optimizer is None or fresh:
-        first, _ = stages_lib.segment(k, stages)
-        base = stages[first]
-        opt_params = engine.trainable(model, base.train) if first != k else params
-        engine.trainable(model, stage.train)
-        optimizer = stage.loss.make_optimizer(opt_params, lr=float(tr.lr), weight_decay=float(tr.weight_decay)) or \
-            engine.make_optimizer(opt_params, name=tr.optimizer, lr=float(tr.lr), weight_decay=float(tr.weight_decay))
-        if state is not None and not fresh:
-            optimizer.load_state_dict(state["optimizer"])
-    log.info("stage %d/%d %r from epoch %d (%s)", k + 1, len(stages), stage.name, epoch + 1, stage.train)
-    return optimizer, (engine.classifier(model) if stage.train == "classifier" else None)
-
-
-def _posthoc(strategy, model, net, images, val, y, *, dev, batch_size: int) -> None:
-    """Fit the strategy's post-hoc step on the validation part and apply it to the model's classifier."""
-    from bench import engine
-
-    logits = engine.predict_logits(net, images, val, batch_size=batch_size, dev=dev)
-    weight, bias = engine.classifier_rows(model)
-    strategy.posthoc.fit(weight, bias, logits, y[val], adjust=lambda z: _adjust(strategy, z))
-    engine.scale_classifier_rows(model, strategy.posthoc.scale_)
 
 
 def _adjust(strategy, logits: np.ndarray) -> np.ndarray:

@@ -162,7 +162,8 @@ def create_strategy(spec: Any):
     """Build a :class:`strategies.base.Strategy` from a preset name or a spec mapping."""
     from strategies.base import Strategy
 
-    from strategies.stages import Mixup, Stage
+    from strategies.base import Stage
+    from strategies.stages import Mixup
 
     full = resolve_spec(spec)
 

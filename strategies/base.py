@@ -15,6 +15,7 @@ Each base class has one hook that variants override:
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Any
 
 import numpy as np
@@ -213,6 +214,79 @@ class ThresholdRule(Component):
         return (np.asarray(p) >= self.thresholds_[None, :]).astype(np.int8)
 
 
+# ---- stages: where each ends, optimiser segments (their specs, mix-up and post-hoc steps: strategies.stages) ----
+def bounds(untils: list[float], epochs: int, *, name: str = "strategy") -> list[tuple[int, int]]:
+    """Each stage's epochs ``[start, stop)``: stage k ends at ``round(until_k * epochs)``, moved so that every
+    stage keeps at least one epoch; the last ends at ``epochs``. Fewer epochs than stages is an error.
+
+    >>> bounds([0.7, 1.0], 10), bounds([0.7, 1.0], 3), bounds([0.7, 1.0], 2), bounds([1.0], 4)
+    ([(0, 7), (7, 10)], [(0, 2), (2, 3)], [(0, 1), (1, 2)], [(0, 4)])
+    """
+    n = len(untils)
+    if epochs < n:
+        raise ValueError(f"strategy {name!r} trains in {n} stages but train.epochs is {epochs}: each stage needs at "
+                         f"least one epoch (set train.epochs >= {n})")
+    out, start = [], 0
+    for k, until in enumerate(untils):
+        stop = epochs if k == n - 1 else min(max(math.floor(until * epochs + 0.5), start + 1), epochs - (n - 1 - k))
+        out.append((start, stop))
+        start = stop
+    return out
+
+
+def stage_of(epoch: int, spans: list[tuple[int, int]]) -> int:
+    """The index of the stage that trains ``epoch``."""
+    for k, (start, stop) in enumerate(spans):
+        if start <= epoch < stop:
+            return k
+    raise ValueError(f"epoch {epoch} is outside the stages {spans}")
+
+
+def segment(k: int, stages: list) -> tuple[int, int]:
+    """(first, last) stage index of the optimiser segment that stage ``k`` belongs to: it starts at the last
+    stage <= k that restarts (or stage 0) and runs until the next restart."""
+    first = max([j for j in range(k + 1) if j == 0 or stages[j].restart])
+    last = first
+    while last + 1 < len(stages) and not stages[last + 1].restart:
+        last += 1
+    return first, last
+
+
+class Stage:
+    """One stage: its loss, sampler, optional mix-up (:class:`strategies.stages.Mixup`), which parameters train,
+    and where it ends (``until``, a fraction of the epoch budget)."""
+
+    def __init__(self, name: str, until: float, *, loss, sampler, mixup: "Mixup | None" = None, train: str = "all",
+                 reinit: bool = False, restart: bool = True):
+        self.name, self.until, self.loss, self.sampler, self.mixup = name, until, loss, sampler, mixup
+        self.train, self.reinit, self.restart = train, reinit, restart
+
+    @property
+    def needs_features(self) -> bool:
+        return bool(getattr(self.sampler, "needs_features", False)) or \
+            bool(self.mixup is not None and self.mixup.partner.needs_features)
+
+    def fit(self, y_train: np.ndarray, *, features: np.ndarray | None = None) -> "Stage":
+        self.loss.fit(y_train)
+        self.sampler.fit(y_train, features=features)
+        if self.mixup is not None:
+            self.mixup.fit(y_train, features=features)
+        return self
+
+    def describe(self) -> dict:
+        """Plain values for ``metrics.json``."""
+        def part(c):
+            return {"name": c.name, **c.get_params()}
+
+        return {"name": self.name, "loss": part(self.loss), "sampler": part(self.sampler), "train": self.train,
+                "reinit": self.reinit, "restart": self.restart,
+                **({"mixup": {**self.mixup.get_params(), "partner": part(self.mixup.partner)}} if self.mixup else {})}
+
+    def __repr__(self) -> str:
+        return (f"Stage({self.name!r}, until={self.until}, loss={self.loss!r}, sampler={self.sampler!r}, "
+                f"train={self.train!r}, reinit={self.reinit}, restart={self.restart}, mixup={self.mixup!r})")
+
+
 class Strategy:
     """A named combination of a loss, a sampler and a threshold rule, trained in one or more stages. In a trial::
 
@@ -221,7 +295,7 @@ class Strategy:
         probs = torch.sigmoid(s.loss.adjust_logits(logits))           # at prediction time
         decisions = s.threshold.fit(y_val, p_val).predict(probs)
 
-    ``stages`` (:class:`strategies.stages.Stage`, one or more, in training order) each hold their own loss,
+    ``stages`` (:class:`Stage`, one or more, in training order) each hold their own loss,
     sampler, optional mix-up and which parameters train; without them the strategy is one stage of ``loss`` and
     ``sampler``. ``loss`` is then the last stage's (its ``adjust_logits`` applies at prediction) and ``sampler``
     the first stage's. ``posthoc`` (e.g. :class:`strategies.stages.TauNorm`) adjusts the trained classifier on
@@ -230,8 +304,6 @@ class Strategy:
 
     def __init__(self, name: str, *, loss: Loss, sampler: Sampler, threshold: ThresholdRule,
                  description: str = "", spec: dict | None = None, stages: list | None = None, posthoc=None):
-        from strategies.stages import Stage
-
         self.name = name
         self.stages = stages or [Stage("train", 1.0, loss=loss, sampler=sampler)]
         self.loss = self.stages[-1].loss
@@ -252,9 +324,7 @@ class Strategy:
         return any(st.needs_features for st in self.stages)
 
     def stage_bounds(self, epochs: int) -> list[tuple[int, int]]:
-        """Each stage's epochs ``[start, stop)`` within a budget of ``epochs`` (see :func:`strategies.stages.bounds`)."""
-        from strategies.stages import bounds
-
+        """Each stage's epochs ``[start, stop)`` within a budget of ``epochs`` (see :func:`bounds`)."""
         return bounds([st.until for st in self.stages], epochs, name=self.name)
 
     def fit(self, y_train: np.ndarray, *, features: np.ndarray | None = None) -> "Strategy":

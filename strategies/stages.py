@@ -28,58 +28,27 @@ The decision rule applies at the end, after the optional ``posthoc`` step (:clas
 
 from __future__ import annotations
 
-import math
 from typing import Any, Mapping
 
 import numpy as np
 
-from strategies.base import Component
+from strategies.base import Component, Stage, bounds, segment, stage_of  # noqa: F401  (the stage machinery)
 
 STAGE_KEYS = ("name", "until", "loss", "sampler", "mixup", "train", "reinit", "restart")
 TRAIN_CHOICES = ("all", "classifier")
 
 
-def bounds(untils: list[float], epochs: int, *, name: str = "strategy") -> list[tuple[int, int]]:
-    """Each stage's epochs ``[start, stop)``: stage k ends at ``round(until_k * epochs)``, moved so that every
-    stage keeps at least one epoch; the last ends at ``epochs``. Fewer epochs than stages is an error.
-
-    >>> bounds([0.7, 1.0], 10), bounds([0.7, 1.0], 3), bounds([0.7, 1.0], 2), bounds([1.0], 4)
-    ([(0, 7), (7, 10)], [(0, 2), (2, 3)], [(0, 1), (1, 2)], [(0, 4)])
-    """
-    n = len(untils)
-    if epochs < n:
-        raise ValueError(f"strategy {name!r} trains in {n} stages but train.epochs is {epochs}: each stage needs at "
-                         f"least one epoch (set train.epochs >= {n})")
-    out, start = [], 0
-    for k, until in enumerate(untils):
-        stop = epochs if k == n - 1 else min(max(math.floor(until * epochs + 0.5), start + 1), epochs - (n - 1 - k))
-        out.append((start, stop))
-        start = stop
-    return out
-
-
-def stage_of(epoch: int, spans: list[tuple[int, int]]) -> int:
-    """The index of the stage that trains ``epoch``."""
-    for k, (start, stop) in enumerate(spans):
-        if start <= epoch < stop:
-            return k
-    raise ValueError(f"epoch {epoch} is outside the stages {spans}")
-
-
-def segment(k: int, stages: list) -> tuple[int, int]:
-    """(first, last) stage index of the optimiser segment that stage ``k`` belongs to: it starts at the last
-    stage <= k that restarts (or stage 0) and runs until the next restart."""
-    first = max([j for j in range(k + 1) if j == 0 or stages[j].restart])
-    last = first
-    while last + 1 < len(stages) and not stages[last + 1].restart:
-        last += 1
-    return first, last
+def _as_mapping(part: Any) -> dict:
+    if isinstance(part, str):
+        return {"name": part}
+    if isinstance(part, Mapping):
+        return dict(part)
+    raise ValueError(f"expected a name or a mapping, got {part!r}")
 
 
 # ---- specs ---------------------------------------------------------------------------------------
 def resolve_stages(raw: Any, *, name: str, loss: dict, sampler: dict, mixup: dict | None) -> list[dict]:
     """Validate a strategy's ``stages`` and fill each stage in (inherited parts, defaults), as plain values."""
-    from strategies import _as_mapping
     from strategies._registry import did_you_mean
     from strategies.catalogue import LOSSES
 
@@ -133,8 +102,6 @@ def resolve_stages(raw: Any, *, name: str, loss: dict, sampler: dict, mixup: dic
 
 def resolve_mixup(raw: Any, *, where: str) -> dict:
     """``{alpha, beta, partner}`` with defaults (0.2, alpha, ``none``), checked."""
-    from strategies import _as_mapping
-
     if not isinstance(raw, Mapping):
         raise ValueError(f"{where} must be a mapping {{alpha, beta, partner}}, got {raw!r}")
     unknown = set(raw) - {"alpha", "beta", "partner"}
@@ -152,40 +119,6 @@ def resolve_mixup(raw: Any, *, where: str) -> dict:
 
 
 # ---- the objects a trial trains with -------------------------------------------------------------
-class Stage:
-    """One stage: its loss, sampler, optional :class:`Mixup`, which parameters train, and where it ends."""
-
-    def __init__(self, name: str, until: float, *, loss, sampler, mixup: "Mixup | None" = None, train: str = "all",
-                 reinit: bool = False, restart: bool = True):
-        self.name, self.until, self.loss, self.sampler, self.mixup = name, until, loss, sampler, mixup
-        self.train, self.reinit, self.restart = train, reinit, restart
-
-    @property
-    def needs_features(self) -> bool:
-        return bool(getattr(self.sampler, "needs_features", False)) or \
-            bool(self.mixup is not None and self.mixup.partner.needs_features)
-
-    def fit(self, y_train: np.ndarray, *, features: np.ndarray | None = None) -> "Stage":
-        self.loss.fit(y_train)
-        self.sampler.fit(y_train, features=features)
-        if self.mixup is not None:
-            self.mixup.fit(y_train, features=features)
-        return self
-
-    def describe(self) -> dict:
-        """Plain values for ``metrics.json``."""
-        def part(c):
-            return {"name": c.name, **c.get_params()}
-
-        return {"name": self.name, "loss": part(self.loss), "sampler": part(self.sampler), "train": self.train,
-                "reinit": self.reinit, "restart": self.restart,
-                **({"mixup": {**self.mixup.get_params(), "partner": part(self.mixup.partner)}} if self.mixup else {})}
-
-    def __repr__(self) -> str:
-        return (f"Stage({self.name!r}, until={self.until}, loss={self.loss!r}, sampler={self.sampler!r}, "
-                f"train={self.train!r}, reinit={self.reinit}, restart={self.restart}, mixup={self.mixup!r})")
-
-
 class Mixup(Component):
     """Mix each batch with a partner batch drawn by the ``partner`` sampler; ``lam ~ Beta(alpha, beta)`` per
     batch (MixUp: partner ``none``, ``beta = alpha``; Balanced-MixUp: partner ``class_aware``, ``beta = 1``)."""

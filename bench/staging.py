@@ -1,0 +1,52 @@
+"""The stage machinery of a trial (:func:`bench.trial.run_trial`): entering a stage (re-initialise the classifier,
+freeze what does not train, make or restore the optimiser) and the post-hoc step after the last stage. Plain
+PyTorch around :mod:`bench.engine`; the stages themselves are :mod:`strategies.stages`."""
+
+from __future__ import annotations
+
+import logging
+
+log = logging.getLogger("bench.trial")
+
+
+def enter_stage(k: int, epoch: int, stages: list, spans: list, *, model, n_labels: int, dev, tr, optimizer, state,
+                 seed: int, fold: int):
+    """Set the model and optimiser up for stage ``k`` at ``epoch``: at the stage's first epoch re-initialise the
+    classifier if it asks and make a fresh optimiser if it restarts; when resuming (``state``: the checkpoint)
+    rebuild the optimiser of the stage's segment and restore it, and the loss's own state, from the checkpoint.
+    Returns the optimiser and the module trained alone (the classifier) or None."""
+    from bench import engine, seeding
+    from strategies import stages as stages_lib
+
+    stage = stages[k]
+    at_start = epoch == spans[k][0]
+    if at_start and stage.reinit:
+        seeding.seed_torch(seed, fold, "reinit", k)  # the same classifier again after a resume
+        engine.reset_classifier(model, n_labels, dev)
+    params = engine.trainable(model, stage.train)
+    stage.loss.to(dev.device)
+    if state is not None and int(state.get("stage", k)) == k and state.get("loss"):
+        stage.loss.load_state_dict(state["loss"])  # resumed inside the stage: AUC-M's a, b, alpha
+    fresh = at_start and (stage.restart or k == 0)
+    if optimizer is None or fresh:
+        first, _ = stages_lib.segment(k, stages)
+        base = stages[first]
+        opt_params = engine.trainable(model, base.train) if first != k else params
+        engine.trainable(model, stage.train)
+        optimizer = stage.loss.make_optimizer(opt_params, lr=float(tr.lr), weight_decay=float(tr.weight_decay)) or \
+            engine.make_optimizer(opt_params, name=tr.optimizer, lr=float(tr.lr), weight_decay=float(tr.weight_decay))
+        if state is not None and not fresh:
+            optimizer.load_state_dict(state["optimizer"])
+    log.info("stage %d/%d %r from epoch %d (%s)", k + 1, len(stages), stage.name, epoch + 1, stage.train)
+    return optimizer, (engine.classifier(model) if stage.train == "classifier" else None)
+
+
+def posthoc(strategy, model, net, images, val, y, *, dev, batch_size: int, adjust) -> None:
+    """Fit the strategy's post-hoc step on the validation part (``adjust``: the loss's logit correction, applied
+    before the sigmoid) and apply it to the model's classifier."""
+    from bench import engine
+
+    logits = engine.predict_logits(net, images, val, batch_size=batch_size, dev=dev)
+    weight, bias = engine.classifier_rows(model)
+    strategy.posthoc.fit(weight, bias, logits, y[val], adjust=adjust)
+    engine.scale_classifier_rows(model, strategy.posthoc.scale_)
