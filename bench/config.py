@@ -24,6 +24,7 @@ from pydantic_core import PydanticCustomError
 from bench.data.catalogue import DATASETS, dataset_kinds, reader_class
 from bench.data.section import COMMON_KEYS, DatasetSection
 from bench.errors import BenchError, did_you_mean
+from bench.protocol_config import ProtocolConfig, parse_protocol
 from bench.tracking_config import TrackingConfig, parse_tracking
 from bench.fields import (BOOL, CHOICE, FLOAT, INT, NAMES, PATH, STR, Annotated, fail, fields_with, optional, parse,
                           rule, section)
@@ -172,6 +173,7 @@ class GridConfig:
     localisation: LocalisationConfig = field(default_factory=LocalisationConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)  # kfold | official | external
     source: str = ""             # the grid file it came from (set by the loader, not by a grid)
 
     def to_dict(self) -> dict:
@@ -183,6 +185,8 @@ class GridConfig:
         d.pop("source", None)
         d.pop("resources", None)  # resources change scheduling, not results
         d.pop("tracking", None)   # nor does where they are tracked (it may be switched on when resuming)
+        if self.protocol.is_default():
+            d.pop("protocol", None)  # the default K-fold protocol: the digest grids had before it existed
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     @classmethod
@@ -205,6 +209,10 @@ class GridConfig:
                   if k in top and k not in SECTIONS}
         kwargs.update({k: section(dataset_section((data.get(k) or {}).get("kind", "synthetic"), strict=False)
                                   if k == "dataset" else kind, data.get(k)) for k, kind in SECTIONS.items()})
+        proto = dict(data.get("protocol") or {})
+        sets = {n: section(dataset_section((v or {}).get("kind", "synthetic"), strict=False), v)
+                for n, v in (proto.pop("test_sets", None) or {}).items()}
+        kwargs["protocol"] = dataclasses.replace(section(ProtocolConfig, proto), test_sets=sets)
         return cls(**kwargs)
 
     def strategy_specs(self) -> list[dict]:
@@ -276,37 +284,39 @@ def parse_grid(data: Mapping, *, where: Any = None, source: str = "", overrides:
     check_keys(data, TOP_KEYS, "", where)
     sections = {key: (_dataset(data.get(key), where) if key == "dataset" else parse(cls, data.get(key), key, where))
                 for key, cls in SECTIONS.items()}
-    cfg = parse(GridConfig, {k: v for k, v in data.items() if k not in SECTIONS and k != "tracking"}, "", where,
-                allowed=TOP_KEYS, **sections, tracking=parse_tracking(data.get("tracking"), where), source=source)
+    cfg = parse(GridConfig, {k: v for k, v in data.items() if k not in SECTIONS and k not in ("tracking", "protocol")},
+                "", where, allowed=TOP_KEYS, **sections, tracking=parse_tracking(data.get("tracking"), where),
+                protocol=parse_protocol(data.get("protocol"), where, dataset=_dataset), source=source)
     _validate(cfg, where)
     return cfg
 
 
-def _dataset(value: Any, where) -> DatasetSection:
-    """The dataset section: its ``kind`` picks the class (a did-you-mean error for an unknown kind; another kind's
-    key is named as such), then :func:`bench.fields.parse` builds it and the root is defaulted."""
+def _dataset(value: Any, where, prefix: str = "dataset") -> DatasetSection:
+    """The dataset section at ``prefix`` (``dataset``, or a ``protocol.test_sets`` entry): its ``kind`` picks the
+    class (a did-you-mean error for an unknown kind; another kind's key is named as such), then
+    :func:`bench.fields.parse` builds it and the root is defaulted."""
     value = {} if value is None else value
     if not isinstance(value, Mapping):
-        raise BenchError(f"{where('dataset')}: dataset must be a mapping, got {value!r}")
+        raise BenchError(f"{where(prefix)}: {prefix} must be a mapping, got {value!r}")
     kind = value.get("kind", "synthetic")
     if kind not in DATASETS:
         kinds = dataset_kinds()
-        raise BenchError(f"{where('dataset.kind')}: dataset.kind: {kind!r} is not valid"
+        raise BenchError(f"{where(prefix + '.kind')}: {prefix}.kind: {kind!r} is not valid"
                          f"{did_you_mean(kind, kinds)} (choose from: {', '.join(kinds)})")
     cls = dataset_section(kind)
     own = set(reader_class(kind).keys)
     for k in value:
         if k not in COMMON_KEYS and k not in own and k in _every_kind_key():
-            raise BenchError(f"{where('dataset.' + str(k))}: dataset.{k} does not apply to kind {kind!r} "
+            raise BenchError(f"{where(f'{prefix}.{k}')}: {prefix}.{k} does not apply to kind {kind!r} "
                              f"(keys for {kind}: {', '.join(sorted(own)) or 'none'})")
-    return _default_root(parse(cls, value, "dataset", where), value, where)
+    return _default_root(parse(cls, value, prefix, where), value, where, prefix)
 
 
 def _every_kind_key() -> set[str]:
     return {k for kind in dataset_kinds() for k in reader_class(kind).keys}
 
 
-def _default_root(ds: DatasetSection, given: Mapping, where) -> DatasetSection:
+def _default_root(ds: DatasetSection, given: Mapping, where, prefix: str = "dataset") -> DatasetSection:
     """``root`` defaults to the synthetic data's folder; another kind's reader may imply one from its other
     keys (csv: the CSV's folder), or the grid must give it."""
     reader = reader_class(ds.kind)
@@ -314,7 +324,7 @@ def _default_root(ds: DatasetSection, given: Mapping, where) -> DatasetSection:
         return ds
     root = reader.implied_root(ds)
     if root is None:
-        raise BenchError(f"{where('dataset')}: dataset.root is required for kind {ds.kind!r} ({reader.root_help})")
+        raise BenchError(f"{where(prefix)}: {prefix}.root is required for kind {ds.kind!r} ({reader.root_help})")
     return ds if root == ds.root else dataclasses.replace(ds, root=root)
 
 
@@ -326,6 +336,9 @@ def _validate(cfg: GridConfig, where) -> None:
     # Each value's own type and rule were checked when its section was built (bench/fields.py); what is left
     # needs a file, a registry or two values at once.
     reader_class(d.kind).check(d, bad)
+    from bench.protocol_checks import check_protocol
+
+    check_protocol(cfg, bad)
     if isinstance(t.pretrained, str) and t.pretrained not in ("",) and not Path(t.pretrained).expanduser().is_file():
         bad("train.pretrained", t.pretrained, "true, false or an existing weights file (.pth / .safetensors)")
     from bench.cam_methods import CAM_METHODS
@@ -386,8 +399,12 @@ def resolve_paths(cfg: GridConfig, *, base: Path | None = None) -> GridConfig:
         return str(p if p.is_absolute() else (base / p).resolve())
 
     sections = {key: getattr(cfg, key) for key in SECTIONS}
-    sections = {key: dataclasses.replace(sec, **{k: absolute(getattr(sec, k)) for k in fields_with(type(sec), PATH)})
-                for key, sec in sections.items()}
+    def paths(sec):
+        return dataclasses.replace(sec, **{k: absolute(getattr(sec, k)) for k in fields_with(type(sec), PATH)})
+
+    sections = {key: paths(sec) for key, sec in sections.items()}
+    sections["protocol"] = dataclasses.replace(cfg.protocol, test_sets={n: paths(s) for n, s in
+                                                                        cfg.protocol.test_sets.items()})
     t = sections["train"]
     if isinstance(t.pretrained, str) and t.pretrained:
         sections["train"] = dataclasses.replace(t, pretrained=absolute(t.pretrained))

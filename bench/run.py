@@ -45,9 +45,14 @@ def expand(cfg: GridConfig) -> list[TrialSpec]:
     for backbone in cfg.backbones:
         for strategy in cfg.strategy_specs():
             for seed in cfg.seeds:
-                for fold in range(cfg.splits.folds):
+                for fold in range(n_folds(cfg)):
                     out.append(TrialSpec.make(backbone, fold_spec(strategy, fold), fold=fold, seed=seed))
     return out
+
+
+def n_folds(cfg: GridConfig) -> int:
+    """How many test folds each (backbone, strategy, seed) runs: ``splits.folds``, or 1 for the official split."""
+    return 1 if cfg.protocol.split == "official" else cfg.splits.folds
 
 
 def package_versions() -> dict:
@@ -114,6 +119,10 @@ def prepare_data(cfg: GridConfig, *, say: Callable[[str], None], bar=None):
     if len(kept) < len(rec):  # trials (and nodes that build their own cache) read a cache of exactly these images
         cache = build_cache(kept, ds.image_size, cache_dir, source=cache)
     rec = kept
+    if cfg.protocol.split == "official":  # the dataset's own train / test lists (bench/protocols.py)
+        from bench.protocols import official_data
+
+        return official_data(cfg, reader, rec, cache, cache_dir, say=say)
     check_spreadable(rec, cfg.splits.folds)
     if cfg.splits.file:
         manifest = SplitManifest.from_json(cfg.splits.file)
@@ -192,6 +201,11 @@ def run_grid(grid_path: str | Path, *, out: str | Path | None = None, address: s
         say(f"resuming the run in {run_dir}")
 
     rec, cache, manifest = prepare_data(cfg, say=say, bar=bar)
+    test_sets = []
+    if cfg.protocol.kind == "external":  # read, harmonise and cache the test sets before anything is written
+        from bench.protocols import prepare_test_sets
+
+        test_sets = prepare_test_sets(cfg, rec.label_names, cache.path, say=say)
     from bench.tuned_presets import check_presets
 
     check_presets(cfg.strategies, manifest, grid=str(cfg.source or grid_path or "GRID"))  # before anything is written
@@ -225,6 +239,8 @@ def run_grid(grid_path: str | Path, *, out: str | Path | None = None, address: s
 
     write_json(folder.dataset_json, {**describe(rec), "kind": rec.kind, "root": rec.root,
                                           "image_size": cfg.dataset.image_size, "label_names": list(rec.label_names)})
+    if test_sets:
+        write_json(folder.external_json, {ts.name: ts.describe() for ts in test_sets})
     meta = {"versions": package_versions(), "git": git_commit(), "split_hash": manifest.hash,
             "cache_key": cache.key, "storage": storage_path, "experiment": name,
             "command": " ".join(sys.argv), "host": platform.node(),
@@ -240,7 +256,7 @@ def run_grid(grid_path: str | Path, *, out: str | Path | None = None, address: s
     done_ids = {t.id for t in folder.finished()}
     todo = [t for t in trials if t.id not in done_ids]
     say(f"{len(trials)} trials ({len(cfg.backbones)} backbones x {len(cfg.strategies)} strategies x "
-        f"{cfg.splits.folds} folds x {len(cfg.seeds)} seeds); {len(done_ids & {t.id for t in trials})} already done")
+        f"{n_folds(cfg)} {'folds' if cfg.protocol.split == 'kfold' else 'official split'} x {len(cfg.seeds)} seeds); {len(done_ids & {t.id for t in trials})} already done")
     outcome = RunOutcome(run_dir)
     if todo:
         from bench.devices import fake_gpus_for_tests
@@ -251,10 +267,14 @@ def run_grid(grid_path: str | Path, *, out: str | Path | None = None, address: s
             from bench.data.shipping import publish
 
             cache_ref = publish(cache, storage, say=say).to_dict()
+            if test_sets:
+                from bench.protocols import publish_test_sets
+
+                publish_test_sets(test_sets, storage, cfg.dataset.image_size, say=say)
         data = TrialData(records=rec, manifest=manifest, cache_key=cache.key, cache_dir=str(cache.path),
                          image_size=cfg.dataset.image_size, grid=cfg.to_dict(),
                          run_meta={"versions": meta["versions"], "git": meta["git"],
-                                   "fake_gpus": fake_gpus_for_tests()}, cache_ref=cache_ref)
+                                   "fake_gpus": fake_gpus_for_tests()}, cache_ref=cache_ref, test_sets=test_sets)
         progress = tuner.Progress(total=len(trials), done=set(done_ids))
 
         client = tuner.is_client(address)

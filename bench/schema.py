@@ -56,6 +56,10 @@ def grid_schema(*, user_presets: bool = True) -> dict[str, Any]:
         if member["properties"]["kind"]["const"] != default:
             member["required"] = ["kind"]  # a section without kind is the default kind's
     props["dataset"] = {**dataset, "title": "Dataset", "default": {"kind": default}}
+    # protocol.test_sets: name -> a dataset section of any kind, as the grid's dataset is
+    defs["ProtocolConfig"]["properties"]["test_sets"] = {
+        "title": "Test Sets", "type": "object", "default": {}, "propertyNames": {"pattern": "^[A-Za-z0-9][A-Za-z0-9_.+-]*$"},
+        "additionalProperties": {k: v for k, v in dataset.items() if k != "title"}}
     for section in defs.values():
         section["additionalProperties"] = False  # unknown keys are errors
     schema["additionalProperties"] = False

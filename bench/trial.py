@@ -13,6 +13,7 @@ folder from any node and any storage (local, NFS, s3://).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -48,6 +49,7 @@ class TrialData:
     grid: dict               # the resolved grid (GridConfig.to_dict()), as each trial's config.json records it
     run_meta: dict           # versions, git commit, split hash
     cache_ref: dict | None = None  # where the driver published the cache (bench.data.shipping), with --storage
+    test_sets: list = dataclasses.field(default_factory=list)  # protocol external: bench.protocols.TestSet
 
     @functools.cached_property
     def cfg(self) -> "GridConfig":
@@ -347,6 +349,11 @@ def evaluate(spec: TrialSpec, data: TrialData, *, model, strategy, images, rows,
         doc["cam"] = cam
     doc["imbalance"] = _jsonable(strategy.sampler.imbalance(
         seeding.numpy_rng(spec.seed, spec.fold, "order", 0)))
+    if data.test_sets:  # protocol external: the same model and thresholds on every test set (bench/protocols.py)
+        from bench.protocols import evaluate_external
+
+        doc["external"] = evaluate_external(spec, data, model=model, strategy=strategy, thresholds=thresholds,
+                                            images=images, val=val, dev=dev, out=out)
     _write_json(files.metrics, doc)
     _write_json(files.config, {"trial": spec.to_dict(), "grid": data.grid, "split_hash": data.manifest.hash,
                                       "cache_key": data.cache_key, "cache_source": cache_source, **data.run_meta})

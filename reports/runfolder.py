@@ -8,6 +8,9 @@ stays free of ``bench`` and Ray::
     RUN_DIR/grid.json  grid.yaml  dataset.json  split.json  run.json  errors.json   (the runner's)
     RUN_DIR/trials/<id>/metrics.json  config.json  predictions.npz  bootstrap.npz
                         localisation.csv  gallery/gallery.json  gallery/NNN.png      (a trial's)
+    RUN_DIR/trials/<id>/external/<test set>/metrics.json  predictions.npz  ...  (protocol external: the same
+                        files for the trained model on each external test set)
+    RUN_DIR/external.json                              (protocol external: the test sets, their labels)
     RUN_DIR/leaderboard.csv  trials.csv  per_label.csv  groups.csv  significance.csv  reliability.csv
             localisation.csv  localisation_significance.csv  friedman.json  leaderboard.html  (the reports')
     RUN_DIR/tune/                                                                      (Ray Tune's)
@@ -47,6 +50,8 @@ BOOTSTRAP_NPZ = "bootstrap.npz"
 LOCALISATION_CSV = "localisation.csv"
 GALLERY = "gallery"
 GALLERY_JSON = "gallery.json"
+EXTERNAL = "external"              # protocol external: one folder per test set, laid out as a trial's
+EXTERNAL_JSON = "external.json"    # protocol external: each test set's description and label alignment
 
 # ---- the reports' files ----
 LEADERBOARD_CSV = "leaderboard.csv"
@@ -120,6 +125,14 @@ class TrialFolder:
     def gallery_json(self) -> Path:
         return self.path / GALLERY / GALLERY_JSON
 
+    def external(self, name: str) -> "TrialFolder":
+        """The trial's outputs on external test set ``name`` (``protocol: external``), laid out as its own."""
+        return TrialFolder(self.path / EXTERNAL / name)
+
+    def external_names(self) -> list[str]:
+        """The external test sets this trial was scored on (each with its ``metrics.json``), sorted."""
+        return sorted(p.parent.name for p in self.path.glob(f"{EXTERNAL}/*/{METRICS_JSON}"))
+
     def is_finished(self) -> bool:
         """A trial is finished once its ``metrics.json`` exists (it is written last, atomically)."""
         return self.metrics.is_file()
@@ -192,6 +205,10 @@ class RunFolder:
     @property
     def errors_json(self) -> Path:
         return self.path / ERRORS_JSON
+
+    @property
+    def external_json(self) -> Path:
+        return self.path / EXTERNAL_JSON
 
     @property
     def trials_dir(self) -> Path:

@@ -270,9 +270,24 @@ class CheXpertReader(DatasetReader):
 
     config = CheXpertSection
     root_help = "the folder holding train.csv"
+    official_split = "train.csv / valid.csv"
 
     def read(self, *, labels_only: bool = False) -> Records:
         ds = self.ds
         return read_chexpert(self.root, split=ds.split, uncertainty=ds.uncertainty, views=ds.views,
                              labels_only=labels_only,
                              missing_remedy="point dataset.root at the CheXpert folder whose images these are")
+
+    def official_lists(self, rec: Records) -> tuple[np.ndarray, np.ndarray]:
+        """train.csv's images train, valid.csv's test (``split: both`` reads both): each image's path says which."""
+        if self.ds.split != "both":
+            raise BenchError(f"protocol official: dataset.split is {self.ds.split!r}; set it to 'both' (train.csv "
+                             "trains, valid.csv tests)")
+        part = np.array([_split_of(i) for i in rec.image_ids], dtype=object)
+        return part == "train", part == "valid"
+
+
+def _split_of(image_id: str) -> str | None:
+    """``train`` or ``valid``: the folder of a CheXpert path (``CheXpert-v1.0-small/valid/patient64541/...``)."""
+    parts = PurePosixPath(str(image_id)).parts
+    return next((p for p in parts[:2] if p in ("train", "valid")), None)

@@ -14,7 +14,7 @@ with the same meaning. Left out on purpose, because neither direction of the imp
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -93,3 +93,25 @@ def harmonise(
     boxes = records.boxes[records.boxes["label"].isin(set(rename))].copy()
     boxes["label"] = boxes["label"].map(rename)
     return dataclasses.replace(records, labels=labels, label_names=tuple(targets), boxes=boxes.reset_index(drop=True))
+
+
+def align_to(records: Records, names: Sequence[str]) -> tuple[Records, list[str], list[str]]:
+    """``records`` with exactly the label columns ``names``, in that order: a name it lacks is a column of NaN
+    (unknown there, never 0), a label of its own that ``names`` lacks is left out (its boxes too). Returns the
+    records, the missing names and the left-out ones. Apply the dataset's ``aliases`` first (:func:`harmonise`).
+
+    >>> r = Records(labels=np.array([[1, 0], [0, 1]]), image_ids=["a", "b"], paths=["/a", "/b"],
+    ...             label_names=("Effusion", "Fracture"))
+    >>> a, missing, extra = align_to(r, ["Edema", "Effusion"])
+    >>> a.label_names, a.labels.tolist(), missing, extra
+    (('Edema', 'Effusion'), [[nan, 1.0], [nan, 0.0]], ['Edema'], ['Fracture'])
+    """
+    names = list(names)
+    own = list(records.label_names)
+    labels = np.full((len(records), len(names)), np.nan, dtype=np.float32)
+    for j, name in enumerate(names):
+        if name in own:
+            labels[:, j] = records.labels[:, own.index(name)]
+    boxes = records.boxes[records.boxes["label"].isin(set(names))].reset_index(drop=True)
+    out = dataclasses.replace(records, labels=labels, label_names=tuple(names), boxes=boxes)
+    return out, [n for n in names if n not in own], [n for n in own if n not in names]

@@ -37,6 +37,7 @@ REQUIRED_COLUMNS = ("Image Index", "Finding Labels", "Patient ID")
 BOX_ALIASES = {"Infiltrate": "Infiltration"}
 NO_FINDING = "No Finding"
 NIH_SPACE = 1024.0
+TRAIN_LIST, TEST_LIST = "train_val_list.txt", "test_list.txt"
 
 
 def find_label_file(root: Path) -> Path:
@@ -63,7 +64,8 @@ def index_images(root: Path) -> dict[str, str]:
 
 
 def read_nih(root: str | os.PathLike, *, labels: Sequence[str] | None = None, label_file: str | None = None,
-             box_file: str | None = None, labels_only: bool = False, official_test: str = "ignore") -> Records:
+             box_file: str | None = None, labels_only: bool = False, official_test: str = "ignore",
+             test_list: str | None = None) -> Records:
     """Read an NIH ChestX-ray14 folder into :class:`Records`.
 
     Args:
@@ -73,6 +75,7 @@ def read_nih(root: str | os.PathLike, *, labels: Sequence[str] | None = None, la
         labels_only: keep every row of the label file even if its image is absent (to describe or
             split a dataset before the images are downloaded).
         official_test: ``ignore`` or ``exclude`` the images listed in ``test_list.txt``.
+        test_list: that list's location (default: ``root/test_list.txt``).
 
     >>> r = read_nih("../shared/data/nih-cxr14")  # doctest: +SKIP
     >>> len(r), r.dropped  # doctest: +SKIP
@@ -142,7 +145,7 @@ def read_nih(root: str | os.PathLike, *, labels: Sequence[str] | None = None, la
             dropped["image file missing"] = int((~present).sum())
             log.info("%s: %d of %d label rows have no image and are dropped", root, (~present).sum(), len(df))
 
-    official = _official_test(root, ids)
+    official = _official_test(Path(test_list) if test_list else root / TEST_LIST, ids)
     if official is not None and official_test == "exclude":
         n = int((official & present).sum())
         if n:
@@ -162,12 +165,40 @@ def read_nih(root: str | os.PathLike, *, labels: Sequence[str] | None = None, la
     return rec
 
 
-def _official_test(root: Path, ids: pd.Series) -> np.ndarray | None:
-    test_list = root / "test_list.txt"
+def _official_test(test_list: Path, ids: pd.Series) -> np.ndarray | None:
     if not test_list.is_file():
         return None
-    names = {line.strip() for line in test_list.read_text().splitlines() if line.strip()}
-    return ids.isin(names).to_numpy()
+    return ids.isin(read_list(test_list)).to_numpy()
+
+
+def read_list(path: Path) -> set[str]:
+    """The image names of an NIH list file (one per line, blank lines skipped)."""
+    return {line.strip() for line in Path(path).read_text().splitlines() if line.strip()}
+
+
+def official_lists(image_ids, root: Path, *, train_list: str | None = None,
+                   test_list: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Masks over ``image_ids``: (in ``train_val_list.txt``, in ``test_list.txt``), read from ``root`` or the
+    given files; a missing file is a one-line error naming it; an image on both lists is refused.
+
+    >>> official_lists(["a.png"], Path("/nowhere"))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    bench.errors.BenchError: protocol official: '/nowhere/train_val_list.txt' not found (NIH's official training list...
+    """
+    ids = pd.Series([str(i) for i in image_ids])
+    masks = []
+    for given, default, what, key in ((train_list, TRAIN_LIST, "training", "train_list"),
+                                      (test_list, TEST_LIST, "test", "test_list")):
+        path = Path(given) if given else Path(root) / default
+        if not path.is_file():
+            raise BenchError(f"protocol official: {str(path)!r} not found (NIH's official {what} list; put it in "
+                             f"dataset.root, name it with dataset.{key}, or use protocol.kind: kfold)")
+        masks.append(ids.isin(read_list(path)).to_numpy())
+    both = masks[0] & masks[1]
+    if both.any():
+        raise BenchError(f"protocol official: image {ids[both].iloc[0]!r} is on both the training and the test list "
+                         f"({int(both.sum())} such images)")
+    return masks[0], masks[1]
 
 
 def read_boxes(path: Path, all_ids: set[str], rec: Records, *, labels_only: bool = False) -> pd.DataFrame:
@@ -238,6 +269,8 @@ class NIHSection(DatasetSection):
     label_file: Annotated[str | None, optional(STR), PATH] = None  # default: Data_Entry_2017(_v2020).csv in root
     box_file: Annotated[str | None, optional(STR), PATH] = None    # default: BBox_List_2017.csv in root
     official_test: Annotated[Literal["ignore", "exclude"], CHOICE] = "ignore"  # exclude: drop test_list.txt's
+    train_list: Annotated[str | None, optional(STR), PATH] = None  # default: train_val_list.txt in root
+    test_list: Annotated[str | None, optional(STR), PATH] = None   # default: test_list.txt in root
 
 
 class NIHReader(DatasetReader):
@@ -246,6 +279,7 @@ class NIHReader(DatasetReader):
     config = NIHSection
     root_help = "the folder holding Data_Entry_2017.csv and images/"
     missing_root = "download NIH ChestX-ray14 there, or use kind: synthetic for the built-in data"
+    official_split = "train_val_list.txt / test_list.txt"
 
     def check_root(self) -> None:
         if not self.root.exists():
@@ -254,4 +288,8 @@ class NIHReader(DatasetReader):
     def read(self, *, labels_only: bool = False) -> Records:
         ds = self.ds
         return read_nih(self.root, label_file=ds.label_file, box_file=ds.box_file, labels_only=labels_only,
-                        official_test=ds.official_test)
+                        official_test=ds.official_test, test_list=ds.test_list)
+
+    def official_lists(self, rec: Records) -> tuple[np.ndarray, np.ndarray]:
+        return official_lists(rec.image_ids, self.root, train_list=getattr(self.ds, "train_list", None),
+                              test_list=getattr(self.ds, "test_list", None))

@@ -25,6 +25,8 @@ from bench.data.section import COMMON_KEYS, DatasetSection
 from bench.errors import BenchError, did_you_mean
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from bench.data.cache import ImageCache
     from bench.data.labels import Records
 
@@ -56,6 +58,8 @@ class DatasetReader:
     root_help: ClassVar[str | None] = "the dataset folder"
     #: Whether :meth:`read` applies ``aliases`` and ``labels`` itself (a reader that needs them to read).
     reads_labels: ClassVar[bool] = False
+    #: The files of the kind's official train / test split (``protocol.kind: official``), None: it has none.
+    official_split: ClassVar[str | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -87,6 +91,10 @@ class DatasetReader:
     def read(self, *, labels_only: bool = False) -> "Records":
         """The kind's images, labels, patients and boxes (every label the files know)."""
         raise NotImplementedError(f"{type(self).__name__} does not implement read()")
+
+    def official_lists(self, rec: "Records") -> tuple["np.ndarray", "np.ndarray"]:
+        """Boolean masks over ``rec``'s rows: (in the official training list, in the official test list)."""
+        raise BenchError(f"dataset kind {self.ds.kind!r} has no official train / test split; use protocol.kind: kfold")
 
     # ---- the shared steps ---------------------------------------------------------------------------------
 

@@ -544,6 +544,9 @@ class SplitManifest:
     ``folds[i]`` is the test fold of row ``i``; ``val[f]`` the sorted row positions used for
     threshold tuning when fold ``f`` is the test fold (taken from the other folds). ``hash`` is the
     sha256 of the canonical content (everything but ``quality``); :meth:`verify` recomputes it.
+
+    ``protocol: official`` (:mod:`bench.data.official`) is one fold: ``folds[i]`` is 0 for a row of the
+    official test list and -1 for a row of the official training list (never a test fold).
     """
 
     n_folds: int
@@ -555,6 +558,7 @@ class SplitManifest:
     val: dict[int, list[int]]
     quality: dict[str, Any] = field(default_factory=dict)
     hash: str = ""
+    protocol: str = "kfold"
 
     def __post_init__(self) -> None:
         if not self.hash:
@@ -571,6 +575,8 @@ class SplitManifest:
             "seed": int(self.seed),
             "val_fraction": float(self.val_fraction),
         }
+        if self.protocol != "kfold":  # a K-fold manifest hashes as it did before protocols existed
+            content["protocol"] = self.protocol
         text = json.dumps(content, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
 
@@ -593,6 +599,7 @@ class SplitManifest:
             "fingerprint": self.fingerprint, "hash": self.hash, "quality": self.quality,
             "image_ids": [str(i) for i in self.image_ids], "folds": [int(f) for f in self.folds],
             "val": {str(int(k)): [int(r) for r in v] for k, v in sorted(self.val.items())},
+            "protocol": self.protocol,
         }
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
@@ -614,6 +621,7 @@ class SplitManifest:
                 image_ids=[str(i) for i in data["image_ids"]], folds=[int(f) for f in data["folds"]],
                 val={int(k): [int(r) for r in v] for k, v in data["val"].items()},
                 quality=dict(data.get("quality", {})), hash=str(data["hash"]),
+                protocol=str(data.get("protocol", "kfold")),
             )
         except FileNotFoundError:
             raise BenchError(f"split manifest {str(path)!r} does not exist") from None
