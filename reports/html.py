@@ -17,6 +17,7 @@ from reports import html_calibration as C
 from reports import html_figures as F
 from reports import html_localisation as L
 from reports import html_page as P
+from reports import html_protocol as R
 from reports import html_sections as S
 from reports import html_stats as T
 from reports.runfolder import write_atomic
@@ -29,6 +30,8 @@ def write_html(report, path: Path, *, loc_raw: pd.DataFrame | None = None) -> Pa
     """
     builders = [
         ("leaderboard", "Leaderboard", S.leaderboard_table),
+        ("official", "Official split", R.official),
+        ("external", "External test sets", R.external),
         ("heatmaps", "Backbone × strategy", F.metric_heatmap),
         ("per-label", "Per-label AUC", F.per_label),
         ("spread", "Folds and seeds", F.spread),

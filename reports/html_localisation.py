@@ -78,7 +78,7 @@ def _layers(report) -> str:
             f"points at a corner whatever the image shows), so the CAMs read a shallower stage: {pairs}.")
 
 
-def _table(loc: pd.DataFrame) -> str:
+def _table(loc: pd.DataFrame, table_id: str = "loc") -> str:
     allrows = loc[loc["finding"].astype(str) == "all"]
     if allrows.empty:
         return ""
@@ -106,7 +106,7 @@ def _table(loc: pd.DataFrame) -> str:
     head.append(th("images", numeric=True))
     selects = [(2, "maps", list(dict.fromkeys(k[2] for k in order)))]
     return ("<h3>Localisation leaderboard (all findings)</h3>"
-            + controls("loc", placeholder="filter rows", selects=selects) + table("loc", head, rows)
+            + controls(table_id, placeholder="filter rows", selects=selects) + table(table_id, head, rows)
             + '<p class="caption">Best model value per column highlighted (chance rows excluded).</p>')
 
 

@@ -56,6 +56,10 @@ class Report:
     files: dict = field(default_factory=dict)
     localisation_significance: pd.DataFrame = field(default_factory=pd.DataFrame)
     reliability: pd.DataFrame = field(default_factory=pd.DataFrame)
+    protocol: dict = field(default_factory=dict)            # the grid's protocol section (reports/protocols.py)
+    official: pd.DataFrame = field(default_factory=pd.DataFrame)  # official: per-label AUC beside published
+    external: dict = field(default_factory=dict)            # external: test set name -> ExternalReport
+    drop: pd.DataFrame = field(default_factory=pd.DataFrame)  # external: internal - external, paired interval
 
 
 def load_trials(run_dir: Path) -> list[dict]:
@@ -367,6 +371,7 @@ def build_report(run_dir: str | Path, *, n_boot: int | None = None, html: bool =
     if not loc.empty:
         files[RF.LOCALISATION_CSV] = loc
         files[RF.LOCALISATION_SIGNIFICANCE_CSV] = report.localisation_significance
+    files.update(_protocol_reports(report, docs, reps, n_boot, bootstrap_seed(grid)))
     for name, df in files.items():
         write_csv(df, run_dir / name)
         report.files[name] = str(run_dir / name)
@@ -376,6 +381,28 @@ def build_report(run_dir: str | Path, *, n_boot: int | None = None, html: bool =
 
         report.files[RF.LEADERBOARD_HTML] = str(write_html(report, folder / RF.LEADERBOARD_HTML, loc_raw=loc_raw))
     return report
+
+
+def _protocol_reports(report: Report, docs: list[dict], reps: dict, n_boot: int, seed: int) -> dict:
+    """The official and external protocols' tables (``reports.protocols``) into ``report``; their CSV files."""
+    from reports import protocols as PR
+
+    proto = report.protocol = PR.protocol_of(report.grid)
+    files = {}
+    if "official" in (proto["kind"], proto.get("train")):
+        report.official = PR.official_table(report)
+        files[RF.OFFICIAL_CSV] = report.official
+    if proto["kind"] == "external":
+        report.external = PR.external_reports(report.run_dir, docs, report.label_names, n_boot=n_boot, seed=seed)
+        report.drop = PR.drop_table(docs, reps, report.external)
+        if report.external:
+            files[RF.EXTERNAL_LEADERBOARD_CSV] = pd.concat(
+                [e.leaderboard.assign(test_set=n) for n, e in report.external.items()], ignore_index=True)
+            files[RF.EXTERNAL_DROP_CSV] = report.drop
+            loc = [e.localisation.assign(test_set=n) for n, e in report.external.items() if not e.localisation.empty]
+            if loc:
+                files[RF.EXTERNAL_LOCALISATION_CSV] = pd.concat(loc, ignore_index=True)
+    return files
 
 
 def format_top(board: pd.DataFrame, n: int = 10) -> str:

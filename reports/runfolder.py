@@ -13,6 +13,8 @@ stays free of ``bench`` and Ray::
     RUN_DIR/external.json                              (protocol external: the test sets, their labels)
     RUN_DIR/leaderboard.csv  trials.csv  per_label.csv  groups.csv  significance.csv  reliability.csv
             localisation.csv  localisation_significance.csv  friedman.json  leaderboard.html  (the reports')
+    RUN_DIR/official_per_label.csv  external_leaderboard.csv  external_drop.csv  external_localisation.csv
+                                                                   (the protocols' reports, reports/protocols.py)
     RUN_DIR/tune/                                                                      (Ray Tune's)
     RUN_DIR/tracking.json  tensorboard/<id>/  wandb/                 (grid section tracking, when on)
 
@@ -63,6 +65,10 @@ RELIABILITY_CSV = "reliability.csv"  # the reliability diagram's bins per backbo
 LOCALISATION_SIGNIFICANCE_CSV = "localisation_significance.csv"
 FRIEDMAN_JSON = "friedman.json"
 LEADERBOARD_HTML = "leaderboard.html"
+OFFICIAL_CSV = "official_per_label.csv"             # protocol official: per-label AUC beside the published
+EXTERNAL_LEADERBOARD_CSV = "external_leaderboard.csv"  # protocol external: a leaderboard per test set
+EXTERNAL_DROP_CSV = "external_drop.csv"              # protocol external: internal - external, paired interval
+EXTERNAL_LOCALISATION_CSV = "external_localisation.csv"  # protocol external: CAMs on test sets with boxes
 
 
 def write_atomic(path: Path, write: Callable[[Path], Any]) -> None:
