@@ -105,8 +105,10 @@ def external_docs(docs: list[dict]) -> dict[str, list[dict]]:
         folder = TrialFolder(d["_dir"])
         for name in folder.external_names():
             sub = folder.external(name)
+            # the same model: its training history and prevalence are the internal trial's
             out.setdefault(name, []).append({**json.loads(sub.metrics.read_text()), "_dir": str(sub.path),
-                                             "train_prevalence": d.get("train_prevalence", {})})
+                                             "train_prevalence": d.get("train_prevalence", {}),
+                                             "history": d.get("history") or []})
     return out
 
 

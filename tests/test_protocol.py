@@ -238,7 +238,9 @@ def test_external_protocol_from_site_a_to_site_b_and_a_csv_shows_the_drop(ray_se
     assert not (trial / "external" / "site-b-csv" / "localisation.csv").exists()  # the CSV has none
 
     report = build_report(out)
-    drop = pd.read_csv(out / "external_drop.csv").set_index("test_set")
+    drop = report.drop.set_index("test_set")
+    written = pd.read_csv(out / "external_drop.csv").set_index("test_set")
+    assert np.allclose(written["drop"], drop["drop"], rtol=1e-5)
     assert set(drop.index) == {"site-b", "site-b-csv"} and (drop["n_models"] == 2).all()
     for name in drop.index:  # internal minus external, each the leaderboard's own average of the same models
         inside = report.leaderboard["macro_auc"].iloc[0]

@@ -7,7 +7,7 @@ here; ``bench list datasets`` shows it.
 >>> dataset_kinds()[:2]
 ('synthetic', 'nih')
 >>> reader_class("nih").keys
-('label_file', 'box_file', 'official_test')
+('label_file', 'box_file', 'official_test', 'train_list', 'test_list')
 """
 
 from __future__ import annotations
