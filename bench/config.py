@@ -24,6 +24,7 @@ from pydantic_core import PydanticCustomError
 from bench.data.catalogue import DATASETS, dataset_kinds, reader_class
 from bench.data.section import COMMON_KEYS, DatasetSection
 from bench.errors import BenchError, did_you_mean
+from bench.protocol_checks import check_protocol
 from bench.protocol_config import ProtocolConfig, parse_protocol
 from bench.tracking_config import TrackingConfig, parse_tracking
 from bench.fields import (BOOL, CHOICE, FLOAT, INT, NAMES, PATH, STR, Annotated, fail, fields_with, optional, parse,
@@ -209,10 +210,7 @@ class GridConfig:
                   if k in top and k not in SECTIONS}
         kwargs.update({k: section(dataset_section((data.get(k) or {}).get("kind", "synthetic"), strict=False)
                                   if k == "dataset" else kind, data.get(k)) for k, kind in SECTIONS.items()})
-        proto = dict(data.get("protocol") or {})
-        sets = {n: section(dataset_section((v or {}).get("kind", "synthetic"), strict=False), v)
-                for n, v in (proto.pop("test_sets", None) or {}).items()}
-        kwargs["protocol"] = dataclasses.replace(section(ProtocolConfig, proto), test_sets=sets)
+        kwargs["protocol"] = ProtocolConfig.from_plain(data.get("protocol"), section, dataset_section)
         return cls(**kwargs)
 
     def strategy_specs(self) -> list[dict]:
@@ -292,9 +290,8 @@ def parse_grid(data: Mapping, *, where: Any = None, source: str = "", overrides:
 
 
 def _dataset(value: Any, where, prefix: str = "dataset") -> DatasetSection:
-    """The dataset section at ``prefix`` (``dataset``, or a ``protocol.test_sets`` entry): its ``kind`` picks the
-    class (a did-you-mean error for an unknown kind; another kind's key is named as such), then
-    :func:`bench.fields.parse` builds it and the root is defaulted."""
+    """The dataset section at ``prefix`` (``dataset`` or a test set's): its ``kind`` picks the class (a did-you-mean
+    error for an unknown kind; another kind's key is named as such), :func:`bench.fields.parse` builds it."""
     value = {} if value is None else value
     if not isinstance(value, Mapping):
         raise BenchError(f"{where(prefix)}: {prefix} must be a mapping, got {value!r}")
@@ -336,8 +333,6 @@ def _validate(cfg: GridConfig, where) -> None:
     # Each value's own type and rule were checked when its section was built (bench/fields.py); what is left
     # needs a file, a registry or two values at once.
     reader_class(d.kind).check(d, bad)
-    from bench.protocol_checks import check_protocol
-
     check_protocol(cfg, bad)
     if isinstance(t.pretrained, str) and t.pretrained not in ("",) and not Path(t.pretrained).expanduser().is_file():
         bad("train.pretrained", t.pretrained, "true, false or an existing weights file (.pth / .safetensors)")
@@ -399,12 +394,10 @@ def resolve_paths(cfg: GridConfig, *, base: Path | None = None) -> GridConfig:
         return str(p if p.is_absolute() else (base / p).resolve())
 
     sections = {key: getattr(cfg, key) for key in SECTIONS}
-    def paths(sec):
-        return dataclasses.replace(sec, **{k: absolute(getattr(sec, k)) for k in fields_with(type(sec), PATH)})
-
+    paths = lambda sec: dataclasses.replace(  # noqa: E731
+        sec, **{k: absolute(getattr(sec, k)) for k in fields_with(type(sec), PATH)})
     sections = {key: paths(sec) for key, sec in sections.items()}
-    sections["protocol"] = dataclasses.replace(cfg.protocol, test_sets={n: paths(s) for n, s in
-                                                                        cfg.protocol.test_sets.items()})
+    sections["protocol"] = cfg.protocol.with_test_sets({n: paths(s) for n, s in cfg.protocol.test_sets.items()})
     t = sections["train"]
     if isinstance(t.pretrained, str) and t.pretrained:
         sections["train"] = dataclasses.replace(t, pretrained=absolute(t.pretrained))

@@ -58,6 +58,20 @@ class ProtocolConfig:
     def is_default(self) -> bool:
         return self == ProtocolConfig()
 
+    def with_test_sets(self, test_sets: dict) -> "ProtocolConfig":
+        return dataclasses.replace(self, test_sets=dict(test_sets))
+
+    @classmethod
+    def from_plain(cls, value: Mapping | None, build: Callable[[type, Any], Any],
+                   section_of: Callable[..., type]) -> "ProtocolConfig":
+        """The section back from ``GridConfig.to_dict()``'s plain values: ``build(cls, values)`` rebuilds a test
+        set's section, of class ``section_of(kind, strict=False)`` (``bench.config``'s)."""
+        value = dict(value or {})
+        sets = {name: build(section_of((v or {}).get("kind", "synthetic"), strict=False), v)
+                for name, v in (value.pop("test_sets", None) or {}).items()}
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in value.items() if k in names}, test_sets=sets)
+
 
 def parse_protocol(value: Any, where: Callable[[str], str], *,
                    dataset: Callable[[Any, Callable[[str], str], str], DatasetSection] | None = None) -> ProtocolConfig:

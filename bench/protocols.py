@@ -131,11 +131,12 @@ def node_images(ts: TestSet, image_size: int, *, gpu: float) -> np.ndarray:
 
 
 def evaluate_external(spec, data, *, model, strategy, thresholds: np.ndarray, images: np.ndarray, val: np.ndarray,
-                      dev, out: Path) -> dict:
+                      dev, out: Path, trial: Any) -> dict:
     """Score the trained ``model`` on every test set of ``data.test_sets`` with the ``thresholds`` it tuned on its
-    own validation part; writes ``out/external/<name>/`` and returns ``{name: headline metrics}``."""
+    own validation part; writes ``out/external/<name>/`` and returns ``{name: headline metrics}``. ``trial``
+    brings the trial's own writers (``adjust``, ``jsonable``, ``write_json``, ``write_bootstrap``: the files are
+    written exactly as the trial writes its own)."""
     from bench import engine
-    from bench.trial import _adjust, _jsonable, _write_bootstrap, _write_json
     from reports.metrics import label_metrics, summary_metrics
     from reports.runfolder import TrialFolder
 
@@ -150,7 +151,7 @@ def evaluate_external(spec, data, *, model, strategy, thresholds: np.ndarray, im
         x = node_images(ts, data.image_size, gpu=float(data.cfg.resources.gpu))
         rows = np.arange(len(rec))
         logits = engine.predict_logits(model, x, rows, batch_size=int(tr.eval_batch_size), dev=dev)
-        prob = engine.sigmoid(_adjust(strategy, logits))
+        prob = engine.sigmoid(trial.adjust(strategy, logits))
         y = rec.labels
         summary = summary_metrics(y, prob, thresholds=thresholds, label_names=names)
         per_label = label_metrics(y, prob, thresholds=thresholds, label_names=names)
@@ -159,14 +160,14 @@ def evaluate_external(spec, data, *, model, strategy, thresholds: np.ndarray, im
             folder.predictions, image_ids=np.asarray(rec.image_ids, dtype=str), patients=np.asarray(patients, dtype=str),
             labels=y.astype(np.float32), probs=prob.astype(np.float32), logits=logits.astype(np.float32),
             thresholds=thresholds, label_names=np.asarray(names, dtype=str))
-        _write_bootstrap(spec, data, folder.path, y, prob, thresholds, patients)
+        trial.write_bootstrap(spec, data, folder.path, y, prob, thresholds, patients)
         loc = 0.0
         if data.cfg.localisation.enabled and len(rec.boxes):
             t1 = time.perf_counter()
             _localise_external(spec, data, ts, model=model, images=images, val=val, x=x, prob=prob, dev=dev,
                                out=folder.path)
             loc = time.perf_counter() - t1
-        clean = {k: _jsonable(v) for k, v in summary.items()}
+        clean = {k: trial.jsonable(v) for k, v in summary.items()}
         doc = {"id": spec.id, "backbone": spec.backbone, "strategy": spec.strategy["name"], "fold": spec.fold,
                "seed": spec.seed, "test_set": ts.name, "summary": clean,
                "per_label": json.loads(per_label.to_json(orient="records")),
@@ -174,7 +175,7 @@ def evaluate_external(spec, data, *, model, strategy, thresholds: np.ndarray, im
                "sizes": {"test": int(len(rec))},
                "timing": {"eval_seconds": round(time.perf_counter() - t0 - loc, 3),
                           "localisation_seconds": round(loc, 3)}}
-        _write_json(folder.metrics, doc)
+        trial.write_json(folder.metrics, doc)
         headline[ts.name] = {k: clean.get(k) for k in ("macro_auc", "macro_ap", "macro_f1", "n_labels_macro")}
     return headline
 

@@ -22,6 +22,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
@@ -353,7 +354,7 @@ def evaluate(spec: TrialSpec, data: TrialData, *, model, strategy, images, rows,
         from bench.protocols import evaluate_external
 
         doc["external"] = evaluate_external(spec, data, model=model, strategy=strategy, thresholds=thresholds,
-                                            images=images, val=val, dev=dev, out=out)
+                                            images=images, val=val, dev=dev, out=out, trial=_WRITERS)
     _write_json(files.metrics, doc)
     _write_json(files.config, {"trial": spec.to_dict(), "grid": data.grid, "split_hash": data.manifest.hash,
                                       "cache_key": data.cache_key, "cache_source": cache_source, **data.run_meta})
@@ -394,3 +395,7 @@ def _jsonable(v):
 def _write_json(path: Path, obj) -> None:
     """Write ``obj`` atomically (:func:`reports.runfolder.write_atomic`): a full disk leaves nothing."""
     write_atomic(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=1, default=_jsonable)))
+
+
+#: The trial's own output writers, handed to bench.protocols (which writes an external test set's files as these).
+_WRITERS = SimpleNamespace(adjust=_adjust, jsonable=_jsonable, write_json=_write_json, write_bootstrap=_write_bootstrap)

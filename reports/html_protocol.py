@@ -13,11 +13,10 @@ EXTERNAL_COLUMNS = [("macro_auc", "macro AUC"), ("micro_auc", "micro AUC"), ("ma
 
 
 def official(report) -> str:
-    df = getattr(report, "official", None)
+    df = report.protocol.official
     if df is None or df.empty:
         return ""
     from reports.html_figures import REFERENCE_AUC
-    from reports.protocols import caveats
 
     refs = [r for r in REFERENCE_AUC if r in df.columns]
     models = list(dict.fromkeys(zip(df["backbone"].astype(str), df["strategy"].astype(str))))
@@ -32,8 +31,7 @@ def official(report) -> str:
         first = g.iloc[0]
         cells += [num_cell(first[r]) for r in refs]
         rows.append("<tr>" + "".join(cells) + "</tr>")
-    n_train = _train_size(report)
-    notes = "".join(f"<li>{esc(c)}</li>" for c in caveats(report.grid, n_train))
+    notes = "".join(f"<li>{esc(c)}</li>" for c in report.protocol.caveats)
     lead = ("Each label's ROC-AUC on the dataset's official test list (trained on its official training list, "
             "thresholds tuned on a patient-disjoint part of it), mean ± sd over seeds, beside the published "
             "per-label AUCs (REFERENCES.md). <b>The settings differ</b>, so the published columns orient, they "
@@ -42,14 +40,8 @@ def official(report) -> str:
                    + table("official-table", head, rows), lead=lead)
 
 
-def _train_size(report) -> int | None:
-    """The official split's training images (split.json), None when the split does not say."""
-    sizes = ((report.split or {}).get("quality") or {}).get("sizes") or {}
-    return int(sizes["train"]) if sizes.get("train") else None
-
-
 def external(report) -> str:
-    ext = getattr(report, "external", None) or {}
+    ext = report.protocol.external
     if not ext:
         return ""
     parts = [_drop(report)]
@@ -68,7 +60,7 @@ def external(report) -> str:
 
 
 def _drop(report) -> str:
-    d = report.drop
+    d = report.protocol.drop
     if d is None or d.empty:
         return ""
     head = [th("test set"), th("backbone"), th("strategy"), th("models", numeric=True),

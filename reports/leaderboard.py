@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from reports import compare, replicates, stats
+from reports import compare, protocols, replicates, stats
 from reports import runfolder as RF
 from reports.metrics import group_labels
 from reports.runfolder import RunFolder, TrialFolder, read_json, write_atomic
@@ -56,10 +56,7 @@ class Report:
     files: dict = field(default_factory=dict)
     localisation_significance: pd.DataFrame = field(default_factory=pd.DataFrame)
     reliability: pd.DataFrame = field(default_factory=pd.DataFrame)
-    protocol: dict = field(default_factory=dict)            # the grid's protocol section (reports/protocols.py)
-    official: pd.DataFrame = field(default_factory=pd.DataFrame)  # official: per-label AUC beside published
-    external: dict = field(default_factory=dict)            # external: test set name -> ExternalReport
-    drop: pd.DataFrame = field(default_factory=pd.DataFrame)  # external: internal - external, paired interval
+    protocol: protocols.ProtocolReport = field(default_factory=protocols.ProtocolReport)  # official / external
 
 
 def load_trials(run_dir: Path) -> list[dict]:
@@ -371,7 +368,8 @@ def build_report(run_dir: str | Path, *, n_boot: int | None = None, html: bool =
     if not loc.empty:
         files[RF.LOCALISATION_CSV] = loc
         files[RF.LOCALISATION_SIGNIFICANCE_CSV] = report.localisation_significance
-    files.update(_protocol_reports(report, docs, reps, n_boot, bootstrap_seed(grid)))
+    files.update(protocols.protocol_reports(report, docs, reps, board=lambda ext: _board_of(
+        ext, label_names, n_boot, bootstrap_seed(grid))))
     for name, df in files.items():
         write_csv(df, run_dir / name)
         report.files[name] = str(run_dir / name)
@@ -383,26 +381,13 @@ def build_report(run_dir: str | Path, *, n_boot: int | None = None, html: bool =
     return report
 
 
-def _protocol_reports(report: Report, docs: list[dict], reps: dict, n_boot: int, seed: int) -> dict:
-    """The official and external protocols' tables (``reports.protocols``) into ``report``; their CSV files."""
-    from reports import protocols as PR
-
-    proto = report.protocol = PR.protocol_of(report.grid)
-    files = {}
-    if "official" in (proto["kind"], proto.get("train")):
-        report.official = PR.official_table(report)
-        files[RF.OFFICIAL_CSV] = report.official
-    if proto["kind"] == "external":
-        report.external = PR.external_reports(report.run_dir, docs, report.label_names, n_boot=n_boot, seed=seed)
-        report.drop = PR.drop_table(docs, reps, report.external)
-        if report.external:
-            files[RF.EXTERNAL_LEADERBOARD_CSV] = pd.concat(
-                [e.leaderboard.assign(test_set=n) for n, e in report.external.items()], ignore_index=True)
-            files[RF.EXTERNAL_DROP_CSV] = report.drop
-            loc = [e.localisation.assign(test_set=n) for n, e in report.external.items() if not e.localisation.empty]
-            if loc:
-                files[RF.EXTERNAL_LOCALISATION_CSV] = pd.concat(loc, ignore_index=True)
-    return files
+def _board_of(docs: list[dict], label_names: list[str], n_boot: int, seed: int) -> tuple:
+    """The leaderboard's steps on some trials' files (an external test set's): board, trials, replicates, CAMs."""
+    trials = trial_table(docs, label_names)
+    reps = _bootstrap_all(docs, n_boot, seed)
+    board = _confidence(_mean_std_table(trials, label_names), docs, reps)
+    board = board.sort_values("macro_auc", ascending=False, kind="stable").reset_index(drop=True)
+    return board, trials, reps, _localisation(docs, n_boot)[1]
 
 
 def format_top(board: pd.DataFrame, n: int = 10) -> str:

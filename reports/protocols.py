@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -33,6 +34,43 @@ log = logging.getLogger(__name__)
 #: The published settings (REFERENCES.md): what the per-label table's caveats compare the run with.
 PUBLISHED_SETTING = {"image_size": 224, "images": 112_120, "pretrained": "ImageNet"}
 KEYS = ["backbone", "strategy"]
+
+
+@dataclass
+class ProtocolReport:
+    """The protocol's part of a report: ``kind``; official: ``official`` (per-label AUC beside the published) and
+    ``caveats``; external: ``external`` (test set name -> :class:`ExternalReport`) and ``drop``."""
+
+    kind: str = "kfold"
+    official: pd.DataFrame = field(default_factory=pd.DataFrame)
+    caveats: list = field(default_factory=list)
+    external: dict = field(default_factory=dict)
+    drop: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+
+def protocol_reports(report, docs: list[dict], reps: dict, *, board: Callable[[list[dict]], tuple]) -> dict:
+    """Fill ``report.protocol`` from the run's files; returns the CSV files to write (name -> table).
+    ``board(docs)`` builds a leaderboard the internal one's way (``reports.leaderboard``)."""
+    from reports import runfolder as RF
+
+    proto = protocol_of(report.grid)
+    out = report.protocol = ProtocolReport(kind=proto["kind"])
+    files = {}
+    if "official" in (proto["kind"], proto.get("train")):
+        out.official = official_table(report)
+        out.caveats = caveats(report.grid, ((report.split.get("quality") or {}).get("sizes") or {}).get("train"))
+        files[RF.OFFICIAL_CSV] = out.official
+    if proto["kind"] == "external":
+        out.external = external_reports(report.run_dir, docs, board=board)
+        out.drop = drop_table(docs, reps, out.external)
+        if out.external:
+            files[RF.EXTERNAL_LEADERBOARD_CSV] = pd.concat(
+                [e.leaderboard.assign(test_set=n) for n, e in out.external.items()], ignore_index=True)
+            files[RF.EXTERNAL_DROP_CSV] = out.drop
+            loc = [e.localisation.assign(test_set=n) for n, e in out.external.items() if not e.localisation.empty]
+            if loc:
+                files[RF.EXTERNAL_LOCALISATION_CSV] = pd.concat(loc, ignore_index=True)
+    return files
 
 
 def protocol_of(grid: dict) -> dict:
@@ -112,21 +150,15 @@ def external_docs(docs: list[dict]) -> dict[str, list[dict]]:
     return out
 
 
-def external_reports(run_dir: Path, docs: list[dict], label_names: list[str], *, n_boot: int,
-                     seed: int) -> dict[str, ExternalReport]:
-    """A leaderboard per external test set, with the internal leaderboard's columns and intervals."""
-    from reports import leaderboard as LB
-
+def external_reports(run_dir: Path, docs: list[dict], *, board: Callable[[list[dict]], tuple]
+                     ) -> dict[str, ExternalReport]:
+    """A leaderboard per external test set; ``board(docs)`` is the internal leaderboard's own builder
+    (``reports.leaderboard``), returning (leaderboard, trials, replicates, localisation summary)."""
     described = read_json(RunFolder(run_dir).external_json, {}) or {}
     out = {}
     for name, ext in external_docs(docs).items():
-        trials = LB.trial_table(ext, label_names)
-        board = LB._mean_std_table(trials, label_names)
-        reps = LB._bootstrap_all(ext, n_boot, seed)
-        board = LB._confidence(board, ext, reps)
-        board = board.sort_values("macro_auc", ascending=False, kind="stable").reset_index(drop=True)
-        _, loc = LB._localisation(ext, n_boot)
-        out[name] = ExternalReport(name, board, trials, loc, described.get(name, {}), ext, reps)
+        table, trials, reps, loc = board(ext)
+        out[name] = ExternalReport(name, table, trials, loc, described.get(name, {}), ext, reps)
     return out
 
 

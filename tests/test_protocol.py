@@ -205,7 +205,7 @@ def test_official_protocol_end_to_end_on_the_synthetic_lists(ray_session, synth_
     assert table["auc"].iloc[0] == pytest.approx(np.nanmean([np.nan if a is None else a for a in auc]))
     page = (out / "leaderboard.html").read_text()
     assert "Official split vs published" in page and "image size: 32 px here" in page
-    assert report.protocol["kind"] == "official"
+    assert report.protocol.kind == "official"
 
 
 @pytest.mark.slow
@@ -238,13 +238,13 @@ def test_external_protocol_from_site_a_to_site_b_and_a_csv_shows_the_drop(ray_se
     assert not (trial / "external" / "site-b-csv" / "localisation.csv").exists()  # the CSV has none
 
     report = build_report(out)
-    drop = report.drop.set_index("test_set")
+    drop = report.protocol.drop.set_index("test_set")
     written = pd.read_csv(out / "external_drop.csv").set_index("test_set")
     assert np.allclose(written["drop"], drop["drop"], rtol=1e-5)
     assert set(drop.index) == {"site-b", "site-b-csv"} and (drop["n_models"] == 2).all()
     for name in drop.index:  # internal minus external, each the leaderboard's own average of the same models
         inside = report.leaderboard["macro_auc"].iloc[0]
-        outside = report.external[name].leaderboard["macro_auc"].iloc[0]
+        outside = report.protocol.external[name].leaderboard["macro_auc"].iloc[0]
         assert drop.loc[name, "drop"] == pytest.approx(inside - outside)
         assert drop.loc[name, "drop_ci_low"] <= drop.loc[name, "drop"] <= drop.loc[name, "drop_ci_high"]
     page = (out / "leaderboard.html").read_text()
