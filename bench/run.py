@@ -255,8 +255,9 @@ def run_grid(grid_path: str | Path, *, out: str | Path | None = None, address: s
     runfolder.remove_stale_copies(run_dir)
     done_ids = {t.id for t in folder.finished()}
     todo = [t for t in trials if t.id not in done_ids]
-    say(f"{len(trials)} trials ({len(cfg.backbones)} backbones x {len(cfg.strategies)} strategies x "
-        f"{n_folds(cfg)} {'folds' if cfg.protocol.split == 'kfold' else 'official split'} x {len(cfg.seeds)} seeds); {len(done_ids & {t.id for t in trials})} already done")
+    folds = f"{cfg.splits.folds} folds" if cfg.protocol.split == "kfold" else "the official split"
+    say(f"{len(trials)} trials ({len(cfg.backbones)} backbones x {len(cfg.strategies)} strategies x {folds} x "
+        f"{len(cfg.seeds)} seeds); {len(done_ids & {t.id for t in trials})} already done")
     outcome = RunOutcome(run_dir)
     if todo:
         from bench.devices import fake_gpus_for_tests

@@ -13,14 +13,13 @@ folder from any node and any storage (local, NFS, s3://).
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import logging
 import platform
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Callable
@@ -50,7 +49,7 @@ class TrialData:
     grid: dict               # the resolved grid (GridConfig.to_dict()), as each trial's config.json records it
     run_meta: dict           # versions, git commit, split hash
     cache_ref: dict | None = None  # where the driver published the cache (bench.data.shipping), with --storage
-    test_sets: list = dataclasses.field(default_factory=list)  # protocol external: bench.protocols.TestSet
+    test_sets: list = field(default_factory=list)  # protocol external: bench.protocols.TestSet
 
     @functools.cached_property
     def cfg(self) -> "GridConfig":
