@@ -24,8 +24,7 @@ from pydantic_core import PydanticCustomError
 from bench.data.catalogue import DATASETS, dataset_kinds, reader_class
 from bench.data.section import COMMON_KEYS, DatasetSection
 from bench.errors import BenchError, did_you_mean
-from bench.protocol_checks import check_protocol
-from bench.protocol_config import ProtocolConfig, parse_protocol
+from bench.protocol_config import ProtocolConfig, check_protocol, parse_protocol
 from bench.tracking_config import TrackingConfig, parse_tracking
 from bench.fields import (BOOL, CHOICE, FLOAT, INT, NAMES, PATH, STR, Annotated, fail, fields_with, optional, parse,
                           rule, section)
@@ -394,10 +393,9 @@ def resolve_paths(cfg: GridConfig, *, base: Path | None = None) -> GridConfig:
         return str(p if p.is_absolute() else (base / p).resolve())
 
     sections = {key: getattr(cfg, key) for key in SECTIONS}
-    paths = lambda sec: dataclasses.replace(  # noqa: E731
-        sec, **{k: absolute(getattr(sec, k)) for k in fields_with(type(sec), PATH)})
-    sections = {key: paths(sec) for key, sec in sections.items()}
-    sections["protocol"] = cfg.protocol.with_test_sets({n: paths(s) for n, s in cfg.protocol.test_sets.items()})
+    sections = {key: dataclasses.replace(sec, **{k: absolute(getattr(sec, k)) for k in fields_with(type(sec), PATH)})
+                for key, sec in sections.items()}
+    sections["protocol"] = cfg.protocol.resolved(absolute)  # its test sets' paths
     t = sections["train"]
     if isinstance(t.pretrained, str) and t.pretrained:
         sections["train"] = dataclasses.replace(t, pretrained=absolute(t.pretrained))

@@ -1,4 +1,4 @@
-"""The grid's ``protocol`` section: how models are trained and where they are tested.
+"""The grid's ``protocol`` section: how models are trained and where they are tested, and its checks.
 
 * ``kfold`` (the default): patient-disjoint K-fold cross-validation of ``dataset`` (``splits``).
 * ``official``: train on the dataset's official training list (NIH ``train_val_list.txt``, CheXpert
@@ -32,9 +32,10 @@ import re
 from collections.abc import Mapping
 from typing import Any, Callable, Literal
 
+from bench.data.catalogue import reader_class
 from bench.data.section import DatasetSection
 from bench.errors import BenchError
-from bench.fields import CHOICE, Annotated, parse, section
+from bench.fields import CHOICE, PATH, Annotated, fields_with, parse, section
 
 PROTOCOLS = ("kfold", "official", "external")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
@@ -58,8 +59,11 @@ class ProtocolConfig:
     def is_default(self) -> bool:
         return self == ProtocolConfig()
 
-    def with_test_sets(self, test_sets: dict) -> "ProtocolConfig":
-        return dataclasses.replace(self, test_sets=dict(test_sets))
+    def resolved(self, absolute: Callable[[Any], Any]) -> "ProtocolConfig":
+        """The section with every path of its test sets (their ``PATH`` fields) made ``absolute(path)``."""
+        sets = {n: dataclasses.replace(ds, **{k: absolute(getattr(ds, k)) for k in fields_with(type(ds), PATH)})
+                for n, ds in self.test_sets.items()}
+        return dataclasses.replace(self, test_sets=sets)
 
     @classmethod
     def from_plain(cls, value: Mapping | None, build: Callable[[type, Any], Any],
@@ -104,3 +108,39 @@ def parse_protocol(value: Any, where: Callable[[str], str], *,
             raise BenchError(f"{where(key)}: {key} must be a dataset section (kind, root, ...), got {ds!r}")
         built[name] = dataset(ds, where, key) if dataset is not None else ds
     return dataclasses.replace(proto, test_sets=built)
+
+
+# ---- the checks that need the dataset kinds' readers (bench.config calls them once the grid is built) ----
+
+def official_kinds() -> list[str]:
+    """The dataset kinds whose reader knows an official train / test split."""
+    from bench.data.catalogue import dataset_kinds
+
+    return [k for k in dataset_kinds() if reader_class(k).official_split is not None]
+
+
+def check_protocol(cfg: Any, bad: Callable[[str, Any, str], None]) -> None:
+    """Refuse a protocol the grid's datasets cannot run, with the grid's one-line error (``bad``)."""
+    proto, ds = cfg.protocol, cfg.dataset
+    if proto.split == "official":
+        key = "protocol.train" if proto.kind == "external" else "protocol.kind"
+        reader = reader_class(ds.kind)
+        if reader.official_split is None:
+            bad(key, "official", f"'kfold' for dataset.kind {ds.kind!r}: only {', '.join(official_kinds())} have an "
+                                 "official train / test split")
+        if getattr(ds, "official_test", "ignore") == "exclude":
+            bad("dataset.official_test", "exclude", "'ignore' with the official protocol (it tests on that list)")
+        if cfg.splits.file:
+            bad("splits.file", cfg.splits.file, "no split file with the official protocol (the lists are the split)")
+        if ds.kind == "chexpert" and ds.split != "both":
+            bad("dataset.split", ds.split, "'both' with the official protocol (train.csv trains, valid.csv tests)")
+    for name, ts in proto.test_sets.items():
+        prefix = f"protocol.test_sets.{name}"
+
+        def bad_here(key: str, value: Any, expected: str, prefix=prefix) -> None:
+            bad(prefix + key[len("dataset"):] if key.startswith("dataset") else f"{prefix}.{key}", value, expected)
+
+        reader_class(ts.kind).check(ts, bad_here)
+        if ts.image_size not in (DatasetSection().image_size, ds.image_size):
+            bad(f"{prefix}.image_size", ts.image_size, f"{ds.image_size} (dataset.image_size) or no value: test images "
+                                                       "are cached at the training images' size")

@@ -383,10 +383,9 @@ def build_report(run_dir: str | Path, *, n_boot: int | None = None, html: bool =
 
 def _board_of(docs: list[dict], label_names: list[str], n_boot: int, seed: int) -> tuple:
     """The leaderboard's steps on some trials' files (an external test set's): board, trials, replicates, CAMs."""
-    trials = trial_table(docs, label_names)
-    reps = _bootstrap_all(docs, n_boot, seed)
-    board = _confidence(_mean_std_table(trials, label_names), docs, reps)
-    board = board.sort_values("macro_auc", ascending=False, kind="stable").reset_index(drop=True)
+    trials, reps = trial_table(docs, label_names), _bootstrap_all(docs, n_boot, seed)
+    board = _confidence(_mean_std_table(trials, label_names), docs, reps).sort_values(
+        "macro_auc", ascending=False, kind="stable").reset_index(drop=True)
     return board, trials, reps, _localisation(docs, n_boot)[1]
 
 
