@@ -20,9 +20,9 @@
 
 >>> parse_protocol({"kind": "official"}, lambda key: "g.yaml").kind
 'official'
->>> parse_protocol({"kind": "external"}, lambda key: "g.yaml")
+>>> parse_protocol({"kind": "external"}, lambda key: "g.yaml")  # doctest: +ELLIPSIS
 Traceback (most recent call last):
-bench.errors.BenchError: g.yaml: protocol.test_sets: {} is not valid; expected at least one test dataset (name: {kind: ..., root: ...}) for protocol.kind external
+bench.errors.BenchError: g.yaml: protocol.test_sets: {} is not valid; expected at least one test dataset ...
 """
 
 from __future__ import annotations

@@ -157,8 +157,8 @@ def evaluate_external(spec, data, *, model, strategy, thresholds: np.ndarray, im
         per_label = label_metrics(y, prob, thresholds=thresholds, label_names=names)
         patients = rec.patients if rec.patients is not None else rec.image_ids
         np.savez_compressed(
-            folder.predictions, image_ids=np.asarray(rec.image_ids, dtype=str), patients=np.asarray(patients, dtype=str),
-            labels=y.astype(np.float32), probs=prob.astype(np.float32), logits=logits.astype(np.float32),
+            folder.predictions, image_ids=np.asarray(rec.image_ids, dtype=str),
+            patients=np.asarray(patients, dtype=str), labels=y.astype(np.float32), probs=prob.astype(np.float32), logits=logits.astype(np.float32),
             thresholds=thresholds, label_names=np.asarray(names, dtype=str))
         trial.write_bootstrap(spec, data, folder.path, y, prob, thresholds, patients)
         loc = 0.0
@@ -197,8 +197,8 @@ def _localise_external(spec, data, ts: TestSet, *, model, images, val, x, prob, 
     b_boxes = b.boxes.assign(image_id=prefix + b.boxes["image_id"].astype(str))
     view = Records(labels=np.concatenate([a.labels[val], b.labels]), label_names=a.label_names,
                    image_ids=np.concatenate([a_ids, [prefix + str(i) for i in b.image_ids]]).astype(object),
-                   paths=np.concatenate([a.paths[val], b.paths]), boxes=pd.concat([a_boxes, b_boxes], ignore_index=True),
-                   kind=b.kind, root=b.root)
+                   paths=np.concatenate([a.paths[val], b.paths]), kind=b.kind, root=b.root,
+                   boxes=pd.concat([a_boxes, b_boxes], ignore_index=True))
     stacked = np.concatenate([np.asarray(images[val]), np.asarray(x)])
     n_val = len(val)
     localise_trial(spec, SimpleNamespace(cfg=data.cfg, records=view, image_size=data.image_size), model=model,
