@@ -209,8 +209,7 @@ class GridConfig:
                   if k in top and k not in SECTIONS}
         kwargs.update({k: section(dataset_section((data.get(k) or {}).get("kind", "synthetic"), strict=False)
                                   if k == "dataset" else kind, data.get(k)) for k, kind in SECTIONS.items()})
-        kwargs["protocol"] = ProtocolConfig.from_plain(data.get("protocol"), section, dataset_section)
-        return cls(**kwargs)
+        return cls(**{**kwargs, "protocol": ProtocolConfig.from_plain(data.get("protocol"), section, dataset_section)})
 
     def strategy_specs(self) -> list[dict]:
         from strategies import resolve_spec
@@ -289,8 +288,7 @@ def parse_grid(data: Mapping, *, where: Any = None, source: str = "", overrides:
 
 
 def _dataset(value: Any, where, prefix: str = "dataset") -> DatasetSection:
-    """The dataset section at ``prefix`` (``dataset`` or a test set's): its ``kind`` picks the class (a did-you-mean
-    error for an unknown kind; another kind's key is named as such), :func:`bench.fields.parse` builds it."""
+    """The dataset section at ``prefix`` (``dataset`` or a test set's), of its ``kind``'s class, root defaulted."""
     value = {} if value is None else value
     if not isinstance(value, Mapping):
         raise BenchError(f"{where(prefix)}: {prefix} must be a mapping, got {value!r}")
