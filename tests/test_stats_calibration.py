@@ -97,6 +97,6 @@ def test_script_prints_one_json_object():
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert set(doc) >= {"false_positive_rate", "power", "coverage", "settings"}
-    assert set(doc["false_positive_rate"]["r=1"]) == {"corrected_t", "friedman_folds", "naive_paired_t",
+    assert set(doc["false_positive_rate"]["r=1"]) == {"corrected_t", "corrected_f", "friedman_folds", "naive_paired_t",
                                                       "naive_friedman"}
     assert doc["settings"]["null_studies"] == 40
