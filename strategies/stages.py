@@ -32,18 +32,11 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from strategies import _as_mapping  # a component given as a name or a mapping (the package's own rule)
 from strategies.base import Component, Stage, bounds, segment, stage_of  # noqa: F401  (the stage machinery)
 
 STAGE_KEYS = ("name", "until", "loss", "sampler", "mixup", "train", "reinit", "restart")
 TRAIN_CHOICES = ("all", "classifier")
-
-
-def _as_mapping(part: Any) -> dict:
-    if isinstance(part, str):
-        return {"name": part}
-    if isinstance(part, Mapping):
-        return dict(part)
-    raise ValueError(f"expected a name or a mapping, got {part!r}")
 
 
 # ---- specs ---------------------------------------------------------------------------------------

@@ -56,6 +56,18 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models gain nothing from threads, and on a busy machine OpenMP barriers make them slow: one torch
+    thread for the test, the previous count restored after it (``pytestmark = usefixtures(...)`` in a module)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def pytest_unconfigure(config):
     if _OWN_LOG:
         NETGUARD_LOG.unlink(missing_ok=True)

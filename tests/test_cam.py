@@ -23,13 +23,7 @@ TARGETS = [(0, 2), (1, 0), (0, 0), (2, 1), (1, 2), (0, 1)]  # several classes pe
 ATOL = 2e-5
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from threads, and on a busy machine OpenMP barriers make them slow."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def _model(name: str, num_classes: int = 3, seed: int = 0) -> torch.nn.Module:
