@@ -68,14 +68,19 @@ def _layers(report) -> str:
     t = getattr(report, "trials", None)
     if t is None or "cam_layer" not in t or t["cam_layer"].isna().all():
         return ""
+    out = ""
     moved = t[t["cam_layer"] != t["cam_declared_layer"]].dropna(subset=["cam_layer"])
-    if moved.empty:
-        return ""
-    size = ((getattr(report, "grid", None) or {}).get("dataset") or {}).get("image_size")
-    pairs = "; ".join(f"{esc(b)}: <code>{esc(layer)}</code> instead of <code>{esc(decl)}</code>" for b, layer, decl in
-                      moved[["backbone", "cam_layer", "cam_declared_layer"]].drop_duplicates().itertuples(index=False))
-    return (f" At {esc(size)} px the last stage's feature map has fewer than 6 × 6 cells (an upsampled 2 × 2 map "
-            f"points at a corner whatever the image shows), so the CAMs read a shallower stage: {pairs}.")
+    if not moved.empty:
+        size = ((getattr(report, "grid", None) or {}).get("dataset") or {}).get("image_size")
+        pairs = "; ".join(f"{esc(b)}: <code>{esc(layer)}</code> instead of <code>{esc(decl)}</code>" for b, layer, decl
+                          in moved[["backbone", "cam_layer", "cam_declared_layer"]].drop_duplicates().itertuples(
+                              index=False))
+        out += (f" At {esc(size)} px the last stage's feature map has fewer than 6 × 6 cells (an upsampled 2 × 2 "
+                f"map points at a corner whatever the image shows), so the CAMs read a shallower stage: {pairs}.")
+    if "cam_warning" in t:  # e.g. a ViT whose patch grid is below the minimum at this image size
+        warned = t.dropna(subset=["cam_warning"])[["backbone", "cam_warning"]].drop_duplicates()
+        out += "".join(f" <strong>Warning</strong> ({esc(b)}): {esc(w)}." for b, w in warned.itertuples(index=False))
+    return out
 
 
 def _table(loc: pd.DataFrame, table_id: str = "loc") -> str:

@@ -81,7 +81,7 @@ def trial_table(docs: list[dict], label_names: list[str]) -> pd.DataFrame:
         row["train_images_per_s"] = float(np.nanmean([h.get("train_images_per_s", np.nan) for h in hist]))
         row["excluded"] = "; ".join(f"{k}: {v}" for k, v in (d["summary"].get("excluded") or {}).items())
         cam = d.get("cam") or {}
-        row["cam_layer"], row["cam_declared_layer"] = cam.get("layer"), cam.get("declared_layer")
+        row.update({f"cam_{k}": cam.get(k) for k in ("layer", "declared_layer", "warning")})
         rows.append(row)
     return pd.DataFrame(rows)
 

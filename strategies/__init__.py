@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from strategies._registry import Registry, UnknownNameError
+from strategies._registry import Registry, UnknownNameError, as_mapping as _as_mapping
 from strategies.catalogue import LOSSES, POSTHOC, SAMPLERS, STRATEGIES, THRESHOLDS
 
 __all__ = [
@@ -142,12 +142,6 @@ def _resolve_staged(out: dict) -> dict:
     return out
 
 
-def _as_mapping(part: Any) -> dict:
-    if isinstance(part, str):
-        return {"name": part}
-    if isinstance(part, Mapping):
-        return dict(part)
-    raise ValueError(f"expected a name or a mapping, got {part!r}")
 
 
 def _describe(spec: dict) -> str:

@@ -17,7 +17,7 @@ import fnmatch
 import importlib
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 
 def did_you_mean(value: Any, choices: Iterable[Any], *, n: int = 3, cutoff: float = 0.6,
@@ -130,3 +130,16 @@ class Registry:
         entry = self.get(name)
         kwargs = {**entry.meta.get("defaults", {}), **params}
         return entry.load()(**kwargs)
+
+
+def as_mapping(part) -> dict:
+    """A component given in a spec as a name or as a mapping with a ``name``, as a new dict.
+
+    >>> as_mapping("focal"), as_mapping({"name": "cb", "beta": 0.99})
+    ({'name': 'focal'}, {'name': 'cb', 'beta': 0.99})
+    """
+    if isinstance(part, str):
+        return {"name": part}
+    if isinstance(part, Mapping):
+        return dict(part)
+    raise ValueError(f"expected a name or a mapping, got {part!r}")

@@ -32,7 +32,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from strategies import _as_mapping  # a component given as a name or a mapping (the package's own rule)
+from strategies._registry import as_mapping as _as_mapping  # a component as a name or a mapping
 from strategies.base import Component, Stage, bounds, segment, stage_of  # noqa: F401  (the stage machinery)
 
 STAGE_KEYS = ("name", "until", "loss", "sampler", "mixup", "train", "reinit", "restart")

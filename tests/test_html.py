@@ -433,3 +433,19 @@ def test_minimal_run_degrades_gracefully(tmp_path):
     assert "localisation" not in ids and "dataset" not in ids
     assert "Friedman test not run" in page
     assert 'class="ci"' not in page.split('<table id="board"', 1)[1].split("</table>", 1)[0]
+
+
+def test_localisation_note_names_moved_layers_and_cam_warnings():
+    """A shallower CAM layer and a backbone's CAM warning (metrics.json ``cam``) both reach the page."""
+    from types import SimpleNamespace
+
+    from reports.html_localisation import _layers
+
+    t = pd.DataFrame({"backbone": ["test_vit", "resnet18", "resnet18"],
+                      "cam_layer": ["blocks.5.norm1", "layer2", "layer2"],
+                      "cam_declared_layer": ["blocks.5.norm1", "layer4", "layer4"],
+                      "cam_warning": ["grid 3 x 3 <6", None, None]})
+    out = _layers(SimpleNamespace(trials=t, grid={"dataset": {"image_size": 48}}))
+    assert "<code>layer2</code> instead of <code>layer4</code>" in out and out.count("layer2") == 1
+    assert out.count("<strong>Warning</strong> (test_vit): grid 3 x 3 &lt;6.") == 1
+    assert "Warning" not in _layers(SimpleNamespace(trials=t.assign(cam_warning=None), grid={}))
