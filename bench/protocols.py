@@ -160,7 +160,7 @@ def evaluate_external(spec, data, *, model, strategy, thresholds: np.ndarray, im
             folder.predictions, image_ids=np.asarray(rec.image_ids, dtype=str),
             patients=np.asarray(patients, dtype=str), labels=y.astype(np.float32), probs=prob.astype(np.float32), logits=logits.astype(np.float32),
             thresholds=thresholds, label_names=np.asarray(names, dtype=str))
-        trial.write_bootstrap(spec, data, folder.path, y, prob, thresholds, patients)
+        trial.write_bootstrap(spec, data, folder.path, y, prob, thresholds, patients, shared=True)  # all folds
         loc = 0.0
         if data.cfg.localisation.enabled and len(rec.boxes):
             t1 = time.perf_counter()

@@ -360,10 +360,10 @@ def evaluate(spec: TrialSpec, data: TrialData, *, model, strategy, images, rows,
     return {k: v for k, v in clean.items() if isinstance(v, (int, float)) and v is not None}
 
 
-def _write_bootstrap(spec: TrialSpec, data: TrialData, out: Path, y_test, prob, thresholds, patients) -> float:
-    """The trial's bootstrap replicates of its own leaderboard metrics (``bootstrap.npz``), computed here on
-    the worker so the report only aggregates arrays. Computed from the predictions exactly as saved
-    (float32), so ``bench report`` recomputing them from ``predictions.npz`` gives identical numbers."""
+def _write_bootstrap(spec: TrialSpec, data: TrialData, out: Path, y_test, prob, thresholds, patients, *, shared=False):
+    """The trial's bootstrap replicates of its own leaderboard metrics (``bootstrap.npz``; ``shared``: an external
+    set's, drawn alike for all folds), computed on the worker from the predictions exactly as saved (float32), so
+    ``bench report`` recomputing them from ``predictions.npz`` gives identical numbers."""
     from reports.leaderboard import bootstrap_seed
     from reports.replicates import save, trial_replicates
 
@@ -374,7 +374,7 @@ def _write_bootstrap(spec: TrialSpec, data: TrialData, out: Path, y_test, prob, 
     p = prob.astype(np.float32)
     rep = trial_replicates(y_test.astype(np.float32), p, (p >= thresholds[None, :]).astype(np.int8),
                            np.asarray(patients, dtype=str), n_boot=n_boot, fold=spec.fold,
-                           seed=bootstrap_seed(data.grid))
+                           seed=bootstrap_seed(data.grid), shared=shared)
     write_atomic(TrialFolder(out).bootstrap, lambda tmp: save(tmp, rep))
     return time.perf_counter() - t0
 

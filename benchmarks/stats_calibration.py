@@ -172,14 +172,17 @@ class Population:
         """``n`` images of patients with several correlated images: an image copies its patient's label
         vector with probability ``share`` and shares a score offset of sd ``patient_sd``; marginally every
         label keeps its prevalence and its binormal scores. ``followups``: images per patient as in NIH's
-        label file (1 + negative binomial: mean 3.6, sd 7.3, up to ~200) or as in the demo's synthetic
-        cohort (55% single, else 1 + geometric(0.17) capped at 30)."""
+        label file (1 + negative binomial: mean 3.6, sd 7.3, up to ~200), as in the demo's synthetic
+        cohort (55% single, else 1 + geometric(0.17) capped at 30), or ``few`` as in CheXpert's validation
+        set (234 images of 200 patients: 1 + Poisson(0.17))."""
         if followups == "nih":
             sizes = 1 + rng.negative_binomial(0.139, 0.05, size=n)
         elif followups == "demo":
             sizes = np.where(rng.random(n) < 0.55, 1, np.minimum(30, 1 + rng.geometric(0.17, size=n)))
+        elif followups == "few":
+            sizes = 1 + rng.poisson(0.17, size=n)
         else:
-            raise ValueError(f"followups={followups!r}: expected 'nih' or 'demo'")
+            raise ValueError(f"followups={followups!r}: expected 'nih', 'demo' or 'few'")
         patients = np.repeat(np.arange(n), sizes)[:n]
         n_p = patients[-1] + 1
         base = rng.random((n_p, self.prevalence.size)) < self.prevalence

@@ -132,8 +132,8 @@ def _stored(doc: dict, n_boot: int, seed: int) -> dict | None:
         rep = replicates.load(f)
     except KeyError:  # written before a metric existed: recomputed from predictions.npz
         return None
-    ok = rep["n_boot"] == n_boot and rep["seed"] == seed and rep["fold"] == int(doc["fold"])
-    return rep if ok else None
+    same = rep["n_boot"] == n_boot and rep["seed"] == seed  # and the draws (an external file made per fold: redone)
+    return rep if same and replicates.draws_of(doc) == {"fold": rep["fold"], "shared": rep["shared"]} else None
 
 
 def trial_bootstrap(doc: dict, *, n_boot: int, seed: int) -> dict | None:
@@ -146,8 +146,8 @@ def trial_bootstrap(doc: dict, *, n_boot: int, seed: int) -> dict | None:
     e = _trial_predictions(doc)
     if e is None:
         return None
-    return replicates.trial_replicates(e["y"], e["p"], e["dec"], e["pat"], n_boot=n_boot, fold=int(doc["fold"]),
-                                       seed=seed)
+    return replicates.trial_replicates(e["y"], e["p"], e["dec"], e["pat"], n_boot=n_boot, seed=seed,
+                                       **replicates.draws_of(doc))
 
 
 def _bootstrap_all(docs: list[dict], n_boot: int, seed: int) -> dict[str, dict]:

@@ -5,7 +5,10 @@ fold under ``n_boot`` patient-bootstrap weightings and ``groups`` delete-a-group
 (:func:`trial_replicates`), saved as ``bootstrap.npz``. The weights depend only on (``seed``, fold, the
 fold's sorted patient ids): every trial of a fold (any backbone, strategy, seed) gets the same resampled
 patients, so replicates **pair** across strategies, and folds are resampled independently (a bootstrap
-stratified by fold; folds are patient-disjoint).
+stratified by fold; folds are patient-disjoint). An external test set (``protocol: external``) is another
+matter: every fold's models score the *same* images, so its weights depend on (``seed``, the set's patients)
+alone (``shared=True``, :func:`draws_of`): resampling it independently per fold would average K independent
+draws of one set and shrink its interval about sqrt(K)-fold (``benchmarks/drop_coverage.py`` measured it).
 
 **What only the report can compute**: anything across trials. A leaderboard row is the mean over its
 folds of the mean over the fold's seeds (seeds are averaged first: they share the fold's test images);
@@ -35,11 +38,12 @@ from reports.runfolder import BOOTSTRAP_NPZ
 from reports.stats import MacroScorer, _patient_codes
 
 __all__ = ["FILE", "METRICS", "INTERVAL", "trial_replicates", "save", "load", "aggregate", "interval", "bca_interval",
-           "basic_interval", "percentile_interval", "patients_digest"]
+           "basic_interval", "percentile_interval", "patients_digest", "draws_of"]
 
 FILE = BOOTSTRAP_NPZ  # a trial folder's name for its replicates (reports.runfolder owns the layout)
 METRICS = ("macro_auc", "micro_auc", "macro_ap", "macro_f1", "micro_f1", "macro_ece", "macro_brier")
 JACKKNIFE_GROUPS = 20
+SHARED_STREAM = 2 ** 31 - 1  # the random stream of a test set shared by all folds (never a fold number)
 
 
 def patients_digest(patients) -> str:
@@ -48,13 +52,24 @@ def patients_digest(patients) -> str:
     return hashlib.sha256("\n".join(uniq.tolist()).encode()).hexdigest()[:16]
 
 
-def fold_weights(patients, *, n_boot: int, fold: int, seed: int, groups: int = JACKKNIFE_GROUPS
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def draws_of(doc: Mapping) -> dict:
+    """The keys of a trial's patient draws, from its ``metrics.json``: ``fold``, and ``shared`` for the scores
+    of an external test set (the document names its ``test_set``), whose draws every fold's models share.
+
+    >>> draws_of({"fold": 3}), draws_of({"fold": 3, "test_set": "site-b"})
+    ({'fold': 3, 'shared': False}, {'fold': 3, 'shared': True})
+    """
+    return {"fold": int(doc["fold"]), "shared": bool(doc.get("test_set"))}
+
+
+def fold_weights(patients, *, n_boot: int, fold: int, seed: int, groups: int = JACKKNIFE_GROUPS,
+                 shared: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(n_boot, N) bootstrap and (G, N) jackknife image weights for one held-out fold.
 
     Bootstrap: P patients drawn with replacement out of the fold's P (multinomial counts), from
-    ``np.random.default_rng([seed, fold])``; an image gets its patient's count, so the weights do not
-    depend on the images' order. Jackknife: patients in sorted order are dealt into G groups (patient i
+    ``np.random.default_rng([seed, fold])`` (``[seed, SHARED_STREAM]`` when ``shared``: a test set every
+    fold's models score, drawn alike for all of them); an image gets its patient's count, so the weights do
+    not depend on the images' order. Jackknife: patients in sorted order are dealt into G groups (patient i
     to group i mod G); weighting g gives weight 0 to group g and 1 elsewhere.
 
     >>> b, j = fold_weights(["p2", "p1", "p1"], n_boot=3, fold=0, seed=0, groups=2)
@@ -62,7 +77,7 @@ def fold_weights(patients, *, n_boot: int, fold: int, seed: int, groups: int = J
     ((3, 3), [[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]])
     """
     codes, n_patients = _patient_codes(patients, np.asarray(patients).size)
-    rng = np.random.default_rng([int(seed), int(fold)])
+    rng = np.random.default_rng([int(seed), SHARED_STREAM if shared else int(fold)])
     counts = rng.multinomial(n_patients, np.full(n_patients, 1.0 / n_patients), size=int(n_boot))
     boot = np.take(counts, codes, axis=1).astype(np.float64)
     g = min(int(groups), n_patients)
@@ -71,12 +86,13 @@ def fold_weights(patients, *, n_boot: int, fold: int, seed: int, groups: int = J
 
 
 def trial_replicates(y, p, decisions, patients, *, n_boot: int, fold: int, seed: int,
-                     groups: int = JACKKNIFE_GROUPS) -> dict:
-    """One trial's metrics on its held-out fold: estimate, bootstrap replicates, jackknife values.
+                     groups: int = JACKKNIFE_GROUPS, shared: bool = False) -> dict:
+    """One trial's metrics on its held-out fold (or, ``shared``, on a test set all folds share): estimate,
+    bootstrap replicates, jackknife values.
 
     ``decisions`` (N, L) 0 / 1 (``p >= thresholds``). Returns ``{"estimate": {m: float}, "replicates":
-    {m: (n_boot,)}, "jackknife": {m: (G,)}, "n_boot", "fold", "seed", "groups", "patients"}`` for the
-    metrics of :data:`METRICS` (NaN where a metric is undefined under a weighting).
+    {m: (n_boot,)}, "jackknife": {m: (G,)}, "n_boot", "fold", "seed", "groups", "patients", "shared"}`` for
+    the metrics of :data:`METRICS` (NaN where a metric is undefined under a weighting).
 
     >>> rng = np.random.default_rng(0)
     >>> y = (rng.random((80, 2)) < 0.3).astype(float); p = 0.4 * y + 0.6 * rng.random((80, 2))
@@ -85,7 +101,7 @@ def trial_replicates(y, p, decisions, patients, *, n_boot: int, fold: int, seed:
     ((50,), (20,))
     """
     scorer = MacroScorer(y, p, decisions)
-    boot, jack = fold_weights(patients, n_boot=n_boot, fold=fold, seed=seed, groups=groups)
+    boot, jack = fold_weights(patients, n_boot=n_boot, fold=fold, seed=seed, groups=groups, shared=shared)
     est = scorer.estimate()
     estimate = {m: est.get(m, float("nan")) for m in METRICS}
     reps = {m: [] for m in METRICS}
@@ -97,7 +113,8 @@ def trial_replicates(y, p, decisions, patients, *, n_boot: int, fold: int, seed:
     return {"estimate": {m: estimate[m] for m in METRICS},
             "replicates": {m: (np.concatenate(reps[m]) if reps[m] else np.zeros(0)) for m in METRICS},
             "jackknife": {m: jk[m] for m in METRICS}, "n_boot": int(n_boot), "fold": int(fold),
-            "seed": int(seed), "groups": int(jack.shape[0]), "patients": patients_digest(patients)}
+            "seed": int(seed), "groups": int(jack.shape[0]), "patients": patients_digest(patients),
+            "shared": bool(shared)}
 
 
 def _complete(values: Mapping, n: int) -> dict:
@@ -111,14 +128,15 @@ def save(path: Path, rep: Mapping) -> None:
     arrays = {f"est_{m}": np.float64(rep["estimate"][m]) for m in METRICS}
     arrays.update({f"rep_{m}": rep["replicates"][m] for m in METRICS})
     arrays.update({f"jack_{m}": rep["jackknife"][m] for m in METRICS})
-    arrays.update({k: np.asarray(rep[k]) for k in ("n_boot", "fold", "seed", "groups", "patients")})
+    arrays.update({k: np.asarray(rep[k]) for k in ("n_boot", "fold", "seed", "groups", "patients", "shared")})
     with open(path, "wb") as fh:
         np.savez(fh, **arrays)
 
 
 def load(path: Path) -> dict:
     """Read a file written by :func:`save` back into :func:`trial_replicates`' form. Raises ``KeyError`` for a
-    file that lacks one of :data:`METRICS` (written before that metric existed: recompute it)."""
+    file that lacks one of :data:`METRICS` (written before that metric existed: recompute it). A file written
+    before ``shared`` existed has per-fold draws (``shared`` False)."""
     with np.load(path, allow_pickle=False) as z:
         missing = [m for m in METRICS if f"rep_{m}" not in z.files]
         if missing:
@@ -127,7 +145,8 @@ def load(path: Path) -> dict:
                 "replicates": {m: z[f"rep_{m}"].astype(np.float64) for m in METRICS},
                 "jackknife": {m: z[f"jack_{m}"].astype(np.float64) for m in METRICS},
                 "n_boot": int(z["n_boot"]), "fold": int(z["fold"]), "seed": int(z["seed"]),
-                "groups": int(z["groups"]), "patients": str(z["patients"])}
+                "groups": int(z["groups"]), "patients": str(z["patients"]),
+                "shared": bool(z["shared"]) if "shared" in z.files else False}
 
 
 def _fold_mean(values: Sequence[np.ndarray]) -> np.ndarray:

@@ -93,8 +93,30 @@ def test_save_load_roundtrip(tmp_path):
         assert np.array_equal(back["replicates"][m], rep["replicates"][m], equal_nan=True)
         assert np.array_equal(back["jackknife"][m], rep["jackknife"][m], equal_nan=True)
         assert back["estimate"][m] == rep["estimate"][m]
-    assert {k: back[k] for k in ("n_boot", "fold", "seed", "groups", "patients")} == \
-        {k: rep[k] for k in ("n_boot", "fold", "seed", "groups", "patients")}
+    assert {k: back[k] for k in ("n_boot", "fold", "seed", "groups", "patients", "shared")} == \
+        {k: rep[k] for k in ("n_boot", "fold", "seed", "groups", "patients", "shared")}
+
+
+def test_an_external_sets_draws_are_shared_by_every_folds_models(tmp_path):
+    """Every fold's models score the same external images: one resampling for all of them (else the report would
+    average K independent resamplings of one set and shrink its interval); an older per-fold file is redone."""
+    from reports.leaderboard import trial_bootstrap
+
+    y, p, d, pat = _fold()
+    shared = [R.fold_weights(pat, n_boot=20, fold=f, seed=3, shared=True)[0] for f in (0, 4)]
+    assert np.array_equal(*shared)
+    assert not np.array_equal(shared[0], R.fold_weights(pat, n_boot=20, fold=0, seed=3)[0])  # nor any fold's own
+    doc = {"id": "t", "fold": 4, "test_set": "site-b", "_dir": str(tmp_path)}
+    assert R.draws_of(doc) == {"fold": 4, "shared": True} and not R.draws_of({"fold": 4})["shared"]
+    np.savez(tmp_path / "predictions.npz", labels=y, probs=p, thresholds=np.linspace(0.4, 0.6, 4), patients=pat)
+    R.save(tmp_path / R.FILE, R.trial_replicates(y, p, d, pat, n_boot=20, fold=4, seed=3))  # per fold: stale
+    rep = trial_bootstrap(doc, n_boot=20, seed=3)
+    assert rep["shared"] and rep["fold"] == 4  # the fold still groups it with its fold's models (aggregate)
+    other_fold = R.trial_replicates(y, p, d, pat, n_boot=20, fold=0, seed=3, shared=True)
+    assert np.array_equal(rep["replicates"]["macro_auc"], other_fold["replicates"]["macro_auc"])
+    R.save(tmp_path / R.FILE, rep)
+    (tmp_path / "predictions.npz").unlink()
+    assert trial_bootstrap(doc, n_boot=20, seed=3)["shared"]  # a shared file is used as it is
 
 
 def test_aggregate_equals_pandas_fold_then_seed_means():

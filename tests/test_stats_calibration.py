@@ -100,3 +100,24 @@ def test_script_prints_one_json_object():
     assert set(doc["false_positive_rate"]["r=1"]) == {"corrected_t", "corrected_f", "friedman_folds", "naive_paired_t",
                                                       "naive_friedman"}
     assert doc["settings"]["null_studies"] == 40
+
+
+def _drop_coverage():
+    spec = importlib.util.spec_from_file_location("drop_coverage", ROOT / "benchmarks" / "drop_coverage.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("drop_coverage", module)  # as above, for its dataclass
+    spec.loader.exec_module(module)  # imports stats_calibration (registered above) for its binormal scorer
+    return module
+
+
+def test_drop_interval_covers_the_population_drop_and_per_fold_external_draws_do_not():
+    # reports.protocols.drop_table itself, on the documents and replicates of a simulated external run: 3 folds of
+    # 400 images, an external set of 200, five common labels. 250 studies (standard error about 0.015 at 0.93);
+    # a half-width interval covers about 0.67, so the bounds catch it
+    D = _drop_coverage()
+    res = D.coverage(D.SETTINGS["common"], 250)
+    assert 0.90 <= res["coverage"] <= 0.98, res
+    assert abs(res["estimator_bias"]) < 0.2 * res["estimator_sd"], res  # the population drop is the right target
+    # the old rule, each fold's models resampling the one external set independently, is far too narrow
+    old = D.coverage(D.SETTINGS["common"], 250, per_fold_draws=True)
+    assert old["coverage"] < 0.87 and old["mean_width"] < 0.8 * res["mean_width"], old
