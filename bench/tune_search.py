@@ -15,6 +15,11 @@ applies fold F's parameters to its fold-F trials only after checking, image id b
 search saw none of the run's held-out fold F; a preset tuned on another split, or an older preset without that
 record, is refused with one line naming the file, the fold and the overlap. Leaderboard grids
 themselves never search: every trial there gets the same fixed epoch budget.
+
+Other protocols (the grid's ``protocol`` section) search the split their runs train on. ``official``: one
+search, on the official training list (trained on its training rows, scored on the validation part carved from
+it); the official test list is the held-out "fold 0" (its images are recorded with -1 and 0 in ``tuned.images``),
+never touched. ``external``: as ``protocol.train`` says; its ``test_sets`` are not even read.
 """
 
 from __future__ import annotations
@@ -115,9 +120,13 @@ def run_search(grid: str | os.PathLike, *, strategy: str, trials: int = 16, back
     tuner.init_ray(address)
     data = TrialData(records=rec, manifest=manifest, cache_key=cache.key, cache_dir=str(cache.path),
                      image_size=cfg.dataset.image_size, grid=cfg.to_dict(), run_meta={})
-    say(f"searching {len(space)} parameter(s) of {strategy!r} ({', '.join(space)}) with Optuna + ASHA, "
-        f"once per fold ({manifest.n_folds} folds): {trials} trials of up to {cfg.train.epochs} epochs each "
-        f"on {backbone}, scored on the fold's validation part; the held-out fold is never touched")
+    where = ("once, on the official training list: scored on its validation part; the official test list is never "
+             "touched" if cfg.protocol.split == "official" else f"once per fold ({manifest.n_folds} folds): scored on "
+             "the fold's validation part; the held-out fold is never touched")
+    if cfg.protocol.test_sets:
+        where += f"; protocol.test_sets ({', '.join(cfg.protocol.test_sets)}) are not read"
+    say(f"searching {len(space)} parameter(s) of {strategy!r} ({', '.join(space)}) with Optuna + ASHA, {trials} "
+        f"trials of up to {cfg.train.epochs} epochs each on {backbone}, {where}")
     t0 = time.time()
     rows, best = [], {}
     for fold in range(manifest.n_folds):

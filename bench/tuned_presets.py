@@ -25,8 +25,8 @@ if TYPE_CHECKING:
 
 def tuning_record(manifest: "SplitManifest") -> dict:
     """What a tuned preset stores about its split: the hash and settings, and every image id with its
-    held-out fold (zlib + base64, with a sha256 of the decoded content). Fold F's search saw the images
-    whose held-out fold is not F.
+    held-out fold (little-endian int16, zlib + base64, with a sha256 of the decoded content; -1: an image of an
+    official training list, held out by no fold). Fold F's search saw the images whose held-out fold is not F.
 
     >>> from bench.data.splits import SplitManifest
     >>> m = SplitManifest(n_folds=2, seed=0, val_fraction=0.5, fingerprint="fp", image_ids=["a", "b", "c", "d"],
@@ -36,7 +36,7 @@ def tuning_record(manifest: "SplitManifest") -> dict:
     ['b', 'd']
     """
     ids = "\n".join(str(i) for i in manifest.image_ids).encode()
-    held = np.asarray(manifest.folds, dtype="<u2").tobytes()
+    held = np.asarray(manifest.folds, dtype="<i2").tobytes()  # the bytes of uint16 for folds >= 0 (older presets)
     return {
         "split": {"hash": manifest.hash, "n_folds": int(manifest.n_folds), "seed": int(manifest.seed),
                   "val_fraction": float(manifest.val_fraction), "fingerprint": manifest.fingerprint},
@@ -60,7 +60,7 @@ def decode_images(images: dict, *, where: str) -> tuple[np.ndarray, np.ndarray]:
     if hashlib.sha256(ids + b"\0" + held).hexdigest() != expected:
         raise BenchError(f"{damaged} (its sha256 does not match its content); tune the preset again")
     id_list = np.asarray(ids.decode().split("\n"), dtype=object)
-    folds = np.frombuffer(held, dtype="<u2").astype(np.int64)
+    folds = np.frombuffer(held, dtype="<i2").astype(np.int64)
     if len(id_list) != len(folds):
         raise BenchError(f"{damaged} ({len(id_list)} image ids, {len(folds)} fold numbers); tune the preset again")
     return id_list, folds

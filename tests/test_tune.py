@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -129,6 +130,94 @@ def test_check_presets_counts_the_overlap_image_by_image(tmp_path):
     with pytest.raises(BenchError, match=rf"focal_other_split.yaml: preset 'focal_other_split' was tuned on "
                                          rf"{expected} image\(s\) of this run's held-out fold 0 "):
         check_presets(["bce", "focal_other_split"], run)
+
+
+def _capture_searches(monkeypatch) -> list:
+    """Record the (data, fold) every search of ``bench tune`` is given (on the driver: its trials read
+    ``data.manifest.rows(fold)``'s training and validation rows, bench.trial.run_trial in search mode)."""
+    from bench import tune_search
+
+    seen, search_fold = [], tune_search._search_fold
+
+    def spy(cfg, data, *args, **kw):
+        seen.append((data, args[3]))  # (base, space, backbone, fold, ...)
+        return search_fold(cfg, data, *args, **kw)
+
+    monkeypatch.setattr(tune_search, "_search_fold", spy)
+    return seen
+
+
+def _read_by_searches(seen) -> list[set]:
+    """The image ids each search's trials train and score on (its fold's training and validation rows)."""
+    import numpy as np
+
+    return [set(np.asarray(data.records.image_ids)[np.concatenate(data.manifest.rows(fold)[:2])].tolist())
+            for data, fold in seen]
+
+
+def test_tune_on_the_official_protocol_searches_the_training_list_only(ray_session, synth_root, tmp_path,
+                                                                       monkeypatch, capsys):
+    """``protocol: official``: one search on the official training list (its validation part scores it), never an
+    image of the test list; the preset's record says so, and a run of the grid applies it to its one trial, whose
+    test images (the test list) the search never saw."""
+    from bench.tuned_presets import decode_images
+
+    read = lambda name: {x.strip() for x in (synth_root / name).read_text().splitlines() if x.strip()}  # noqa: E731
+    train_list, test_list = read("train_val_list.txt"), read("test_list.txt")
+    monkeypatch.chdir(tmp_path)
+    seen = _capture_searches(monkeypatch)
+    grid, run_grid = tmp_path / "g.yaml", tmp_path / "run.yaml"
+    for path, strategies in ((grid, "bce"), (run_grid, "focal_tuned")):
+        path.write_text(GRID.format(root=synth_root, seed=0, strategies=strategies, epochs=1)
+                        + "protocol: {kind: official}\n")
+    assert main(["tune", "--grid", str(grid), "--strategy", "focal", "--trials", "2",
+                 "--out", str(tmp_path / "search")]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "on the official training list" in out and "fold 0: best val_macro_auc" in out
+    [searched] = _read_by_searches(seen)  # one search
+    assert searched and searched <= train_list and not searched & test_list
+    doc = yaml.safe_load((tmp_path / "presets" / "focal_tuned.yaml").read_text())
+    assert sorted(doc["folds"]) == [0] and doc["tuned"]["split"]["n_folds"] == 1
+    ids, held = decode_images(doc["tuned"]["images"], where="focal_tuned.yaml")
+    assert set(ids[held == 0]) == test_list & set(ids) and set(ids[held == -1]) <= train_list
+
+    assert main(["-q", "run", "--grid", str(run_grid), "--out", str(tmp_path / "run")]) == 0, capsys.readouterr().err
+    import numpy as np
+
+    trial = tmp_path / "run" / "trials" / "test_resnet-focal_tuned-f0-s0"
+    spec = json.loads((trial / "config.json").read_text())["trial"]["strategy"]
+    assert spec["loss"] == {"name": "focal", "gamma": doc["folds"][0]["loss.gamma"]}
+    held_out = set(np.load(trial / "predictions.npz")["image_ids"].tolist())
+    assert held_out and held_out <= test_list and not held_out & set(ids[held != 0])
+
+
+def test_tune_on_the_external_protocol_never_reads_the_test_sets(ray_session, synth_root, tmp_path, monkeypatch,
+                                                                  capsys):
+    """``protocol: external``: the searches run per fold of the training dataset's split, as for kfold; the
+    external test sets are not read (nor generated: the synthetic site-b folder never appears)."""
+    from bench import protocols
+
+    def never(*a, **k):
+        raise AssertionError("bench tune read the external test sets")
+
+    monkeypatch.setattr(protocols, "prepare_test_sets", never)  # bench.run imports it from there when it runs
+    monkeypatch.chdir(tmp_path)
+    seen = _capture_searches(monkeypatch)
+    site_b = tmp_path / "site-b"
+    grid = tmp_path / "g.yaml"
+    grid.write_text(GRID.format(root=synth_root, seed=0, strategies="bce", epochs=1)
+                    + f"protocol: {{kind: external, test_sets: {{site-b: {{kind: synthetic, root: {site_b}, n: 200, "
+                      "size: 64, site: b}}}\n")
+    assert main(["tune", "--grid", str(grid), "--strategy", "focal", "--trials", "1",
+                 "--out", str(tmp_path / "search")]) == 0, capsys.readouterr().err
+    assert "protocol.test_sets (site-b) are not read" in capsys.readouterr().out
+    assert not site_b.exists()
+    manifest = _split_of(grid)
+    assert [fold for _, fold in seen] == [0, 1] and all(not data.test_sets for data, _ in seen)
+    for (data, fold), searched in zip(seen, _read_by_searches(seen)):
+        assert Path(data.records.root).resolve() == synth_root.resolve()  # the training dataset only
+        held_out = {i for i, f in zip(manifest.image_ids, manifest.folds) if f == fold}
+        assert searched and not searched & held_out
 
 
 def test_tune_refuses_presets_without_a_space(synth_root, tmp_path, capsys):
