@@ -10,7 +10,8 @@ localisation when it has boxes. :func:`drop_table` is the internal-minus-externa
 strategy: both terms average the *same* trained models the leaderboard's way (mean over folds of seed means),
 and its 95% interval comes from the difference of their bootstrap replicates, paired over those models
 (each replicate resamples the patients of the internal held-out folds and of the test set, independently,
-and recomputes both averages over the same models).
+the test set alike for every fold's models, and recomputes both averages over the same models). Its coverage
+of a known population drop is measured by ``benchmarks/drop_coverage.py`` (README, "Protocols").
 
 >>> caveats({"dataset": {"image_size": 64, "kind": "nih"}, "train": {"epochs": 2, "pretrained": False}}, 1000)[0]
 'image size: 64 px here; 224 px or more published'

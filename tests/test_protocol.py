@@ -235,6 +235,11 @@ def test_external_protocol_from_site_a_to_site_b_and_a_csv_shows_the_drop(ray_se
                                                    .read_text())["per_label"]}
     assert per_label["Mass"]["auc"] is None and per_label["Effusion"]["auc"] is not None
     assert (trial / "external" / "site-b" / "localisation.csv").is_file()      # site b has boxes
+    from reports import replicates
+
+    # one resampling of the external set for every fold's models (drop_table's coverage needs it), made on the worker
+    assert all(replicates.load(out / "trials" / f"test_resnet-bce-f{f}-s0" / "external" / "site-b" / replicates.FILE)
+               ["shared"] for f in (0, 1))
     assert not (trial / "external" / "site-b-csv" / "localisation.csv").exists()  # the CSV has none
 
     report = build_report(out)
