@@ -167,24 +167,24 @@ def test_tune_on_the_official_protocol_searches_the_training_list_only(ray_sessi
     monkeypatch.chdir(tmp_path)
     seen = _capture_searches(monkeypatch)
     grid, run_grid = tmp_path / "g.yaml", tmp_path / "run.yaml"
-    for path, strategies in ((grid, "bce"), (run_grid, "focal_tuned")):
+    for path, strategies in ((grid, "bce"), (run_grid, "focal_official")):
         path.write_text(GRID.format(root=synth_root, seed=0, strategies=strategies, epochs=1)
                         + "protocol: {kind: official}\n")
-    assert main(["tune", "--grid", str(grid), "--strategy", "focal", "--trials", "2",
+    assert main(["tune", "--grid", str(grid), "--strategy", "focal", "--trials", "2", "--preset-name", "focal_official",
                  "--out", str(tmp_path / "search")]) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
     assert "on the official training list" in out and "fold 0: best val_macro_auc" in out
     [searched] = _read_by_searches(seen)  # one search
     assert searched and searched <= train_list and not searched & test_list
-    doc = yaml.safe_load((tmp_path / "presets" / "focal_tuned.yaml").read_text())
+    doc = yaml.safe_load((tmp_path / "presets" / "focal_official.yaml").read_text())
     assert sorted(doc["folds"]) == [0] and doc["tuned"]["split"]["n_folds"] == 1
-    ids, held = decode_images(doc["tuned"]["images"], where="focal_tuned.yaml")
+    ids, held = decode_images(doc["tuned"]["images"], where="focal_official.yaml")
     assert set(ids[held == 0]) == test_list & set(ids) and set(ids[held == -1]) <= train_list
 
     assert main(["-q", "run", "--grid", str(run_grid), "--out", str(tmp_path / "run")]) == 0, capsys.readouterr().err
     import numpy as np
 
-    trial = tmp_path / "run" / "trials" / "test_resnet-focal_tuned-f0-s0"
+    trial = tmp_path / "run" / "trials" / "test_resnet-focal_official-f0-s0"
     spec = json.loads((trial / "config.json").read_text())["trial"]["strategy"]
     assert spec["loss"] == {"name": "focal", "gamma": doc["folds"][0]["loss.gamma"]}
     held_out = set(np.load(trial / "predictions.npz")["image_ids"].tolist())
@@ -208,7 +208,7 @@ def test_tune_on_the_external_protocol_never_reads_the_test_sets(ray_session, sy
     grid.write_text(GRID.format(root=synth_root, seed=0, strategies="bce", epochs=1)
                     + f"protocol: {{kind: external, test_sets: {{site-b: {{kind: synthetic, root: {site_b}, n: 200, "
                       "size: 64, site: b}}}\n")
-    assert main(["tune", "--grid", str(grid), "--strategy", "focal", "--trials", "1",
+    assert main(["tune", "--grid", str(grid), "--strategy", "focal", "--trials", "1", "--preset-name", "focal_external",
                  "--out", str(tmp_path / "search")]) == 0, capsys.readouterr().err
     assert "protocol.test_sets (site-b) are not read" in capsys.readouterr().out
     assert not site_b.exists()
