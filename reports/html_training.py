@@ -82,7 +82,7 @@ def curve_figure(c, strategies: list[str], backbones: list[str], spans: dict, st
                         vertical_spacing=min(0.5 / rows, 0.18))
     last_epoch = int(c["epoch"].max())
     fmt_y = ".4g" if loss else ".3f"
-    legend = set()
+    legend, traces = set(), []  # (trace, row, col): added at once, much faster than one by one
     for k, strategy in enumerate(strategies):
         row, col = k // cols + 1, k % cols + 1
         for j, backbone in enumerate(backbones):
@@ -92,17 +92,20 @@ def curve_figure(c, strategies: list[str], backbones: list[str], spans: dict, st
             colour = PALETTE[j % len(PALETTE)]
             x = g["epoch"].tolist()
             if (g["n"] > 1).any():
-                fig.add_trace(go.Scatter(x=x + x[::-1], y=g["max"].tolist() + g["min"].tolist()[::-1], fill="toself",
-                                         mode="lines", fillcolor=_rgba(colour, 0.15), line=dict(width=0), hoverinfo="skip",
-                                         showlegend=False, legendgroup=ptext(backbone)), row=row, col=col)
-            fig.add_trace(go.Scatter(
+                traces.append((go.Scatter(x=x + x[::-1], y=g["max"].tolist() + g["min"].tolist()[::-1], fill="toself",
+                                          mode="lines", fillcolor=_rgba(colour, 0.15), line=dict(width=0),
+                                          hoverinfo="skip", showlegend=False, legendgroup=ptext(backbone)), row, col))
+            traces.append((go.Scatter(
                 x=x, y=g["mean"].tolist(), mode="lines+markers", name=ptext(backbone), legendgroup=ptext(backbone),
                 showlegend=backbone not in legend, line=dict(color=colour, width=1.8), marker=dict(size=5),
                 customdata=[[lo, hi, int(n)] for lo, hi, n in zip(g["min"], g["max"], g["n"])],
                 hovertemplate=(f"{ptext(backbone)} / {ptext(strategy)}<br>epoch %{{x}}: %{{y:{fmt_y}}}<br>min "
                                f"%{{customdata[0]:{fmt_y}}}, max %{{customdata[1]:{fmt_y}}} "
-                               "(%{customdata[2]} trials)<extra></extra>")), row=row, col=col)
+                               "(%{customdata[2]} trials)<extra></extra>")), row, col))
             legend.add(backbone)
+    fig.add_traces([t for t, _, _ in traces], rows=[r for _, r, _ in traces], cols=[c for _, _, c in traces])
+    for k, strategy in enumerate(strategies):  # after the traces: plotly leaves shapes out of empty subplots
+        row, col = k // cols + 1, k % cols + 1
         stages = spans.get(strategy) or []
         for i, st in enumerate(stages if len(stages) > 1 else []):
             first, last = (st.get("epochs") or [None, None])[:2]
@@ -159,8 +162,8 @@ def stage_table(variants: dict, strategies: list[str]) -> str:
                          "mixup": TR.spell(st.get("mixup")) or "none", "train": TRAINS.get(st.get("train"),
                                                                                              TR.spell(st.get("train")))}
                 shown = {k: f"<b>{esc(t)}</b>" if i and prev.get(k) != t else esc(t) for k, t in cells.items()}
-                span = "–" if first is None else f"{first}–{last} ({last - first + 1} epochs)" if last != first else \
-                    f"{first} (1 epoch)"
+                span = ("–" if first is None else f"{first} (1 epoch)" if first == last else
+                        f"{first}–{last} ({last - first + 1} epochs)")
                 rows.append("<tr>" + text_cell(s) + int_cell(i + 1) + text_cell(st.get("name")) + text_cell(span)
                             + "".join(text_cell(cells[k], html=shown[k], cls="text wrap") for k in
                                       ("loss", "sampler", *(("mixup",) if mixup else ())))
@@ -171,7 +174,7 @@ def stage_table(variants: dict, strategies: list[str]) -> str:
     note = (f'<p class="note">Every other strategy ({esc(", ".join(singles))}) trains one loss and sampler for all '
             "epochs.</p>") if singles else ""
     return ("<h3>Stages</h3>" + "".join(f'<p class="note">{w}</p>' for w in warnings)
-            + table("stages", head, rows, short=True, sortable=False)
+            + table("stages", head, rows, sortable=False)
             + '<p class="caption">From each trial\'s <code>metrics.json</code> (<code>stages</code>); bold: what '
               "changes from the stage before.</p>" + note)
 

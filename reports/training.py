@@ -47,8 +47,8 @@ def history_frame(docs: list[dict]) -> pd.DataFrame:
     rows = []
     for d in docs:
         for i, h in enumerate(d.get("history") or []):
-            rows.append({**{k: d[k] for k in KEYS}, "epoch": int(h.get("epoch", i + 1)), "stage": str(h.get("stage", "")),
-                         **{m: _number(h.get(m)) for m in CURVE_METRICS}})
+            rows.append({**{k: d[k] for k in KEYS}, "epoch": int(h.get("epoch", i + 1)),
+                         "stage": str(h.get("stage", "")), **{m: _number(h.get(m)) for m in CURVE_METRICS}})
     return pd.DataFrame(rows, columns=KEYS + ["epoch", "stage", *CURVE_METRICS])
 
 
@@ -96,10 +96,11 @@ def _is_number(v) -> bool:
 
 def posthoc_summary(docs: list[dict]) -> list[dict]:
     """Per backbone x strategy whose trials record a ``posthoc`` step, in the trials' order: ``trials`` (their
-    number), ``missing`` (the ids of its trials without one), ``settings`` (the distinct values of each key that
-    is not a number, when they agree or are plain values such as a name: one value when the trials agree), ``fitted`` (each numeric key's ``mean``, ``min``, ``max`` over the trials
-    and ``values``, ``(fold, seed, value)`` sorted by seed and fold) and ``varying`` (the lists that differ between
-    trials, such as the score of every candidate tau: left in ``metrics.json``)."""
+    number); ``missing``, the ids of its trials without one; ``settings``, the distinct values of each key that is
+    not a number and either agrees between the trials or is a plain value such as a name (more than one value is
+    a disagreement); ``fitted``, each numeric key's ``mean``, ``min`` and ``max`` over the trials and its
+    ``values``, ``(fold, seed, value)`` sorted by seed and fold; and ``varying``, the lists that differ between
+    trials, such as the score of every candidate tau (left in ``metrics.json``)."""
     groups: dict[tuple[str, str], list[dict]] = {}
     for d in docs:
         groups.setdefault((str(d["backbone"]), str(d["strategy"])), []).append(d)

@@ -78,7 +78,8 @@ def test_curves_are_the_histories_fold_means_with_min_max_bands(staged, metric, 
     values: dict = {}
     for d in _docs(root):
         for h in d["history"]:
-            values.setdefault((d["backbone"], d["strategy"], h["epoch"]), {}).setdefault(d["fold"], []).append(h[metric])
+            per_fold = values.setdefault((d["backbone"], d["strategy"], h["epoch"]), {})
+            per_fold.setdefault(d["fold"], []).append(h[metric])
     fig = _figure(page, fig_id)
     titles = [a["text"] for a in fig["layout"]["annotations"][:len(STRATEGIES)]]
     assert titles[:3] == list(STRATEGIES[:3]) and titles[3].startswith("tau_norm <i>(+ tau_norm)")
@@ -175,7 +176,7 @@ def test_disagreeing_and_older_trials_are_said_so(tmp_path):
     assert "1 trial(s) record no post-hoc step (e.g. resnet18-tau_norm-f0-s0)" in section
     assert "1 of 9 trials record no per-epoch validation AUC or training loss" in section
     layout = _figure(page, "fig-train-auc")["layout"]
-    assert not [s for s in layout.get("shapes", []) if s["type"] == "rect"]  # crt's trials disagree: no boundaries drawn
+    assert not [s for s in layout.get("shapes", []) if s["type"] == "rect"]  # crt's trials disagree: no boundaries
 
 
 def test_single_stage_runs_get_curves_only_and_old_runs_no_section(tmp_path):
