@@ -23,7 +23,7 @@ REFERENCE_AUC = {
         "Emphysema": 0.937, "Fibrosis": 0.805, "Pleural_Thickening": 0.806, "Hernia": 0.916},
 }
 MIN_AUC_SPAN = 0.2
-#: One colour per backbone, in the order the backbones first appear among the trials (the spread and training figures).
+#: One colour per backbone, in the order backbones first appear among the trials (the spread and training figures).
 PALETTE = ["#1b5e9e", "#d9822b", "#2e8b57", "#a23b72", "#6c757d", "#8c564b", "#17becf", "#bcbd22"]
 HEAT_METRICS = [("macro_auc", "macro AUC"), ("micro_auc", "micro AUC"), ("macro_f1", "macro F1 (tuned thresholds)"),
                 ("macro_ap", "mAP")]

@@ -127,7 +127,8 @@ def make_fake_run(root: Path, *, kind: str = "nih", hostile: bool = False, name:
     irl = counts.max() / np.maximum(counts, 1)
     grid = {"name": name, "dataset": {"kind": kind, "root": str(root / "data"), "image_size": 64},
             "splits": {"folds": folds, "val_fraction": 0.2, "seed": 0}, "backbones": backbones,
-            "strategies": strategies, "seeds": list(seeds), "train": {"epochs": EPOCHS if history else 2, "batch_size": 32},
+            "strategies": strategies, "seeds": list(seeds),
+            "train": {"epochs": EPOCHS if history else 2, "batch_size": 32},
             "report": {"baseline": "bce", "head": 0.05, "tail": 0.02, "bootstrap": n_boot}, "digest": "0123abcd"}
     dataset = {"kind": kind, "images": n, "patients": len(set(patients)), "dropped": {"unreadable": 2},
                "label_names": labels, "labels": dict(zip(labels, counts.astype(int).tolist())),
@@ -174,7 +175,8 @@ def make_fake_run(root: Path, *, kind: str = "nih", hostile: bool = False, name:
                            "history": [{"epoch": 1, "train_seconds": 1.5, "train_images_per_s": 100.0}],
                            "timing": {"eval_seconds": 0.1}}
                     if history:
-                        doc.update(_training(s, np.random.default_rng([seed, f, sd, len(b), len(s)])))
+                        doc.update(_training(s, np.random.default_rng([seed, f, sd, backbones.index(b),
+                                                                             strategies.index(s)])))
                     (out / "metrics.json").write_text(json.dumps(doc, default=lambda o: None))
                     np.savez_compressed(out / "predictions.npz", image_ids=image_ids[test], patients=patients[test],
                                         labels=yt, probs=p, thresholds=thr, label_names=np.asarray(labels))
