@@ -3,7 +3,8 @@
 This module assembles the page; every string from a dataset or a grid is escaped on the way in by the
 helpers of ``reports/html_common.py`` (see there). The page's sections live in ``reports/html_sections.py``
 (tables, dataset, provenance), ``html_figures.py`` (heatmaps, spread, groups), ``html_stats.py``
-(significance, CD diagram), ``html_calibration.py`` (reliability diagrams) and ``html_localisation.py``;
+(significance, CD diagram), ``html_calibration.py`` (reliability diagrams), ``html_localisation.py`` and
+``html_training.py`` (per-epoch curves, stages, post-hoc steps);
 the frame in ``html_page.py``; the stylesheet and script in ``html_assets.py``.
 """
 
@@ -20,6 +21,7 @@ from reports import html_page as P
 from reports import html_protocol as R
 from reports import html_sections as S
 from reports import html_stats as T
+from reports import html_training as G
 from reports.runfolder import write_atomic
 
 
@@ -39,6 +41,7 @@ def write_html(report, path: Path, *, loc_raw: pd.DataFrame | None = None) -> Pa
         ("groups", "Head / medium / tail", F.groups),
         ("calibration", "Calibration", C.calibration),
         ("localisation", "Localisation", lambda r: L.localisation(r, loc_raw)),
+        ("training", "Training", G.training),
         ("dataset", "Dataset and split", S.dataset_summary),
         ("trials", "Trials", S.trial_details),
         ("provenance", "Provenance", S.provenance),

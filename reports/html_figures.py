@@ -23,6 +23,8 @@ REFERENCE_AUC = {
         "Emphysema": 0.937, "Fibrosis": 0.805, "Pleural_Thickening": 0.806, "Hernia": 0.916},
 }
 MIN_AUC_SPAN = 0.2
+#: One colour per backbone, in the order backbones first appear among the trials (the spread and training figures).
+PALETTE = ["#1b5e9e", "#d9822b", "#2e8b57", "#a23b72", "#6c757d", "#8c564b", "#17becf", "#bcbd22"]
 HEAT_METRICS = [("macro_auc", "macro AUC"), ("micro_auc", "micro AUC"), ("macro_f1", "macro F1 (tuned thresholds)"),
                 ("macro_ap", "mAP")]
 
@@ -62,7 +64,8 @@ def dropdown(labels: list[str], visibles: list[list[bool]], relayouts: list[dict
                  yanchor="bottom", bgcolor="#fff", bordercolor="#c9d1da")]
 
 
-def _order(report, col: str, key: str) -> list[str]:
+def axis_order(report, col: str, key: str) -> list[str]:
+    """The backbones (or strategies) of the leaderboard in the grid's order, any others after them."""
     seen = list(dict.fromkeys(report.leaderboard[col].astype(str)))
     grid = [n for n in names(report.grid.get(key)) if n in seen]
     return grid + [n for n in seen if n not in grid]
@@ -75,7 +78,7 @@ def metric_heatmap(report) -> str:
     metrics = [(m, t) for m, t in HEAT_METRICS if m in b.columns]
     if b.empty or not metrics:
         return ""
-    rows, cols = _order(report, "backbone", "backbones"), _order(report, "strategy", "strategies")
+    rows, cols = axis_order(report, "backbone", "backbones"), axis_order(report, "strategy", "strategies")
     fig = go.Figure()
     for k, (m, title) in enumerate(metrics):
         idx = {(str(r["backbone"]), str(r["strategy"])): r for r in b.to_dict("records")}
@@ -155,18 +158,17 @@ def spread(report) -> str:
                                    ("micro_auc", "micro AUC")) if m in t.columns]
     if t.empty or not metrics:
         return ""
-    strategies = _order(report, "strategy", "strategies")
+    strategies = axis_order(report, "strategy", "strategies")
     backbones = list(dict.fromkeys(t["backbone"].astype(str)))
     fig, owner = go.Figure(), []
-    palette = ["#1b5e9e", "#d9822b", "#2e8b57", "#a23b72", "#6c757d", "#8c564b", "#17becf", "#bcbd22"]
     for k, (m, _) in enumerate(metrics):
         for j, bb in enumerate(backbones):
             g = t[t["backbone"].astype(str) == bb]
             g = g.assign(_o=g["strategy"].astype(str).map({s: i for i, s in enumerate(strategies)})).sort_values("_o")
             fig.add_trace(go.Box(
                 x=[ptext(s) for s in g["strategy"]], y=[num(v) for v in g[m]], name=ptext(bb), visible=k == 0,
-                boxpoints="all", jitter=0.35, pointpos=0, marker=dict(size=6, color=palette[j % len(palette)]),
-                line=dict(width=1.2, color=palette[j % len(palette)]), fillcolor="rgba(0,0,0,0)",
+                boxpoints="all", jitter=0.35, pointpos=0, marker=dict(size=6, color=PALETTE[j % len(PALETTE)]),
+                line=dict(width=1.2, color=PALETTE[j % len(PALETTE)]), fillcolor="rgba(0,0,0,0)",
                 legendgroup=ptext(bb), customdata=[[ptext(i), f, s] for i, f, s in zip(g["id"], g["fold"], g["seed"])],
                 hovertemplate="%{customdata[0]}<br>fold %{customdata[1]}, seed %{customdata[2]}: %{y:.3f}"
                               "<extra></extra>"))

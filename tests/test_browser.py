@@ -107,8 +107,9 @@ def pages(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("browser")
     clean = make_fake_run(tmp / "clean", kind="nih", name="example page (simulated trial outputs)",
                           backbones=("resnet18", "densenet121", "efficientnet_b0"),
-                          strategies=("bce", "focal", "asl", "ml_ros", "logit_adj"), seeds=(0, 1), n_boot=40)
-    hostile = make_fake_run(tmp / "hostile", kind="synthetic", hostile=True, n_boot=20)
+                          strategies=("bce", "focal", "asl", "ml_ros", "logit_adj", "crt", "tau_norm"), seeds=(0, 1),
+                          n_boot=40, history=True)
+    hostile = make_fake_run(tmp / "hostile", kind="synthetic", hostile=True, n_boot=20, history=True)
     for root in (clean, hostile):
         build_report(root)
     return clean / "leaderboard.html", hostile / "leaderboard.html"
@@ -164,6 +165,9 @@ def test_renders_offline_without_errors_and_screenshot(browser_context, pages):
     assert page.locator("#fig-heat .hm, #fig-heat image, #fig-heat .heatmaplayer *").count() > 0
     assert page.locator("svg.cd text").count() >= 10
     assert page.locator(".gallery img").count() >= 4
+    # the training curves: one panel per strategy, crt's two stages shaded and named
+    assert page.locator("#fig-train-auc .cartesianlayer > g.subplot").count() == 7
+    assert page.locator("#fig-train-loss .annotation-text", has_text="classifier · re-init").count() == 1
     assert page.evaluate("() => [...document.images].every(i => i.complete && i.naturalWidth > 0)")
     assert page.locator(".modebar-btn[data-title*='Plotly'], a.modebar-btn[href]").count() == 0
     shot = Path(str(pages[0]).replace(".html", ".png"))

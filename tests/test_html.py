@@ -24,6 +24,18 @@ EVIL_LABEL = "<script>alert(1)</script>"
 EVIL_STRATEGY = "q\"uo'te & <b>amp</b>"
 EVIL_BACKBONE = "<img src=x onerror=alert(2)>"
 EVIL_NAME = "</title><script>alert(3)</script>"
+EVIL_STAGE = "<svg onload=alert(4)>"
+#: Trials of a run made with ``history=True``: epochs, and the stages (name, epochs, loss, sampler, train, reinit)
+#: their strategies record, as ``bench/trial.py`` writes them; ``tau_norm`` also records a post-hoc tau.
+EPOCHS = 4
+STAGED = {"crt": [("features", 1, 3, "bce", "none", "all", False), ("classifier", 4, 4, "bce", "class_aware",
+                                                                    "classifier", True)],
+          "ldam_drw": [("ldam", 1, 3, {"name": "ldam", "max_m": 0.5, "s": 30.0, "beta": 0.0}, "none", "all", False),
+                       ("drw", 4, 4, {"name": "ldam", "max_m": 0.5, "s": 30.0, "beta": 0.9999}, "none", "all", False)],
+          "tau_norm": [("train", 1, 4, "bce", "none", "all", False)],
+          EVIL_STRATEGY: [(EVIL_STAGE, 1, 2, "bce", "none", "all", False), ("second", 3, 4, "focal", "none", "all",
+                                                                            True)]}
+TAUS = [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0]
 SECTIONS = ["leaderboard", "heatmaps", "per-label", "spread", "significance", "groups", "calibration", "localisation",
             "dataset", "trials", "provenance"]
 
@@ -92,8 +104,10 @@ def _metrics(y: np.ndarray, p: np.ndarray, thr: np.ndarray, labels: list[str]) -
 def make_fake_run(root: Path, *, kind: str = "nih", hostile: bool = False, name: str = "page-test",
                   backbones=("resnet18", "densenet121"), strategies=("bce", "focal", "asl", "ml_ros"),
                   folds: int = 3, seeds=(0,), n: int = 240, n_boot: int = 40, seed: int = 0,
-                  localisation: bool = True) -> Path:
-    """A run folder with made-up but internally consistent trial outputs (see module docstring)."""
+                  localisation: bool = True, history: bool = False) -> Path:
+    """A run folder with made-up but internally consistent trial outputs (see module docstring). ``history``:
+    every trial records :data:`EPOCHS` epochs of training loss and validation AUC, and the strategies of
+    :data:`STAGED` their stages (and tau_norm its tau); otherwise one epoch's timings, as older trials did."""
     rng = np.random.default_rng(seed)
     labels = list(NIH_LABELS)
     backbones, strategies = list(backbones), list(strategies)
@@ -113,7 +127,8 @@ def make_fake_run(root: Path, *, kind: str = "nih", hostile: bool = False, name:
     irl = counts.max() / np.maximum(counts, 1)
     grid = {"name": name, "dataset": {"kind": kind, "root": str(root / "data"), "image_size": 64},
             "splits": {"folds": folds, "val_fraction": 0.2, "seed": 0}, "backbones": backbones,
-            "strategies": strategies, "seeds": list(seeds), "train": {"epochs": 2, "batch_size": 32},
+            "strategies": strategies, "seeds": list(seeds),
+            "train": {"epochs": EPOCHS if history else 2, "batch_size": 32},
             "report": {"baseline": "bce", "head": 0.05, "tail": 0.02, "bootstrap": n_boot}, "digest": "0123abcd"}
     dataset = {"kind": kind, "images": n, "patients": len(set(patients)), "dropped": {"unreadable": 2},
                "label_names": labels, "labels": dict(zip(labels, counts.astype(int).tolist())),
@@ -159,6 +174,9 @@ def make_fake_run(root: Path, *, kind: str = "nih", hostile: bool = False, name:
                                                                             "val": n - len(test) - int(0.8 * (n - len(test)))},
                            "history": [{"epoch": 1, "train_seconds": 1.5, "train_images_per_s": 100.0}],
                            "timing": {"eval_seconds": 0.1}}
+                    if history:
+                        doc.update(_training(s, np.random.default_rng([seed, f, sd, backbones.index(b),
+                                                                             strategies.index(s)])))
                     (out / "metrics.json").write_text(json.dumps(doc, default=lambda o: None))
                     np.savez_compressed(out / "predictions.npz", image_ids=image_ids[test], patients=patients[test],
                                         labels=yt, probs=p, thresholds=thr, label_names=np.asarray(labels))
@@ -186,6 +204,26 @@ def make_fake_run(root: Path, *, kind: str = "nih", hostile: bool = False, name:
                                      "rank": "confident hit" if k == 0 else "confident miss"})
                     (gal / "gallery.json").write_text(json.dumps(meta))
     return root
+
+
+def _training(strategy: str, rng: np.random.Generator) -> dict:
+    """A trial's ``history``, and for a strategy of :data:`STAGED` its ``stages`` (and ``posthoc``)."""
+    stages = STAGED.get(strategy)
+    doc = {"history": [{"epoch": e, "train_loss": float(rng.uniform(0.2, 0.8)), "train_images": 100,
+                        "train_seconds": 1.5, "train_images_per_s": 100.0,
+                        "val_macro_auc": float(rng.uniform(0.55, 0.8))} for e in range(1, EPOCHS + 1)]}
+    if stages is None:
+        return doc
+    doc["stages"] = [{"name": name, "loss": loss if isinstance(loss, dict) else {"name": loss},
+                      "sampler": {"name": sampler}, "train": train, "reinit": reinit,
+                      "restart": k == 0 or reinit or train == "classifier", "epochs": [first, last]}
+                     for k, (name, first, last, loss, sampler, train, reinit) in enumerate(stages)]
+    for h in doc["history"]:
+        h["stage"] = next(st[0] for st in stages if st[1] <= h["epoch"] <= st[2])
+    if strategy == "tau_norm":
+        doc["posthoc"] = {"name": "tau_norm", "taus": TAUS, "criterion": "f1_fixed", "tau": float(rng.choice(TAUS)),
+                          "scores": rng.uniform(0, 0.3, len(TAUS)).tolist()}
+    return doc
 
 
 class _Tags(HTMLParser):
@@ -220,7 +258,7 @@ def parse(page: str) -> _Tags:
 def hostile_run(tmp_path_factory):
     from reports.leaderboard import build_report
 
-    root = make_fake_run(tmp_path_factory.mktemp("html") / "hostile", kind="synthetic", hostile=True)
+    root = make_fake_run(tmp_path_factory.mktemp("html") / "hostile", kind="synthetic", hostile=True, history=True)
     report = build_report(root)
     return root, report, (root / "leaderboard.html").read_text(encoding="utf-8")
 
@@ -294,7 +332,7 @@ def test_every_figure_has_safe_config(hostile_run):
 
 def test_hostile_strings_are_escaped(hostile_run):
     _, report, page = hostile_run
-    for raw in (EVIL_LABEL, EVIL_STRATEGY, EVIL_BACKBONE, EVIL_NAME, "<b>amp</b>", "<img src=x"):
+    for raw in (EVIL_LABEL, EVIL_STRATEGY, EVIL_BACKBONE, EVIL_NAME, EVIL_STAGE, "<b>amp</b>", "<img src=x"):
         assert raw not in page, raw
     tags = parse(page)
     executable = [a for a, _ in tags.scripts if a.get("type") != "application/json"]
@@ -305,7 +343,7 @@ def test_hostile_strings_are_escaped(hostile_run):
             assert attrs["src"].startswith("data:image/png;base64,")
     text = "".join(tags.text)
     # Shown as text (HTML) and as escaped plotly labels (JSON), never as markup.
-    for raw in (EVIL_LABEL, EVIL_STRATEGY, EVIL_BACKBONE):
+    for raw in (EVIL_LABEL, EVIL_STRATEGY, EVIL_BACKBONE, EVIL_STAGE):  # EVIL_STAGE: the stage table's
         assert raw in text, raw
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     data = [s for a, s in tags.scripts if a.get("type") == "application/json"]
@@ -431,6 +469,7 @@ def test_minimal_run_degrades_gracefully(tmp_path):
     ids = {a.get("id") for _, a in parse(page).tags}
     assert {"leaderboard", "heatmaps", "per-label", "spread", "trials", "provenance"} <= ids
     assert "localisation" not in ids and "dataset" not in ids
+    assert "training" not in ids  # trials without per-epoch curves, stages or post-hoc steps: no section
     assert "Friedman test not run" in page
     assert 'class="ci"' not in page.split('<table id="board"', 1)[1].split("</table>", 1)[0]
 

@@ -387,3 +387,21 @@ report: {{bootstrap: 0}}
     assert docs["tau_norm"]["posthoc"]["tau"] in docs["tau_norm"]["posthoc"]["taus"]
     assert docs["balanced_mixup"]["stages"][0]["mixup"]["partner"]["name"] == "class_aware"
     assert "stages" not in docs["ldam"] and "stages" not in docs["aucm"]  # single-stage: recorded as before
+    # the page's Training section shows them (tests/test_html_training.py checks it on made-up trials)
+    from test_html_training import _figure, _panel, _rows
+
+    page = (out / "leaderboard.html").read_text(encoding="utf-8")
+    rows = {(r[0], r[1]): r for r in _rows(page, "stages")}
+    assert [rows[("crt", k)][2:4] for k in "12"] == [["features", "1–2 (2 epochs)"], ["classifier", "3 (1 epoch)"]]
+    assert rows[("crt", "2")][7:9] == ["classifier only (the rest frozen)", "yes"]  # trains, re-init
+    assert rows[("aucm_2stage", "2")][3:5] == [
+        "3 (1 epoch)", "aucm (margin 1, lr 0.1, momentum 0.9, epoch_decay 0.002, weight_decay 1e-05)"]
+    tau = [json.loads((out / "trials" / f"test_resnet-tau_norm-f{f}-s0" / "metrics.json").read_text())["posthoc"]
+           ["tau"] for f in (0, 1)]
+    assert _rows(page, "posthoc")[0][7] == f"f0 s0: {tau[0]:g}, f1 s0: {tau[1]:g}"
+    fig = _figure(page, "fig-train-auc")
+    titles = [a["text"] for a in fig["layout"]["annotations"]]
+    crt = next(t for t in fig["data"] if t.get("mode") == "lines+markers" and titles[_panel(t)] == "crt")
+    twin = json.loads((out / "trials" / "test_resnet-crt-f1-s0" / "metrics.json").read_text())
+    assert crt["y"] == pytest.approx([(a["val_macro_auc"] + b["val_macro_auc"]) / 2 for a, b in
+                                      zip(docs["crt"]["history"], twin["history"])], abs=1e-12)
