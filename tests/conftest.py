@@ -73,10 +73,43 @@ def pytest_unconfigure(config):
         NETGUARD_LOG.unlink(missing_ok=True)
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook, which reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if "nih_root" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("realdata"):
             item.add_marker(pytest.mark.realdata)
+    if hasattr(config, "workerinput"):  # a pytest-xdist worker: see pytest_xdist_make_scheduler
+        for item in items:
+            if item.get_closest_marker("cluster"):
+                item.add_marker(pytest.mark.xdist_group(CLUSTER_GROUP))
+
+
+# Under pytest-xdist (pyproject's addopts: ``-n 2 --dist loadgroup``) one worker runs every ``cluster`` test, one
+# after another: those start Ray nodes of their own (ports chosen free, then bound by `ray start`; two clusters at
+# once would also share the two cores their kill tests time). Every other test module goes whole to one worker, so
+# a module-scoped fixture (one `bench run` read by several tests) is built once.
+CLUSTER_GROUP = "cluster"
+
+
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class ModulesAndOneClusterGroup(LoadGroupScheduling):
+        """Work units: the ``cluster`` group (handed out first: it is the longest), then one per test module."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            scope = super()._split_scope(nodeid)
+            return scope if scope == CLUSTER_GROUP else nodeid.split("::", 1)[0]
+
+        def _assign_work_unit(self, node) -> None:
+            if CLUSTER_GROUP in self.workqueue:
+                self.workqueue.move_to_end(CLUSTER_GROUP, last=False)
+            super()._assign_work_unit(node)
+
+    return ModulesAndOneClusterGroup(config, log)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -118,13 +151,16 @@ def _no_network_beyond_loopback():
 
 
 def pytest_sessionfinish(session, exitstatus):
-    """Attempts outside any test (a session fixture's Ray start, say) fail the session instead."""
+    """Attempts outside any test (a session fixture's Ray start, say) fail the session instead (under pytest-xdist
+    every attempt of the run: the workers write to the log this process made)."""
     if not _OWN_LOG:
         return
     rest = _attempts()[len(_NETWORK_FAILURES):]
     if rest:
+        # Under pytest-xdist the workers share this log and fail their own tests; here every attempt shows.
+        where = "during the session" if session.config.pluginmanager.has_plugin("dsession") else "outside any test"
         session.config.get_terminal_writer().line(
-            f"network access beyond loopback attempted outside any test (pid, call, target): {rest[:5]}", red=True)
+            f"network access beyond loopback attempted {where} (pid, call, target): {rest[:5]}", red=True)
         session.exitstatus = 1
 
 

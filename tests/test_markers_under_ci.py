@@ -19,10 +19,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def pytest_in_subprocess(args: list[str], *, ci: bool, **env) -> subprocess.CompletedProcess:
-    base = {k: v for k, v in os.environ.items() if k not in ("CI", "PYTEST_ADDOPTS", "PYTEST_CURRENT_TEST")}
+    base = {k: v for k, v in os.environ.items() if k not in ("CI", "PYTEST_ADDOPTS", "PYTEST_CURRENT_TEST")
+            and not k.startswith("PYTEST_XDIST_")}  # this test may run in a pytest-xdist worker
     if ci:
         base["CI"] = "true"
-    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rsE", *args],
+    # -n 0: in this process, not pyproject's pytest-xdist workers (the tests it runs only skip or fail at once)
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rsE", "-n", "0", *args],
                           cwd=REPO, env={**base, **env}, capture_output=True, text=True, timeout=300)
 
 
