@@ -82,6 +82,10 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if item.get_closest_marker("cluster"):
                 item.add_marker(pytest.mark.xdist_group(CLUSTER_GROUP))
+        # The order work is handed out in: the cluster tests, then modules with slow tests, then the rest (many
+        # short modules last, so that the two workers finish together).
+        slow = {item.nodeid.split("::", 1)[0] for item in items if item.get_closest_marker("slow")}
+        items.sort(key=lambda item: (not item.get_closest_marker("cluster"), item.nodeid.split("::", 1)[0] not in slow))
 
 
 # Under pytest-xdist (pyproject's addopts: ``-n 2 --dist loadgroup``) one worker runs every ``cluster`` test, one
@@ -97,17 +101,15 @@ def pytest_xdist_make_scheduler(config, log):
         return None
     from xdist.scheduler import LoadGroupScheduling
 
+    # Handed out in the workers' collection order (pytest_collection_modifyitems): the cluster group first.
+    config.option.loadscopereorder = False
+
     class ModulesAndOneClusterGroup(LoadGroupScheduling):
-        """Work units: the ``cluster`` group (handed out first: it is the longest), then one per test module."""
+        """Work units: the ``cluster`` group, then one per test module."""
 
         def _split_scope(self, nodeid: str) -> str:
             scope = super()._split_scope(nodeid)
             return scope if scope == CLUSTER_GROUP else nodeid.split("::", 1)[0]
-
-        def _assign_work_unit(self, node) -> None:
-            if CLUSTER_GROUP in self.workqueue:
-                self.workqueue.move_to_end(CLUSTER_GROUP, last=False)
-            super()._assign_work_unit(node)
 
     return ModulesAndOneClusterGroup(config, log)
 
