@@ -68,6 +68,16 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread_per_xdist_worker():
+    """Under pytest-xdist the two workers share the two cores: torch code in a worker's own process runs on one
+    thread (two would spin in OpenMP's barriers while the other worker holds a core, several times slower). A test
+    or trial that sets its own count (``resources.cpu`` in ``run_trial``) still does; Ray's trial workers are
+    separate processes with their own."""
+    if os.environ.get("PYTEST_XDIST_WORKER") and "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
+
+
 def pytest_unconfigure(config):
     if _OWN_LOG:
         NETGUARD_LOG.unlink(missing_ok=True)
