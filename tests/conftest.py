@@ -94,14 +94,14 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(pytest.mark.xdist_group(CLUSTER_GROUP))
         # The order work is handed out in: the cluster tests, then modules with slow tests, then the rest (many
         # short modules last, so that the two workers finish together).
-        slow = {item.nodeid.split("::", 1)[0] for item in items if item.get_closest_marker("slow")}
-        items.sort(key=lambda item: (not item.get_closest_marker("cluster"), item.nodeid.split("::", 1)[0] not in slow))
+        slow = {item.path for item in items if item.get_closest_marker("slow")}
+        items.sort(key=lambda item: (not item.get_closest_marker("cluster"), item.path not in slow))
 
 
 # Under pytest-xdist (pyproject's addopts: ``-n 2 --dist loadgroup``) one worker runs every ``cluster`` test, one
-# after another: those start Ray nodes of their own (ports chosen free, then bound by `ray start`; two clusters at
-# once would also share the two cores their kill tests time). Every other test module goes whole to one worker, so
-# a module-scoped fixture (one `bench run` read by several tests) is built once.
+# after another: each starts Ray nodes of its own on ports found free a moment before `ray start` binds them, which
+# a second cluster starting at once could take. Every other test module goes whole to one worker, so a
+# module-scoped fixture (one `bench run` read by several tests) is built once.
 CLUSTER_GROUP = "cluster"
 
 

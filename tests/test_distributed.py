@@ -516,7 +516,7 @@ def test_a_worker_without_the_dataset_gets_the_image_cache_through_storage(basel
                 assert len(set(nodes.values())) == 2, nodes  # both nodes trained
                 fetched = {tid for tid, src in sources.items() if src == "fetched from storage"}
                 assert fetched and set(sources.values()) <= {"local", "fetched from storage"}, sources
-                # the worker fetched it (its later trials then find it there: 'local'); the head never fetches
+                # the worker's trial fetched it; the head's found it 'local' (the head never fetches)
                 worker = {nodes[t] for t in fetched}
                 assert len(worker) == 1, (sources, nodes)
                 assert all(sources[t] == "local" for t in trials if nodes[t] not in worker), (sources, nodes)
