@@ -315,7 +315,7 @@ def _write_trial(args) -> None:
            "jackknife": {m: est[m] + se / 4 * (jshared + 0.3 * trng.standard_normal(jshared.size))
                          for m in replicates.METRICS},
            "n_boot": n_boot, "fold": f, "seed": spec["boot_seed"], "groups": replicates.JACKKNIFE_GROUPS,
-           "patients": replicates.patients_digest(fd["patients"])}
+           "patients": replicates.patients_digest(fd["patients"]), "shared": False}  # internal: per-fold draws
     if n_boot > 0:
         write_atomic(out / replicates.FILE, lambda tmp: replicates.save(tmp, rep))
 
