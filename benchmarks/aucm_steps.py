@@ -33,8 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-NIH_PREVALENCE = (0.1774, 0.1188, 0.1031, 0.0565, 0.0516, 0.0473, 0.0416, 0.0302, 0.0248, 0.0224, 0.0205,
-                  0.0150, 0.0128, 0.0020)
+from stats_calibration import NIH_PREVALENCE  # noqa: E402  (benchmarks/: NIH's label-file prevalences)
 STEPS = (10, 30, 60, 100, 300, 600, 1000, 3000)
 
 
@@ -51,9 +50,10 @@ def problem(seed: int, n_train: int = 768, n_test: int = 4000, dims: int = 64,
 
 
 def macro_auc(y: np.ndarray, s: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
+    """The leaderboard's macro AUC (:func:`reports.metrics.summary_metrics`: labels with both classes)."""
+    from reports.metrics import summary_metrics
 
-    return float(np.mean([roc_auc_score(y[:, j], s[:, j]) for j in range(y.shape[1]) if 0 < y[:, j].sum() < len(y)]))
+    return float(summary_metrics(y, s, label_names=[f"l{j}" for j in range(y.shape[1])])["macro_auc"])
 
 
 def train(loss_name: str, seed: int, steps=STEPS, batch: int = 64) -> list[dict]:
