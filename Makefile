@@ -3,13 +3,20 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+# LibAUC (the pin of pyproject's `libauc` extra), only as the reference tests/test_stages.py checks the harness's
+# AUC-M against (marker `reference`), installed without its dependencies: libauc.losses needs only torch, numpy,
+# scikit-learn and tqdm, installed with `test`; the ones it declares (transformers, torch-geometric, ogb, OpenCV,
+# medmnist, webdataset) serve parts of LibAUC the test never imports.
+LIBAUC := $(shell sed -n 's/^ *"\(libauc==[^"]*\)",*$$/\1/p' pyproject.toml)
 
 .PHONY: demo test perf clean-runs image image-name
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@test -n "$(LIBAUC)" || { echo "error: pyproject.toml's libauc extra has no \"libauc==VERSION\" pin" >&2; exit 1; }
+	$(BIN)/python -m pip install --quiet --no-deps '$(LIBAUC)'
 	@touch $(STAMP)
 
 ## make demo: the demo grid on the built-in synthetic dataset -> runs/demo/leaderboard.html

@@ -1,8 +1,8 @@
 """Shared test fixtures: one Ray instance per session, a small synthetic dataset, the real NIH subset.
 
 Markers that need something outside the repository (``realdata``: ../shared/data/nih-cxr14, ``cluster``:
-extra Ray processes, ``browser``: Chromium) skip with their reason on a user's machine and *fail* with it
-under CI (environment variable ``CI`` set to anything but ``""``/``0``/``false``): one hook,
+extra Ray processes, ``browser``: Chromium, ``reference``: a reference package that ``make test`` installs) skip
+with their reason on a user's machine and *fail* with it under CI (environment variable ``CI`` set to anything but ``""``/``0``/``false``): one hook,
 :func:`pytest_runtest_makereport`, turns every skip of a test so marked into a failure there, whatever
 raised it (``pytest.skip``, ``importorskip``, a ``skipif`` mark). A test that uses the ``nih_root`` fixture
 is marked ``realdata`` automatically. ``BENCH_TEST_NIH_ROOT`` points the real subset elsewhere (the test of
@@ -20,7 +20,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 NIH = Path(os.environ.get("BENCH_TEST_NIH_ROOT") or REPO.parent / "shared" / "data" / "nih-cxr14")
-REQUIRED_UNDER_CI = ("realdata", "cluster", "browser")
+REQUIRED_UNDER_CI = ("realdata", "cluster", "browser", "reference")
 
 
 def under_ci() -> bool:
@@ -126,7 +126,7 @@ def pytest_xdist_make_scheduler(config, log):
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
-    """Under CI, a ``realdata`` / ``cluster`` / ``browser`` test that skips fails instead, with the skip's reason."""
+    """Under CI, a test marked as in ``REQUIRED_UNDER_CI`` that skips fails instead, with the skip's reason."""
     outcome = yield
     rep = outcome.get_result()
     if not (rep.skipped and under_ci()) or hasattr(rep, "wasxfail"):

@@ -1,8 +1,9 @@
 """conftest's rule for the markers that need something outside the repository: under CI (``CI`` set) a
-``realdata`` or ``browser`` test that cannot run fails with its reason; elsewhere it skips with it.
+``realdata``, ``browser`` or ``reference`` test that cannot run fails with its reason; elsewhere it skips with it.
 
 Each case runs pytest in a subprocess with the resource pointed at an empty folder (``BENCH_TEST_NIH_ROOT``,
-``CHROMIUM``), so ../shared and /usr/bin/chromium are never touched.
+``CHROMIUM``) or shadowed by an empty package (libauc), so ../shared, /usr/bin/chromium and the
+installed libauc are never touched.
 """
 
 from __future__ import annotations
@@ -77,3 +78,19 @@ def test_marked_tests_skip_with_their_reason_elsewhere(missing):
     # The reasons, in the -rs summary.
     assert f"real NIH subset not found at {missing['BENCH_TEST_NIH_ROOT']}" in r.stdout
     assert f"Chromium not found at {missing['CHROMIUM']}" in r.stdout
+
+
+@pytest.mark.parametrize("ci", [True, False], ids=["CI", "user"])
+def test_reference_test_without_its_package_fails_under_ci_and_skips_elsewhere(tmp_path, ci):
+    fake = tmp_path / "libauc"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("")  # an empty package: `import libauc.losses` finds no such module
+    path = os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])
+    r = pytest_in_subprocess(["-m", "reference", "tests/test_stages.py"], ci=ci, PYTHONPATH=path)
+    n = counts(r.stdout)
+    assert "LibAUC is missing: `make test` installs it" in r.stdout, r.stdout[-3000:]
+    if ci:
+        assert r.returncode == 1 and n.get("failed") == 1 and "skipped" not in n, r.stdout[-3000:]
+        assert "a reference test must run under CI" in r.stdout
+    else:
+        assert r.returncode == 0 and n.get("skipped") == 1 and "failed" not in n, r.stdout[-3000:]

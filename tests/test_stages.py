@@ -116,8 +116,10 @@ def test_aucm_matches_the_paper_formula():
     np.testing.assert_allclose(loss.p_, np.nanmean(Y, axis=0), rtol=1e-9)
 
 
+@pytest.mark.reference
 def test_aucm_matches_libauc():
-    libauc = pytest.importorskip("libauc.losses", reason="pip install -e .[libauc] to compare with LibAUC 2.0.1")
+    libauc = pytest.importorskip("libauc.losses", reason="LibAUC is missing: `make test` installs it (pip install "
+                                 "--no-deps libauc==2.0.1) to compare the AUC-M loss with it")
     loss = fitted_aucm(margin=1.0)
     logits, targets = batch(seed=4, kind="random")
     x = torch.tensor(logits, dtype=torch.float32)
