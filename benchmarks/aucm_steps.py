@@ -31,7 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parent), str(HERE)]  # the repository (strategies, reports) and benchmarks/ (stats_calibration)
 
 from stats_calibration import NIH_PREVALENCE  # noqa: E402  (benchmarks/: NIH's label-file prevalences)
 STEPS = (10, 30, 60, 100, 300, 600, 1000, 3000)
