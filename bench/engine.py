@@ -139,7 +139,7 @@ def train_epoch(model, images: np.ndarray, labels: np.ndarray, rows: np.ndarray,
                 aug_gen: torch.Generator | None = None, num_workers: int = 0,
                 scaler: "torch.amp.GradScaler | None" = None,
                 mix: "tuple[np.ndarray, np.ndarray] | None" = None, train_only: "torch.nn.Module | None" = None) -> dict:
-    """One pass over ``rows`` (already in training order). Returns loss, images and seconds.
+    """One pass over ``rows`` (already in training order). Returns loss, images, optimiser steps and seconds.
 
     ``lr_factor(f)`` scales each parameter group's ``initial_lr`` at fraction ``f`` of the epoch. With fp16
     autocast, ``scaler`` (:func:`grad_scaler`, kept across epochs) scales the loss; one is made for this epoch
@@ -153,7 +153,7 @@ def train_epoch(model, images: np.ndarray, labels: np.ndarray, rows: np.ndarray,
         model.eval()
         train_only.train()
     scaler = scaler if scaler is not None else grad_scaler(dev)
-    total, seen, t0 = 0.0, 0, time.perf_counter()
+    total, seen, steps, t0 = 0.0, 0, 0, time.perf_counter()
     n_batches = max(1, n_train_batches(len(rows), batch_size))
     for g in optimizer.param_groups:
         g.setdefault("initial_lr", g["lr"])
@@ -188,13 +188,14 @@ def train_epoch(model, images: np.ndarray, labels: np.ndarray, rows: np.ndarray,
         scaler.scale(loss).backward()  # unscaled unless fp16
         scaler.step(optimizer)
         scaler.update()
+        steps += 1
         value = float(loss.detach())
         if not math.isfinite(value):
             raise FloatingPointError(f"training loss became {value} (learning rate too high?)")
         total += value * len(x)
         seen += len(x)
     seconds = time.perf_counter() - t0
-    return {"loss": total / max(seen, 1), "images": seen, "seconds": seconds,
+    return {"loss": total / max(seen, 1), "images": seen, "steps": steps, "seconds": seconds,
             "images_per_s": seen / seconds if seconds > 0 else float("nan")}
 
 

@@ -50,3 +50,32 @@ def posthoc(strategy, model, net, images, val, y, *, dev, batch_size: int, adjus
     weight, bias = engine.classifier_rows(model)
     strategy.posthoc.fit(weight, bias, logits, y[val], adjust=adjust)
     engine.scale_classifier_rows(model, strategy.posthoc.scale_)
+
+
+def describe(strategy, epochs: int, history: list[dict]) -> dict:
+    """What ``metrics.json`` records of the strategy's training: ``stages`` (what each trained, over which epochs,
+    1-based and inclusive) and ``posthoc`` for a staged strategy; for every strategy ``stage_steps``, the optimiser
+    steps each stage took (from ``history``'s ``train_steps``; None for epochs recorded without them), and
+    ``warnings``, one per stage whose loss declares a :attr:`~strategies.base.Loss.min_steps` it did not reach
+    (each also logged)."""
+    spans = strategy.stage_bounds(epochs)
+    doc: dict = {}
+    if strategy.staged:
+        doc["stages"] = [{**st.describe(), "epochs": [a + 1, b]} for st, (a, b) in zip(strategy.stages, spans)]
+        if strategy.posthoc is not None:
+            doc["posthoc"] = strategy.posthoc.describe()
+    steps, warnings = [], []
+    for k, (st, (a, b)) in enumerate(zip(strategy.stages, spans)):
+        counts = [h.get("train_steps") for h in history if a < int(h["epoch"]) <= b]
+        n = int(sum(counts)) if counts and None not in counts else None
+        steps.append(n)
+        floor = st.loss.min_steps
+        if n is not None and floor is not None and n < floor:
+            where = f"stage {k + 1} ({st.name!r}) " if len(strategy.stages) > 1 else ""
+            warnings.append({
+                "kind": "too_few_steps", "stage": st.name, "loss": st.loss.name, "steps": n, "min_steps": int(floor),
+                "message": f"{where}trained the {st.loss.name} loss for {n} optimiser steps, "
+                           f"fewer than the {floor} it needs to learn (README, Strategies); give it more epochs or "
+                           "images, or read its metrics as an under-trained model's"})
+            log.warning("%s: %s", strategy.name, warnings[-1]["message"])
+    return {**doc, "stage_steps": steps, "warnings": warnings}

@@ -177,8 +177,8 @@ def _run(spec: TrialSpec, data: TrialData, *, report, checkpoint_dir) -> dict:
         val_prob = engine.sigmoid(_adjust(strategy, val_logits))
         val_auc = _macro_auc(y[val], val_prob)
         entry = {"epoch": epoch + 1, "train_loss": stats["loss"], "train_images": stats["images"],
-                 "train_seconds": round(stats["seconds"], 3), "train_images_per_s": stats["images_per_s"],
-                 "val_macro_auc": val_auc}
+                 "train_steps": stats["steps"], "train_seconds": round(stats["seconds"], 3),
+                 "train_images_per_s": stats["images_per_s"], "val_macro_auc": val_auc}
         if strategy.staged:
             entry["stage"] = stage.name
         history.append(entry)
@@ -340,11 +340,9 @@ def evaluate(spec: TrialSpec, data: TrialData, *, model, strategy, images, rows,
     rel = reliability(y_test, prob)
     doc["reliability"] = {"edges": CURVE_EDGES.tolist(), "n": rel["n"].tolist(),
                           "p": np.round(rel["p"], 6).tolist(), "y": rel["y"].tolist()}
-    if strategy.staged:  # what each stage trained, over which epochs (1-based, inclusive), and the post-hoc step
-        spans = strategy.stage_bounds(int(tr.epochs))
-        doc["stages"] = [{**st.describe(), "epochs": [a + 1, b]} for st, (a, b) in zip(strategy.stages, spans)]
-        if strategy.posthoc is not None:
-            doc["posthoc"] = _jsonable(strategy.posthoc.describe())
+    from bench import staging  # stages, post-hoc step, optimiser steps per stage, warnings (too few steps)
+
+    doc.update(_jsonable(staging.describe(strategy, int(tr.epochs), history)))
     if cam is not None:  # which module the CAMs read (a shallower stage than the registry's on small images)
         doc["cam"] = cam
     doc["imbalance"] = _jsonable(strategy.sampler.imbalance(

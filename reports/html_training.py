@@ -26,9 +26,9 @@ TRAINS = {"all": "all parameters", "classifier": "classifier only (the rest froz
 def training(report) -> str:
     docs = [r.as_record() for r in RunFolder(report.run_dir).results()]
     history = TR.history_frame(docs)
-    variants, posthoc = TR.stage_variants(docs), TR.posthoc_summary(docs)
+    variants, posthoc, warned = TR.stage_variants(docs), TR.posthoc_summary(docs), TR.step_warnings(docs)
     drawn = {m: TR.curves(history, m) for m in TR.CURVE_METRICS}
-    if all(c.empty for c in drawn.values()) and not variants and not posthoc:
+    if all(c.empty for c in drawn.values()) and not variants and not posthoc and not warned:
         return ""
     strategies = axis_order(report, "strategy", "strategies")  # every trial's, in the grid's order
     backbones = list(dict.fromkeys(report.trials["backbone"].astype(str)))  # the spread figure's colours
@@ -36,7 +36,7 @@ def training(report) -> str:
     posthoc.sort(key=lambda p: (rank.get(p["backbone"], len(rank)), rank.get(p["strategy"], len(rank))))
     spans = {s: v[0].stages for s, v in variants.items() if len(v) == 1}
     steps = {p["strategy"]: " + ".join(TR.spell(x) for x in p["settings"].get("name", [])) for p in posthoc}
-    parts = []
+    parts = [f'<p class="note too-few-steps"><strong>Warning</strong>: {w}</p>' for w in _step_notes(warned)]
     for metric, fig_id, title, shared in (
             ("val_macro_auc", "fig-train-auc", "validation macro AUC after each epoch", True),
             ("train_loss", "fig-train-loss", "training loss per epoch (each panel on its own scale)", False)):
@@ -62,6 +62,20 @@ def training(report) -> str:
             "epoch). The training loss is each strategy's own loss, so its panels are not on one scale, and it "
             "jumps where a stage changes the loss. Shaded spans and dashed lines mark a staged strategy's stages.")
     return section("training", "Training", inner, lead=lead)
+
+
+def _step_notes(warned: list[dict]) -> list[str]:
+    """One sentence per backbone x strategy x stage whose loss trained for fewer optimiser steps than it needs."""
+    out = []
+    for w in warned:
+        lo, hi = w["steps"]
+        steps = f"{lo}" if lo == hi else f"{lo}–{hi}"
+        stage = f", stage {esc(w['stage'])}," if w["stage"] != "train" else ""
+        out.append(f"{esc(w['backbone'])} / {esc(w['strategy'])}{stage} trained the {esc(w['loss'])} loss for {steps} "
+                   f"optimiser steps in {w['warned']} of its {w['trials']} trials, fewer than the {w['min_steps']:,} "
+                   "it needs to learn (README, Strategies): its results are an under-trained model's, not the "
+                   "method's. More epochs or images give it more steps.")
+    return out
 
 
 def _rgba(hex_colour: str, alpha: float) -> str:

@@ -3,7 +3,8 @@
 A trial records (``bench/trial.py``) ``history``, one row per epoch with ``epoch``, ``train_loss``,
 ``val_macro_auc`` and, for a staged strategy, ``stage``; ``stages``, each stage's description (loss, sampler,
 what trains, ``reinit``, ``restart``, mix-up) with its ``epochs: [first, last]`` (1-based, inclusive); and
-``posthoc``, the post-hoc step's description with what it fitted (tau-normalisation's ``tau``). Trials written
+``posthoc``, the post-hoc step's description with what it fitted (tau-normalisation's ``tau``); ``warnings``,
+e.g. a loss trained for fewer optimiser steps than it needs (:func:`step_warnings`). Trials written
 before these existed lack them: each function returns what the trials hold and nothing for what they do not.
 
 >>> docs = [{"id": f"r-crt-f{f}-s0", "backbone": "r", "strategy": "crt", "fold": f, "seed": 0,
@@ -127,6 +128,31 @@ def posthoc_summary(docs: list[dict]) -> list[dict]:
                     "missing": [str(d["id"]) for d in members if not isinstance(d.get("posthoc"), dict)],
                     "settings": settings, "fitted": fitted, "varying": varying})
     return out
+
+
+def step_warnings(docs: list[dict]) -> list[dict]:
+    """Per backbone x strategy x stage whose trials record a ``too_few_steps`` warning (a loss trained for fewer
+    optimiser steps than its ``min_steps``; ``bench.staging.describe``), in the trials' order: ``stage``, ``loss``,
+    ``min_steps``, ``steps`` (the fewest and the most over the warned trials), ``warned`` and ``trials`` (how many
+    of the backbone x strategy's trials).
+
+    >>> w = {"kind": "too_few_steps", "stage": "train", "loss": "aucm", "steps": 60, "min_steps": 600}
+    >>> docs = [{"backbone": "r", "strategy": "aucm", "warnings": [{**w, "steps": n}]} for n in (58, 62)]
+    >>> step_warnings(docs + [{"backbone": "r", "strategy": "aucm"}])[0]["steps"]
+    (58, 62)
+    """
+    trials: dict[tuple[str, str], int] = {}
+    groups: dict[tuple, list[int]] = {}
+    for d in docs:
+        pair = (str(d["backbone"]), str(d["strategy"]))
+        trials[pair] = trials.get(pair, 0) + 1
+        for w in d.get("warnings") or []:
+            if isinstance(w, dict) and w.get("kind") == "too_few_steps":
+                key = (*pair, str(w.get("stage")), str(w.get("loss")), int(w.get("min_steps", 0)))
+                groups.setdefault(key, []).append(int(w.get("steps", 0)))
+    return [{"backbone": b, "strategy": s, "stage": st, "loss": loss, "min_steps": floor,
+             "steps": (min(n), max(n)), "warned": len(n), "trials": trials[(b, s)]}
+            for (b, s, st, loss, floor), n in groups.items()]
 
 
 def spell(v) -> str:

@@ -115,6 +115,9 @@ class Loss(Component):
     # A loss with learned tensors of its own (AUC-M's a, b, alpha) overrides these; a loss that needs its own
     # optimiser (AUC-M's PESG) sets ``optimizer_kind`` and overrides :meth:`make_optimizer`.
     optimizer_kind = ""
+    #: Optimiser steps below which this loss is known not to have learnt yet (None: no such floor). A trial
+    #: whose stage trains it for fewer records a warning (``metrics.json`` ``warnings``, the log, the page).
+    min_steps: int | None = None
 
     def parameters(self) -> list:
         """The loss's own learned tensors (none)."""

@@ -186,3 +186,23 @@ def test_single_stage_runs_get_curves_only_and_old_runs_no_section(tmp_path):
     old = _build(tmp_path / "old", strategies=("bce", "crt"), history=False)  # metrics.json as before: no keys
     ids = {a.get("id") for _, a in parse(old).tags}
     assert "training" not in ids and "fig-train-auc" not in ids and "leaderboard" in ids
+
+
+def test_too_few_optimiser_steps_are_warned_per_backbone_strategy_and_stage(tmp_path):
+    root = tmp_path / "warned"
+    _build(root, backbones=("resnet18",), strategies=("bce", "crt"), seeds=(0,))
+    for f, steps in ((0, 58), (1, 62)):  # two of crt's three trials: its second stage had too few steps
+        path = root / "trials" / f"resnet18-crt-f{f}-s0" / "metrics.json"
+        doc = json.loads(path.read_text())
+        doc["warnings"] = [{"kind": "too_few_steps", "stage": "classifier", "loss": "aucm", "steps": steps,
+                            "min_steps": 600, "message": "..."}]
+        path.write_text(json.dumps(doc))
+    page = _rebuild(root)
+    section = page.split('<section id="training">', 1)[1].split("</section>", 1)[0]
+    notes = re.findall(r'<p class="note too-few-steps">(.*?)</p>', section)
+    assert notes == ["<strong>Warning</strong>: resnet18 / crt, stage classifier, trained the aucm loss for 58–62 "
+                     "optimiser steps in 2 of its 3 trials, fewer than the 600 it needs to learn (README, "
+                     "Strategies): its results are an under-trained model's, not the method's. More epochs or images "
+                     "give it more steps."]
+    clean = _build(tmp_path / "clean", backbones=("resnet18",), strategies=("bce", "crt"), seeds=(0,))
+    assert "too-few-steps" not in clean

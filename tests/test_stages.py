@@ -328,6 +328,38 @@ def test_tau_norm_rescales_rows_and_cannot_change_per_label_ranking():
         create_strategy({"name": "t", "posthoc": {"name": "tau_norm", "criterion": "acc"}})
 
 
+# ---- optimiser steps per stage, and the warning when a loss gets fewer than it needs ----------------------------
+@pytest.mark.parametrize("name, per_epoch, steps, warned", [
+    ("aucm", 12, [60], [("train", 60)]),            # grids/longtail.yaml's share: below chance (test above)
+    ("aucm", 120, [600], []),                       # at the floor: no warning
+    ("aucm_2stage", 12, [36, 24], [("aucm", 24)]),  # the BCE stage has no floor
+    ("crt", 12, [48, 12], []),
+    ("bce", 1, [5], []),
+])
+def test_stage_steps_and_the_too_few_steps_warning(name, per_epoch, steps, warned, caplog):
+    from bench import staging
+
+    strategy = create_strategy(name).fit(Y)
+    history = [{"epoch": e + 1, "train_steps": per_epoch} for e in range(5)]
+    with caplog.at_level("WARNING", logger="bench.trial"):
+        doc = staging.describe(strategy, 5, history)
+    assert doc["stage_steps"] == steps
+    assert [(w["stage"], w["steps"]) for w in doc["warnings"]] == warned
+    for w in doc["warnings"]:
+        assert w["kind"] == "too_few_steps" and w["loss"] == "aucm" and w["min_steps"] == 600
+        assert f"trained the aucm loss for {w['steps']} optimiser steps, fewer than the 600" in w["message"]
+    assert len([r for r in caplog.records if "optimiser steps" in r.getMessage()]) == len(warned)
+    assert ("stages" in doc) == strategy.staged
+    json.dumps(doc)  # metrics.json takes it as it is
+
+
+def test_stage_steps_unknown_for_epochs_recorded_without_them():
+    from bench import staging
+
+    doc = staging.describe(create_strategy("aucm").fit(Y), 2, [{"epoch": 1, "train_steps": 3}, {"epoch": 2}])
+    assert doc == {"stage_steps": [None], "warnings": []}  # unknown, not a guess: no warning either
+
+
 # ---- a staged trial resumed inside its second stage (no Ray) --------------------------------------------------
 def staged_data(synth_root, epochs):
     from _tiny import tiny_trial_data
@@ -357,6 +389,10 @@ def test_staged_trial_resumes_inside_its_second_stage_with_the_same_numbers(synt
     assert [h["stage"] for h in doc["history"]] == [doc["stages"][0]["name"]] * 2 + [second] * 2
     assert [s["epochs"] for s in doc["stages"]] == [[1, 2], [3, 4]]
     assert doc["stages"][1]["reinit"] is True and doc["stages"][1]["restart"] is True
+    per_epoch = [h["train_steps"] for h in doc["history"]]
+    assert min(per_epoch) > 0 and doc["stage_steps"] == [sum(per_epoch[:2]), sum(per_epoch[2:])]
+    assert [(w["stage"], w["steps"]) for w in doc["warnings"]] == (
+        [(second, sum(per_epoch[2:]))] if second == "aucm" else [])  # AUC-M for a few steps only
     config = json.loads((full.folders[-1] / "outputs" / "config.json").read_text())
     assert [s["name"] for s in config["trial"]["strategy"]["stages"]] == [s["name"] for s in doc["stages"]]
     for after in (2, 3):  # at the second stage's first epoch (re-initialise), and inside it (restore the optimiser)
@@ -364,7 +400,7 @@ def test_staged_trial_resumes_inside_its_second_stage_with_the_same_numbers(synt
         run_trial(spec, data, report=resumed, checkpoint_dir=str(full.folders[after - 1]))
         assert [m["epoch"] for m in resumed.metrics] == list(range(after + 1, 5))
         again = json.loads((resumed.folders[-1] / "outputs" / "metrics.json").read_text())
-        keys = ("epoch", "stage", "train_loss", "train_images", "val_macro_auc")  # not the timings
+        keys = ("epoch", "stage", "train_loss", "train_images", "train_steps", "val_macro_auc")  # not the timings
         assert [{k: h[k] for k in keys} for h in again["history"]] == \
             [{k: h[k] for k in keys} for h in doc["history"]], after
         assert again["summary"] == doc["summary"], after
@@ -408,6 +444,8 @@ report: {{bootstrap: 0}}
     assert docs["tau_norm"]["posthoc"]["tau"] in docs["tau_norm"]["posthoc"]["taus"]
     assert docs["balanced_mixup"]["stages"][0]["mixup"]["partner"]["name"] == "class_aware"
     assert "stages" not in docs["ldam"] and "stages" not in docs["aucm"]  # single-stage: recorded as before
+    assert [(w["stage"], w["loss"]) for w in docs["aucm"]["warnings"]] == [("train", "aucm")]  # 3 epochs: few steps
+    assert [w["stage"] for w in docs["aucm_2stage"]["warnings"]] == ["aucm"] and not docs["crt"]["warnings"]
     # the page's Training section shows them (tests/test_html_training.py checks it on made-up trials)
     from test_html_training import _figure, _panel, _rows
 
@@ -420,6 +458,11 @@ report: {{bootstrap: 0}}
     tau = [json.loads((out / "trials" / f"test_resnet-tau_norm-f{f}-s0" / "metrics.json").read_text())["posthoc"]
            ["tau"] for f in (0, 1)]
     assert _rows(page, "posthoc")[0][7] == f"f0 s0: {tau[0]:g}, f1 s0: {tau[1]:g}"
+    lo_hi = sorted(json.loads((out / "trials" / f"test_resnet-aucm-f{f}-s0" / "metrics.json").read_text())
+                   ["warnings"][0]["steps"] for f in (0, 1))
+    span = f"{lo_hi[0]}" if lo_hi[0] == lo_hi[1] else f"{lo_hi[0]}–{lo_hi[1]}"
+    assert f"test_resnet / aucm trained the aucm loss for {span} optimiser steps in 2 of its 2 trials" in page
+    assert "test_resnet / aucm_2stage, stage aucm, trained the aucm loss" in page
     fig = _figure(page, "fig-train-auc")
     titles = [a["text"] for a in fig["layout"]["annotations"]]
     crt = next(t for t in fig["data"] if t.get("mode") == "lines+markers" and titles[_panel(t)] == "crt")
