@@ -25,7 +25,7 @@ def pytest_in_subprocess(args: list[str], *, ci: bool, **env) -> subprocess.Comp
     if ci:
         base["CI"] = "true"
     # -n 0: in this process, not pyproject's pytest-xdist workers (the tests it runs only skip or fail at once)
-    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rsE", "-n", "0", *args],
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rfsE", "-n", "0", *args],
                           cwd=REPO, env={**base, **env}, capture_output=True, text=True, timeout=300)
 
 
@@ -43,25 +43,34 @@ def files_with_marked_tests() -> list[str]:
 
 @pytest.fixture(scope="module")
 def missing(tmp_path_factory) -> dict[str, str]:
-    """An empty folder for the NIH subset and for KubeRay's CRDs, and a path with no Chromium."""
+    """An empty folder for the NIH subset and for KubeRay's CRDs, a path with no Chromium, and an empty libauc
+    package ahead of the installed one."""
     tmp = tmp_path_factory.mktemp("missing")
+    (tmp / "shadow" / "libauc").mkdir(parents=True)
+    (tmp / "shadow" / "libauc" / "__init__.py").write_text("")  # an empty package: no libauc.losses to import
     return {"BENCH_TEST_NIH_ROOT": str(tmp / "nih"), "BENCH_TEST_KUBERAY_SCHEMAS": str(tmp / "kuberay"),
-            "CHROMIUM": str(tmp / "chromium")}
+            "CHROMIUM": str(tmp / "chromium"),
+            "PYTHONPATH": os.pathsep.join([str(tmp / "shadow"), os.environ.get("PYTHONPATH", "")])}
 
 
 def test_marked_tests_fail_under_ci_when_what_they_need_is_missing(missing):
     files = files_with_marked_tests()
     assert "tests/test_browser.py" in files and "tests/test_realdata_run.py" in files
-    r = pytest_in_subprocess(["-m", "realdata or browser", *files], ci=True, **missing)
+    r = pytest_in_subprocess(["-m", "realdata or browser or reference", *files, "tests/test_stages.py"], ci=True,
+                             **missing)
     n = counts(r.stdout)
     assert r.returncode == 1, r.stdout[-3000:]
     assert n.get("skipped", 0) == 0 and n.get("passed", 0) == 0, r.stdout[-3000:]
     summary = [line for line in r.stdout.splitlines() if line.startswith(("FAILED ", "ERROR "))]
     realdata = [line for line in summary if "a realdata test must run under CI" in line]
     browser = [line for line in summary if "a browser test must run under CI" in line]
+    reference = [line for line in summary if "a reference test must run under CI" in line]
     assert len(realdata) >= 10 and len(browser) >= 6, r.stdout[-3000:]  # test_realdata_run's included
     assert any("test_realdata_run.py" in line for line in realdata)
-    assert n.get("failed", 0) + n.get("errors", n.get("error", 0)) == len(summary) == len(realdata) + len(browser)
+    assert len(reference) == 1 and "test_aucm_matches_libauc" in reference[0], r.stdout[-3000:]
+    assert n.get("failed", 0) + n.get("errors", n.get("error", 0)) == len(summary) == \
+        len(realdata) + len(browser) + len(reference)
+    assert "LibAUC is missing: `make test` installs it" in r.stdout
     assert f"real NIH subset not found at {missing['BENCH_TEST_NIH_ROOT']}" in r.stdout
     assert f"Chromium not found at {missing['CHROMIUM']}" in r.stdout
     assert f"KubeRay CRD schemas not found at {missing['BENCH_TEST_KUBERAY_SCHEMAS']}" in r.stdout
@@ -70,27 +79,13 @@ def test_marked_tests_fail_under_ci_when_what_they_need_is_missing(missing):
 
 def test_marked_tests_skip_with_their_reason_elsewhere(missing):
     # Two files suffice here (the hook is the same for all; the CI test above runs every marked file).
-    r = pytest_in_subprocess(["-m", "realdata or browser", "tests/test_nih.py", "tests/test_browser.py"], ci=False,
-                             **missing)
+    r = pytest_in_subprocess(["-m", "realdata or browser or reference", "tests/test_nih.py", "tests/test_browser.py",
+                              "tests/test_stages.py"], ci=False, **missing)
     n = counts(r.stdout)
     assert r.returncode == 0, r.stdout[-3000:]
-    assert n.get("skipped", 0) >= 14 and set(n) <= {"skipped", "deselected"}, r.stdout[-3000:]
+    assert n.get("skipped", 0) >= 15 and set(n) <= {"skipped", "deselected"}, r.stdout[-3000:]
+    assert "LibAUC is missing: `make test` installs it" in r.stdout
     # The reasons, in the -rs summary.
     assert f"real NIH subset not found at {missing['BENCH_TEST_NIH_ROOT']}" in r.stdout
     assert f"Chromium not found at {missing['CHROMIUM']}" in r.stdout
 
-
-@pytest.mark.parametrize("ci", [True, False], ids=["CI", "user"])
-def test_reference_test_without_its_package_fails_under_ci_and_skips_elsewhere(tmp_path, ci):
-    fake = tmp_path / "libauc"
-    fake.mkdir()
-    (fake / "__init__.py").write_text("")  # an empty package: `import libauc.losses` finds no such module
-    path = os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])
-    r = pytest_in_subprocess(["-m", "reference", "tests/test_stages.py"], ci=ci, PYTHONPATH=path)
-    n = counts(r.stdout)
-    assert "LibAUC is missing: `make test` installs it" in r.stdout, r.stdout[-3000:]
-    if ci:
-        assert r.returncode == 1 and n.get("failed") == 1 and "skipped" not in n, r.stdout[-3000:]
-        assert "a reference test must run under CI" in r.stdout
-    else:
-        assert r.returncode == 0 and n.get("skipped") == 1 and "failed" not in n, r.stdout[-3000:]
