@@ -13,7 +13,7 @@ Every simulation calls the project's own functions (``reports.compare``, ``repor
   null above, which it cannot see (the report's verdict also needs the corrected t-test).
 - ``power``: the same tests when one strategy is better by 0.02 macro AUC.
 - ``coverage``: the share of nominal 95% intervals (the report's per-metric choice, and each method:
-  percentile, basic, BCa) containing the population value, for a scorer whose population macro / micro AUC, macro AP and macro / micro F1 are
+  percentile, basic, BCa, jackknife t) containing the population value, for a scorer whose population macro / micro AUC, macro AP and macro / micro F1 are
   known (binormal scores, NIH-like prevalences, patients with several correlated images), at the demo's
   test-fold size (3 folds of 400 images) and full NIH's (22,424 images per fold).
 
@@ -22,6 +22,7 @@ Usage::
     .venv/bin/python benchmarks/stats_calibration.py --json            # full settings (README figures)
     .venv/bin/python benchmarks/stats_calibration.py --json --quick    # fewer replicates (the test suite)
     .venv/bin/python benchmarks/stats_calibration.py --json --only coverage > cov.json   # one part
+    .venv/bin/python benchmarks/stats_calibration.py --json --only coverage --size nih --boot 2   # jackknife only
     .venv/bin/python benchmarks/stats_calibration.py --markdown fold.json cov.json       # README tables
 """
 
@@ -205,7 +206,7 @@ def coverage(n_reps: int, *, n_images: int, folds: int, prevalence, n_boot: int,
     pop = Population.make(prevalence)
     truth = pop.values()
     rng = np.random.default_rng([seed, n_images, folds])
-    methods = ("percentile", "basic", "bca")
+    methods = ("percentile", "basic", "bca", "jackknife")
     inside = {k: {m: [] for m in R.METRICS} for k in methods}
     errors = {m: [] for m in R.METRICS}
     undefined = []
@@ -275,11 +276,15 @@ def bootstrap_null(n_studies: int, *, r: float, n_images: int = 400, folds: int 
 
 # ------------------------------------------------------------------------------ the report
 SECTIONS = ("fold", "bootstrap", "coverage")
+SIZES = ("demo", "nih")  # the coverage settings: the demo's test folds, full NIH's
 
 
-def run(quick: bool, only: tuple[str, ...] = SECTIONS, studies: int | None = None) -> dict:
+def run(quick: bool, only: tuple[str, ...] = SECTIONS, studies: int | None = None,
+        sizes: tuple[str, ...] = SIZES, boot: int | None = None) -> dict:
     """Every simulation; ``quick`` for the test suite's fewer replicates, ``only`` a subset of SECTIONS,
-    ``studies`` the fold-level null studies (default 400 quick, 1,000 full)."""
+    ``studies`` the fold-level null studies (default 400 quick, 1,000 full), ``sizes`` the coverage settings
+    (NIH's only without ``quick``), ``boot`` the coverage's bootstrap replicates per trial (default 300 quick,
+    500 demo, 200 NIH; the jackknife interval does not use them, so 2 measures it alone, fast)."""
     n_null = studies or (400 if quick else 1000)
     t0 = time.perf_counter()
     out: dict = {"settings": {"quick": quick, "null_studies": n_null, "nominal": 0.05, "folds": 5, "seeds": 3,
@@ -296,13 +301,13 @@ def run(quick: bool, only: tuple[str, ...] = SECTIONS, studies: int | None = Non
         out["false_positive_rate"]["predictions, models equally good on the population"] = bootstrap_null(
             n_studies, r=0, n_boot=n_boot)
         out["false_positive_rate"]["predictions, r=1"] = bootstrap_null(n_studies, r=1, n_boot=n_boot)
-    if "coverage" in only:
+    if "coverage" in only and "demo" in sizes:
         out["coverage"]["demo: 3 folds x 400 images, synthetic prevalences (Hernia 0.5%)"] = coverage(
-            150 if quick else 400, n_images=400, folds=3, prevalence=DEMO_PREVALENCE, n_boot=300 if quick else 500,
-            followups="demo")
-        if not quick:
-            out["coverage"]["full NIH: 22,424 images, NIH prevalences (Hernia 0.2%)"] = coverage(
-                400, n_images=22424, folds=1, prevalence=NIH_PREVALENCE, n_boot=200, followups="nih")
+            150 if quick else 400, n_images=400, folds=3, prevalence=DEMO_PREVALENCE,
+            n_boot=boot or (300 if quick else 500), followups="demo")
+    if "coverage" in only and "nih" in sizes and not quick:
+        out["coverage"]["full NIH: 22,424 images, NIH prevalences (Hernia 0.2%)"] = coverage(
+            400, n_images=22424, folds=1, prevalence=NIH_PREVALENCE, n_boot=boot or 200, followups="nih")
     out["seconds"] = round(time.perf_counter() - t0, 1)
     return out
 
@@ -347,9 +352,16 @@ def main(argv=None) -> int:
                     help="print README tables from saved --json outputs (merged) instead of simulating")
     ap.add_argument("--studies", type=int, default=None,
                     help="fold-level null studies (default 400 with --quick, 1000 without; >= 400 for the README)")
+    ap.add_argument("--size", action="append", choices=SIZES,
+                    help="coverage at this size only (repeatable; default both, NIH's not with --quick)")
+    ap.add_argument("--boot", type=int, default=None,
+                    help="bootstrap replicates per trial in the coverage part (default 300 with --quick, else 500 "
+                         "demo, 200 NIH; the jackknife interval does not use them)")
     args = ap.parse_args(argv)
     if args.studies is not None and args.studies < 1:
         ap.error(f"--studies {args.studies}: expected a positive integer")
+    if args.boot is not None and args.boot < 2:
+        ap.error(f"--boot {args.boot}: expected an integer >= 2")
     if args.markdown:
         res: dict = {"false_positive_rate": {}, "power": {}, "coverage": {}}
         for path in args.markdown:
@@ -359,7 +371,7 @@ def main(argv=None) -> int:
                 res[k].update(part.get(k, {}))
         print(markdown(res))
         return 0
-    res = run(args.quick, tuple(args.only or SECTIONS), args.studies)
+    res = run(args.quick, tuple(args.only or SECTIONS), args.studies, tuple(args.size or SIZES), args.boot)
     if args.json:
         print(json.dumps(res, indent=1))
     else:

@@ -191,8 +191,8 @@ def _confidence(board: pd.DataFrame, docs: list[dict], reps: dict[str, dict]) ->
     Each replicate resamples patients within every held-out fold (folds are patient-disjoint: a
     bootstrap stratified by fold) with the same draws for every trial of a fold, recomputes each trial's
     metric and averages them exactly as the leaderboard does (``reports.replicates.aggregate``). The
-    interval method per metric is ``reports.replicates.INTERVAL``'s (basic for AP, whose replicates are
-    shifted upwards; percentile otherwise), chosen by ``benchmarks/stats_calibration.py``'s coverage.
+    interval method per metric is ``reports.replicates.INTERVAL``'s (basic for AP and ECE, jackknife t for macro
+    AUC, percentile otherwise), chosen by ``benchmarks/stats_calibration.py``'s coverage.
     """
     if not reps:
         return board
