@@ -40,7 +40,7 @@ from scipy import stats as sps
 
 from reports import compare as C
 from reports import replicates as R
-from reports.stats import paired_test
+from reports.stats import MacroScorer, paired_test
 
 # Image-level prevalences of the 14 findings in NIH ChestX-ray14's full label file (112,120 images),
 # Infiltration 17.7% down to Hernia 0.20%.
@@ -202,14 +202,17 @@ def coverage(n_reps: int, *, n_images: int, folds: int, prevalence, n_boot: int,
     """Share of nominal 95% intervals of a leaderboard row that contain the population value, for the
     interval the report uses (``coverage``: ``reports.replicates.INTERVAL``) and for each method
     (``coverage_by_method``); the row averages ``folds`` held-out folds of ``n_images`` images scored by
-    the same scorer, so its population value is the scorer's. Also the estimator's own bias and sd."""
+    the same scorer, so its population value is the scorer's. Also the estimator's own bias and sd, and
+    (``rare_label_auc``) for a label with m = 1..6 positive patients in a fold the mean bootstrap variance of
+    its AUC over the mean squared error of its estimate about the population AUC (1 when the bootstrap is right)."""
     pop = Population.make(prevalence)
     truth = pop.values()
     rng = np.random.default_rng([seed, n_images, folds])
     methods = ("percentile", "basic", "bca", "jackknife")
     inside = {k: {m: [] for m in R.METRICS} for k in methods}
     errors = {m: [] for m in R.METRICS}
-    undefined = []
+    undefined, rare = [], {m: ([], []) for m in range(1, 7)}  # m -> squared errors, bootstrap variances
+    label_auc = sps.norm.cdf(pop.d / np.sqrt(2))
     for rep in range(n_reps):
         trials = []
         for f in range(folds):
@@ -218,6 +221,14 @@ def coverage(n_reps: int, *, n_images: int, folds: int, prevalence, n_boot: int,
             score = pop.d[None, :] * y + noise
             trials.append(R.trial_replicates(y, pop.probabilities(score), pop.decisions(score), pat.astype(str),
                                              n_boot=n_boot, fold=f, seed=rep))
+            positives = [np.unique(pat[y[:, j] == 1]).size for j in range(y.shape[1])]
+            if any(m in rare for m in positives):  # the trial's own bootstrap weights, one label at a time
+                boot = R.fold_weights(pat.astype(str), n_boot=n_boot, fold=f, seed=rep)[0]
+                scorer = MacroScorer(y, score)
+                for j in (j for j, m in enumerate(positives) if m in rare):
+                    est = scorer.problems[j].auc_ap(np.ones((1, n_images)))[0][0]
+                    rare[positives[j]][0].append((est - label_auc[j]) ** 2)
+                    rare[positives[j]][1].append(np.nanvar(scorer.problems[j].auc_ap(boot)[0]))
         for m in R.METRICS:
             a = R.aggregate(trials, m)
             errors[m].append(a["estimate"] - truth[m])
@@ -230,6 +241,8 @@ def coverage(n_reps: int, *, n_images: int, folds: int, prevalence, n_boot: int,
             "estimator_bias": {m: float(np.mean(e)) for m, e in errors.items()},
             "estimator_sd": {m: float(np.std(e)) for m, e in errors.items()},
             "undefined_labels_per_fold": float(np.mean(undefined)),
+            "rare_label_auc": {m: {"folds": len(e), "bootstrap_variance_ratio": float(np.mean(v) / np.mean(e))}
+                               for m, (e, v) in rare.items() if e},
             "settings": {"replicates": n_reps, "images_per_fold": n_images, "folds": folds, "bootstrap": n_boot,
                          "followups": followups}}
 
