@@ -17,8 +17,9 @@ one :data:`INTERVAL` names for the metric, chosen by coverage simulation (``benc
 percentile for micro AUC and F1, basic (reverse percentile) for AP and ECE, whose bootstrap distributions
 duplicated images push upwards, and for macro AUC a t interval with the jackknife's standard error
 (:func:`jackknife_interval`: the bootstrap under-states a rare label's AUC variance with 1-2 positive
-patients); :func:`bca_interval` (acceleration from the jackknife values) is measured beside them. A difference between two rows is the difference of their aggregates, replicate by replicate (paired
-by construction).
+patients); :func:`bca_interval` (acceleration from the jackknife values) is measured beside them. A
+difference between two rows is the difference of their aggregates, replicate by replicate (paired by
+construction), and jackknife value by jackknife value.
 ``reports.compare`` turns that into the paired bootstrap test.
 
 The report recomputes the replicates from ``predictions.npz`` with the same function when a trial's
@@ -258,7 +259,7 @@ def jackknife_interval(replicates, estimate: float, jackknife, *, alpha: float =
 
     Unlike the bootstrap, the jackknife variance of a two-sample statistic such as a label's AUC has no
     (m - 1) / m deficit on the side with m positives (for a mean it is s^2 / n exactly), which matters for
-    macro AUC with 1-5 positive patients of a rare label in a fold (README, "How far the verdicts can be
+    macro AUC with 1-2 positive patients of a rare label in a fold (README, "How far the verdicts can be
     trusted"). :func:`aggregate`'s K x G values of a K-fold row are taken as one jackknife of K G groups:
     (KG - 1) / KG over (G - 1) / G times the fold-stratified variance (3.5% more for 3 folds of 20).
     ``replicates`` are not used. NaN jackknife values are dropped; (NaN, NaN) when the estimate is NaN or
