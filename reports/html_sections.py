@@ -59,14 +59,63 @@ def leaderboard_table(report) -> str:
     lead = ("Mean over held-out folds of each fold's mean over seeds (seeds share a fold's test images) ± sample "
             "sd over the trials (folds × seeds) of each backbone × strategy; the small line under a value is its "
             "95% confidence interval (patients resampled within each held-out fold, the same draws for every "
-            "trial of a fold, averaged as above; basic bootstrap for mAP and ECE, percentile otherwise). "
+            f"trial of a fold, averaged as above; {interval_methods([c for c, _, _ in cols])}). "
             "F1 uses per-label thresholds tuned on each trial's validation part; “@0.5” is the fixed threshold. "
             "ECE and Brier (↓: lower is better) measure calibration, whether a probability can be read as one "
             "(see “Calibration”). The best value of each column is highlighted. Click a header to sort (again to "
             "reverse); type or pick to filter.")
+    few = few_positives(report.run_dir)
     return section("leaderboard", "Leaderboard",
                    controls("board", placeholder="filter rows, e.g. resnet focal", selects=selects)
-                   + table("board", head, rows), lead=lead)
+                   + table("board", head, rows) + (f'<p class="note few-positives">{few}</p>' if few else ""),
+                   lead=lead)
+
+
+#: How each interval method is named on the page (reports.replicates.INTERVAL says which metric uses which).
+METHOD_WORDS = {"jackknife": "a t interval with the delete-a-group jackknife's standard error",
+                "basic": "basic bootstrap", "percentile": "percentile bootstrap", "bca": "BCa bootstrap"}
+#: Positives per label and held-out fold below which the leaderboard says its mAP and ECE intervals are too narrow
+#: (the known-answer coverage simulation at the demo's size, 2-5 positives, README "How far the verdicts can be
+#: trusted"; at NIH's full size, 40 or more, they cover).
+FEW_POSITIVES = 10
+
+
+def interval_methods(columns: list[str]) -> str:
+    """Which interval each shown metric has, from :data:`reports.replicates.INTERVAL`.
+
+    >>> interval_methods(["macro_auc", "micro_auc", "macro_ap"])
+    "a t interval with the delete-a-group jackknife's standard error for macro AUC, basic bootstrap for mAP, percentile bootstrap otherwise"
+    """
+    from reports.replicates import INTERVAL
+
+    names = dict((c, n) for c, n, _ in BOARD_COLUMNS)
+    shown = [c for c in columns if c in INTERVAL]
+    common = max(set(INTERVAL[c] for c in shown), key=lambda m: sum(INTERVAL[c] == m for c in shown), default=None)
+    parts = []
+    for method in dict.fromkeys(INTERVAL[c] for c in shown):
+        if method != common:
+            which = " and ".join(names[c].replace(" ↓", "") for c in shown if INTERVAL[c] == method)
+            parts.append(f"{METHOD_WORDS.get(method, method)} for {which}")
+    return ", ".join(parts + ([f"{METHOD_WORDS.get(common, common)} otherwise"] if common else []))
+
+
+def few_positives(run_dir) -> str:
+    """A warning when some label has fewer than :data:`FEW_POSITIVES` positives in some held-out fold, naming the
+    fewest ('' otherwise, and for trials that record no positives)."""
+    docs = [t.as_record() for t in RF.RunFolder(run_dir).results()]
+    counts = [(int(r["positives"]), str(r["label"]), int(d["fold"])) for d in docs for r in d.get("per_label") or []
+              if isinstance(r.get("positives"), (int, float))]
+    low = sorted(c for c in counts if c[0] < FEW_POSITIVES)
+    if not low:
+        return ""
+    n, label, fold = low[0]
+    labels = sorted({c[1] for c in low})
+    return (f"<strong>Few positives</strong>: {len(labels)} label{'s' if len(labels) != 1 else ''} "
+            f"({esc(', '.join(labels))}) have fewer than {FEW_POSITIVES} positive images in a held-out fold (fewest: "
+            f"{esc(label)}, {n} in fold {fold}). At such sizes the simulation with known answers found the mAP and ECE "
+            "intervals missing the true value too often, because both estimates lean high: mAP too optimistic, ECE "
+            "too pessimistic about calibration (README, “How far the verdicts can be trusted”). Macro AUC's "
+            "interval covers there; a fold without positives leaves the label out of that fold's macro averages.")
 
 
 def trial_details(report) -> str:

@@ -488,3 +488,38 @@ def test_localisation_note_names_moved_layers_and_cam_warnings():
     assert "<code>layer2</code> instead of <code>layer4</code>" in out and out.count("layer2") == 1
     assert out.count("<strong>Warning</strong> (test_vit): grid 3 x 3 &lt;6.") == 1
     assert "Warning" not in _layers(SimpleNamespace(trials=t.assign(cam_warning=None), grid={}))
+
+
+def test_leaderboard_names_each_metrics_interval_and_warns_of_few_positives(nih_run, tmp_path):
+    import html as htmllib
+    import json
+    import shutil
+
+    from reports.html_sections import FEW_POSITIVES
+    from reports.leaderboard import build_report
+    from reports.replicates import INTERVAL
+
+    root, report, page = nih_run
+    lead = htmllib.unescape(page.split('<section id="leaderboard"', 1)[1].split("<table", 1)[0])
+    assert INTERVAL["macro_auc"] == "jackknife" and INTERVAL["macro_ap"] == "basic"
+    assert ("a t interval with the delete-a-group jackknife's standard error for macro AUC, basic bootstrap for "
+            "mAP and ECE, percentile bootstrap otherwise") in lead
+    # the fewest positives of any label in any held-out fold, recomputed from the trials' metrics.json
+    docs = [json.loads(f.read_text()) for f in sorted((root / "trials").glob("*/metrics.json"))]
+    counts = sorted((r["positives"], r["label"], d["fold"]) for d in docs for r in d["per_label"])
+    assert counts[0][0] < FEW_POSITIVES  # the fake run is small
+    labels = sorted({lab for n, lab, _ in counts if n < FEW_POSITIVES})
+    note = htmllib.unescape(re.search(r'<p class="note few-positives">(.*?)</p>', page).group(1))
+    assert (f"{len(labels)} label{'s' if len(labels) != 1 else ''} ({', '.join(labels)}) have fewer than "
+            f"{FEW_POSITIVES} positive images in a held-out fold (fewest: {counts[0][1]}, {counts[0][0]} in fold "
+            f"{counts[0][2]})") in note
+    # enough positives everywhere: no warning
+    big = tmp_path / "big"
+    shutil.copytree(root, big)
+    for f in (big / "trials").glob("*/metrics.json"):
+        d = json.loads(f.read_text())
+        for r in d["per_label"]:
+            r["positives"] = FEW_POSITIVES
+        f.write_text(json.dumps(d))
+    build_report(big, n_boot=0)
+    assert "few-positives" not in (big / "leaderboard.html").read_text(encoding="utf-8")
