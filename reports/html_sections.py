@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from urllib.parse import quote
 
+from reports import replicates as R
 from reports import runfolder as RF
 from reports.html_common import esc, fmt, num, section, slug
 from reports.html_tables import (best_flags, controls, int_cell, kv_grid, num_cell, table, text_cell, th)
@@ -59,7 +60,7 @@ def leaderboard_table(report) -> str:
     lead = ("Mean over held-out folds of each fold's mean over seeds (seeds share a fold's test images) ± sample "
             "sd over the trials (folds × seeds) of each backbone × strategy; the small line under a value is its "
             "95% confidence interval (patients resampled within each held-out fold, the same draws for every "
-            f"trial of a fold, averaged as above; {interval_methods([c for c, _, _ in cols])}). "
+            f"trial of a fold, averaged as above; {R.describe_intervals({c: n for c, n, _ in cols})}). "
             "F1 uses per-label thresholds tuned on each trial's validation part; “@0.5” is the fixed threshold. "
             "ECE and Brier (↓: lower is better) measure calibration, whether a probability can be read as one "
             "(see “Calibration”). The best value of each column is highlighted. Click a header to sort (again to "
@@ -71,32 +72,10 @@ def leaderboard_table(report) -> str:
                    lead=lead)
 
 
-#: How each interval method is named on the page (reports.replicates.INTERVAL says which metric uses which).
-METHOD_WORDS = {"jackknife": "a t interval with the delete-a-group jackknife's standard error",
-                "basic": "basic bootstrap", "percentile": "percentile bootstrap", "bca": "BCa bootstrap"}
 #: Positives per label and held-out fold below which the leaderboard says its mAP and ECE intervals are too narrow
 #: (the known-answer coverage simulation at the demo's size, 2-5 positives, README "How far the verdicts can be
 #: trusted"; at NIH's full size, 40 or more, they cover).
 FEW_POSITIVES = 10
-
-
-def interval_methods(columns: list[str]) -> str:
-    """Which interval each shown metric has, from :data:`reports.replicates.INTERVAL`.
-
-    >>> interval_methods(["macro_auc", "micro_auc", "macro_ap"])
-    "a t interval with the delete-a-group jackknife's standard error for macro AUC, basic bootstrap for mAP, percentile bootstrap otherwise"
-    """
-    from reports.replicates import INTERVAL
-
-    names = dict((c, n) for c, n, _ in BOARD_COLUMNS)
-    shown = [c for c in columns if c in INTERVAL]
-    common = max(set(INTERVAL[c] for c in shown), key=lambda m: sum(INTERVAL[c] == m for c in shown), default=None)
-    parts = []
-    for method in dict.fromkeys(INTERVAL[c] for c in shown):
-        if method != common:
-            which = " and ".join(names[c].replace(" ↓", "") for c in shown if INTERVAL[c] == method)
-            parts.append(f"{METHOD_WORDS.get(method, method)} for {which}")
-    return ", ".join(parts + ([f"{METHOD_WORDS.get(common, common)} otherwise"] if common else []))
 
 
 def few_positives(run_dir) -> str:

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from reports.html_common import num
+from reports.replicates import describe_intervals
 
 __all__ = ["COLUMNS", "FORMATS", "latex", "markdown", "render"]
 
@@ -102,7 +103,7 @@ def _footnote(board: pd.DataFrame, significance, baseline: str | None) -> str:
     folds = sorted({int(v) for v in board.get("n_folds", pd.Series(dtype=float)).dropna()})
     k = f"{folds[0]}" if len(folds) == 1 else ("-".join(map(str, (folds[0], folds[-1]))) if folds else "?")
     text = (f"Mean over {k} held-out folds of each fold's mean over seeds, with its 95% patient-bootstrap interval "
-            "(patients resampled within each held-out fold; basic interval for mAP and ECE, percentile otherwise). "
+            f"(patients resampled within each held-out fold; {describe_intervals({c: n for c, n, _ in COLUMNS})}). "
             "Best value per backbone in bold (lowest for ECE and Brier).")
     if significance is not None and not significance.empty:
         base = baseline or str(significance["baseline"].iloc[0])

@@ -287,6 +287,27 @@ INTERVAL = {"macro_auc": "jackknife", "micro_auc": "percentile", "macro_ap": "ba
             "micro_f1": "percentile", "macro_ece": "basic", "macro_brier": "percentile"}
 
 
+#: How the page and the paper tables name each interval method.
+METHOD_WORDS = {"jackknife": "a t interval with the delete-a-group jackknife's standard error",
+                "basic": "basic bootstrap", "percentile": "percentile bootstrap", "bca": "BCa bootstrap"}
+
+
+def describe_intervals(names: dict[str, str]) -> str:
+    """Which interval each metric of ``names`` (column -> how the table names it) has, by :data:`INTERVAL`: the
+    most common method last, as "otherwise".
+
+    >>> describe_intervals({"macro_auc": "macro AUC", "micro_auc": "micro AUC", "macro_ap": "mAP"})
+    "a t interval with the delete-a-group jackknife's standard error for macro AUC, basic bootstrap for mAP, percentile bootstrap otherwise"
+    """
+    shown = [c for c in names if c in INTERVAL]
+    methods = list(dict.fromkeys(INTERVAL[c] for c in shown))
+    common = max(methods, key=lambda m: (sum(INTERVAL[c] == m for c in shown), list(INTERVAL.values()).count(m)),
+                 default=None)  # ties: the method most metrics use
+    parts = [f"{METHOD_WORDS.get(m, m)} for " + " and ".join(names[c].replace(" ↓", "") for c in shown
+                                                            if INTERVAL[c] == m) for m in methods if m != common]
+    return ", ".join(parts + ([f"{METHOD_WORDS.get(common, common)} otherwise"] if common else []))
+
+
 def interval(metric: str, replicates, estimate: float, jackknife, *, alpha: float = 0.05,
              method: str | None = None) -> tuple[float, float]:
     """The 1 - alpha interval of ``metric`` by ``method`` (default :data:`INTERVAL`'s choice for it)."""
