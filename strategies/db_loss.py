@@ -25,13 +25,16 @@ With ``reweight=False, focal=False, neg_scale=1, init_bias=0`` it reduces to pla
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from strategies.base import Loss, prevalence
-from strategies.losses import as_like
+from strategies.losses import as_like, bce_elementwise
 from strategies.measures import positive_counts
+
+if TYPE_CHECKING:
+    import torch
 
 
 class DistributionBalanced(Loss):
@@ -71,6 +74,8 @@ class DistributionBalanced(Loss):
 
     def weights(self, targets: torch.Tensor) -> torch.Tensor:
         """Smoothed re-balancing weights (B, L) for zero-filled targets (no gradient)."""
+        import torch
+
         if not self.reweight:
             return torch.ones_like(targets)
         targets = targets.to(torch.promote_types(targets.dtype, torch.float32))  # fp16 would underflow
@@ -81,13 +86,15 @@ class DistributionBalanced(Loss):
         return torch.sigmoid(self.map_beta * (r - self.map_gamma)) + self.map_alpha
 
     def elementwise(self, logits, targets):
+        import torch
+
         self._require_fit("bias_")
         positive = targets == 1
         w = self.weights(targets.detach())
         z = logits + as_like(self.bias_, logits)
         z = torch.where(positive, z, z * self.neg_scale)
         w = torch.where(positive, w, w / self.neg_scale)
-        bce = F.binary_cross_entropy_with_logits(z, targets, reduction="none")
+        bce = bce_elementwise(z, targets)
         w = w.to(bce.dtype)
         if not self.focal:
             return w * bce

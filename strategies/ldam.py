@@ -24,8 +24,6 @@ the same ranking as ``z``, probabilities on the scale the loss fitted.
 from __future__ import annotations
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from strategies.base import Loss, known_mask
 from strategies.losses import as_like
@@ -74,12 +72,16 @@ class LDAM(Loss):
         return self
 
     def elementwise(self, logits, targets):
+        from torch.nn.functional import softplus
+
         self._require_fit("margin_pos_")
-        pos = F.softplus(-self.s * (logits - as_like(self.margin_pos_, logits)))
-        neg = F.softplus(self.s * (logits + as_like(self.margin_neg_, logits)))
+        pos = softplus(-self.s * (logits - as_like(self.margin_pos_, logits)))
+        neg = softplus(self.s * (logits + as_like(self.margin_neg_, logits)))
         return targets * as_like(self.weight_pos_, logits) * pos + \
             (1 - targets) * as_like(self.weight_neg_, logits) * neg
 
     def adjust_logits(self, logits):
         """``s * logits``: the logits the loss trained the sigmoid on (a tensor or an array)."""
+        import torch
+
         return logits * self.s if isinstance(logits, torch.Tensor) else np.asarray(logits) * self.s

@@ -7,17 +7,32 @@ in ``fit(y_train)``. The distribution-balanced loss lives in :mod:`strategies.db
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from strategies.base import Loss, prevalence
 from strategies.measures import positive_counts
 
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported where a loss computes, not here: checking a grid builds every loss of it (bench.config), and a
+# `bench run` driver, which trains nothing, then starts without torch.
+
 
 def as_like(values: np.ndarray, like: torch.Tensor) -> torch.Tensor:
     """A NumPy per-label vector as a tensor with ``like``'s dtype and device."""
+    import torch
+
     return torch.as_tensor(np.asarray(values), dtype=like.dtype, device=like.device)
+
+
+def bce_elementwise(logits, targets, pos_weight=None):
+    """Binary cross-entropy on logits per entry (``torch.nn.functional.binary_cross_entropy_with_logits``)."""
+    from torch.nn.functional import binary_cross_entropy_with_logits
+
+    return binary_cross_entropy_with_logits(logits, targets, pos_weight=pos_weight, reduction="none")
 
 
 def focal_elementwise(logits, targets, gamma: float, alpha: float = -1.0):
@@ -32,7 +47,7 @@ class BCE(Loss):
 
 
     def elementwise(self, logits, targets):
-        return F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+        return bce_elementwise(logits, targets)
 
 
 class WeightedBCE(Loss):
@@ -54,7 +69,7 @@ class WeightedBCE(Loss):
     def elementwise(self, logits, targets):
         self._require_fit("pos_weight_")
         w = as_like(self.pos_weight_, logits)
-        return F.binary_cross_entropy_with_logits(logits, targets, pos_weight=w, reduction="none")
+        return bce_elementwise(logits, targets, pos_weight=w)
 
 
 class Focal(Loss):
@@ -130,7 +145,7 @@ class ClassBalanced(Loss):
         if self.base == "focal":
             per = focal_elementwise(logits, targets, self.gamma)
         else:
-            per = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+            per = bce_elementwise(logits, targets)
         return per * as_like(self.weight_, logits)
 
 
@@ -161,7 +176,7 @@ class LogitAdjusted(_PriorOdds):
     def elementwise(self, logits, targets):
         self._require_fit("offset_")
         shifted = logits + as_like(self.offset_, logits)
-        return F.binary_cross_entropy_with_logits(shifted, targets, reduction="none")
+        return bce_elementwise(shifted, targets)
 
 
 class LogitAdjustedPostHoc(_PriorOdds):
@@ -170,10 +185,12 @@ class LogitAdjustedPostHoc(_PriorOdds):
 
 
     def elementwise(self, logits, targets):
-        return F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+        return bce_elementwise(logits, targets)
 
     def adjust_logits(self, logits):
         """Logits (N, L), a tensor or an array, minus the fitted prior log-odds offset."""
+        import torch
+
         self._require_fit("offset_")
         if isinstance(logits, torch.Tensor):
             return logits - as_like(self.offset_, logits)
