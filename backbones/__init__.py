@@ -65,8 +65,9 @@ def timm_name(name: str) -> str:
     :class:`UnknownBackboneError` with close matches among the registered and timm names."""
     if name in BACKBONES:
         return BACKBONES.get(name).meta["timm_name"]
-    import timm
+    from backbones.zoo import import_timm
 
+    timm = import_timm()
     if isinstance(name, str) and timm.is_model(name):
         return name
     raise UnknownBackboneError("backbone", name, sorted(set(BACKBONES.names()) | set(timm.list_models()),
@@ -84,8 +85,9 @@ def list_timm(pattern: str | None = None) -> list[tuple[str, object]]:
     >>> [(n, e is not None) for n, e in list_timm("test_conv*")]
     [('test_convnext', True), ('test_convnext2', False), ('test_convnext3', False)]
     """
-    import timm
+    from backbones.zoo import import_timm
 
+    timm = import_timm()
     return [(n, BACKBONES.get(n) if n in BACKBONES else None) for n in timm.list_models(pattern or "*")]
 
 

@@ -2,7 +2,27 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+
+
+def import_timm():
+    """``timm``, imported without W&B's client.
+
+    When ``wandb`` is installed (the ``tracking`` extra), importing timm imports it too (``timm.utils.summary``),
+    only for the logging of timm's own training scripts, which nothing here calls: about a second of CPU in every
+    process that builds a model, each Ray trial worker among them. While timm loads, ``import wandb`` fails as if
+    W&B were not installed (timm expects that); afterwards it imports as usual (the W&B logger of ``tracking``)."""
+    if "timm" not in sys.modules and "wandb" not in sys.modules:
+        sys.modules["wandb"] = None  # type: ignore[assignment]  # `import wandb` raises ImportError
+        try:
+            import timm  # noqa: F401
+        finally:
+            if "wandb" in sys.modules and sys.modules["wandb"] is None:
+                del sys.modules["wandb"]
+    import timm
+
+    return timm
 
 
 def build(timm_name: str, *, num_classes: int, pretrained: bool | str = False, drop_rate: float = 0.0,
@@ -12,7 +32,7 @@ def build(timm_name: str, *, num_classes: int, pretrained: bool | str = False, d
     summed) and drops a classifier of the wrong size, exactly as for hub weights. A model with a fixed input
     size (``set_input_size``: ViT, Swin, MaxViT, ...) is set to ``image_size``, its position embeddings
     resampled by timm."""
-    import timm
+    timm = import_timm()
 
     kwargs = dict(in_chans=1, num_classes=num_classes, drop_rate=drop_rate)
     if isinstance(pretrained, (str, Path)) and str(pretrained) not in ("", "False", "false"):
