@@ -83,26 +83,36 @@ def pytest_unconfigure(config):
         NETGUARD_LOG.unlink(missing_ok=True)
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook, which reads the xdist_group marks
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if "nih_root" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("realdata"):
             item.add_marker(pytest.mark.realdata)
     if hasattr(config, "workerinput"):  # a pytest-xdist worker: see pytest_xdist_make_scheduler
-        for item in items:
-            if item.get_closest_marker("cluster"):
-                item.add_marker(pytest.mark.xdist_group(CLUSTER_GROUP))
+        unlisted = sorted({_module(item.nodeid) for item in items if item.get_closest_marker("cluster")}
+                          - set(CLUSTER_MODULES))
+        if unlisted:
+            raise pytest.UsageError(f"{', '.join(unlisted)} holds cluster tests: add it to CLUSTER_MODULES in "
+                                    "tests/conftest.py, so that one worker runs every cluster test")
         # The order work is handed out in: the cluster tests, then modules with slow tests, then the rest (many
         # short modules last, so that the two workers finish together).
         slow = {item.path for item in items if item.get_closest_marker("slow")}
-        items.sort(key=lambda item: (not item.get_closest_marker("cluster"), item.path not in slow))
+        items.sort(key=lambda item: (_module(item.nodeid) not in CLUSTER_MODULES, item.path not in slow))
 
 
 # Under pytest-xdist (pyproject's addopts: ``-n 2 --dist loadgroup``) one worker runs every ``cluster`` test, one
 # after another: each starts Ray nodes of its own on ports found free a moment before `ray start` binds them, which
 # a second cluster starting at once could take. Every other test module goes whole to one worker, so a
-# module-scoped fixture (one `bench run` read by several tests) is built once.
+# module-scoped fixture (one `bench run` read by several tests) is built once. The group is made of whole modules,
+# named here: pytest-xdist's own grouping (an ``xdist_group`` mark, which it appends to the test's node id) does
+# nothing under pytest 9.2, whose node ids it can no longer change. Collection fails if a module not listed here
+# holds a ``cluster`` test.
 CLUSTER_GROUP = "cluster"
+CLUSTER_MODULES = ("tests/test_distributed.py", "tests/test_faults.py", "tests/test_slurm.py")
+
+
+def _module(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
 
 
 @pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook
@@ -118,8 +128,7 @@ def pytest_xdist_make_scheduler(config, log):
         """Work units: the ``cluster`` group, then one per test module."""
 
         def _split_scope(self, nodeid: str) -> str:
-            scope = super()._split_scope(nodeid)
-            return scope if scope == CLUSTER_GROUP else nodeid.split("::", 1)[0]
+            return CLUSTER_GROUP if _module(nodeid) in CLUSTER_MODULES else _module(nodeid)
 
     return ModulesAndOneClusterGroup(config, log)
 
