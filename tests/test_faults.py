@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+from pathlib import Path
 
 import pytest
 from _cluster import _descendants, kill_tree, two_node_cluster
@@ -20,12 +21,39 @@ from test_distributed import EPOCHS, TRIALS, Drivers, collected, results, snapsh
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 
+class Clusters:
+    """One two-node cluster at a time, kept for the next test unless a node of it is gone (the lost-node test
+    takes its worker node away, so it runs last)."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.started, self.current, self.context = folder, 0, None, None
+
+    def get(self):
+        if self.current is None or any(proc.poll() is not None for proc in self.current.procs):
+            self.close()
+            self.started += 1
+            logs = self.folder / f"ray-logs-{self.started}"
+            logs.mkdir()
+            self.context = two_node_cluster(logs)
+            self.current = self.context.__enter__()
+        return self.current
+
+    def close(self) -> None:
+        if self.context is not None:
+            context, self.context, self.current = self.context, None, None
+            context.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="module")
+def clusters(tmp_path_factory):
+    c = Clusters(tmp_path_factory.mktemp("faults"))
+    yield c
+    c.close()
+
+
 @pytest.fixture
-def cluster(tmp_path):
-    logs = tmp_path / "ray-logs"
-    logs.mkdir()
-    with two_node_cluster(logs) as c:
-        yield c
+def cluster(clusters):
+    return clusters.get()
 
 
 @pytest.fixture
@@ -33,6 +61,65 @@ def drivers(cluster, synth_root, tmp_path):
     d = Drivers(cluster, synth_root, tmp_path)
     yield d
     d.close()
+
+
+STAGED_GRID = """\
+name: staged
+dataset: {{kind: synthetic, root: {root}, n: 200, size: 64, image_size: 32}}
+splits: {{folds: 2, val_fraction: 0.25, seed: 0}}
+backbones: [test_resnet]
+strategies:
+  - name: crt_long
+    preset: crt
+    stages:
+      - {{name: features, until: 0.25}}
+      - {{name: classifier, sampler: class_aware, train: classifier, reinit: true}}
+train: {{epochs: {epochs}, batch_size: 32, lr: 0.003}}
+seeds: [0]
+resources: {{cpu: 1, max_failures: 1}}
+localisation: {{enabled: false}}
+report: {{bootstrap: 0}}
+"""
+
+
+def test_staged_trial_killed_in_its_second_stage_resumes_in_it(cluster, drivers, tmp_path):
+    """A cRT trial (2 epochs of features, then 6 of classifier re-training) whose worker is killed (SIGKILL)
+    once a second-stage epoch's checkpoint is on storage continues in the second stage, from that checkpoint:
+    it never trains the first stage again, and its outputs record both stages."""
+    epochs, out = 8, tmp_path / "run"
+    grid = tmp_path / "staged.yaml"
+    grid.write_text(STAGED_GRID.format(root=drivers.root, epochs=epochs))
+    driver = drivers.start(grid, out)
+    trials = [f"test_resnet-crt_long-f{f}-s0" for f in (0, 1)]
+
+    def in_second_stage():
+        """A trial whose last stored row is a second-stage epoch, not its last, whose checkpoint is on storage."""
+        for tid in trials:
+            rows = results(out / "tune", tid)
+            if rows and rows[-1].get("stage") == "classifier" and not rows[-1].get("done") and \
+                    rows[-1]["epoch"] < epochs and (out / "tune" / tid / f"checkpoint_{len(rows) - 1:06d}").is_dir():
+                return tid, rows[-1]["epoch"], rows[-1]["pid"]
+        return None
+
+    victim, killed_at, pid = wait_for("a trial's checkpoint in its second stage", in_second_stage, driver)
+    os.kill(pid, signal.SIGKILL)
+    rc = driver.wait(timeout=240)
+    if rc != 0:  # its retry was spent elsewhere: re-running the command resumes it
+        assert rc == 3, driver.output()[-3000:]
+        rc = drivers.run(grid, out).proc.returncode
+    assert rc == 0, driver.output()[-3000:]
+    assert collected(out) == trials
+    rows = results(out / "tune", victim)
+    pids = [r["pid"] for r in rows]
+    after = rows[len(pids) - pids[::-1].index(pid):]  # the rows after the killed worker's last one
+    # The retry starts at the epoch after the killed checkpoint (or repeats that one if Tune had not registered
+    # its checkpoint yet): inside the second stage, never back at epoch 1.
+    assert after and after[0]["epoch"] in (killed_at, killed_at + 1), [(r["epoch"], r["pid"]) for r in rows]
+    assert all(r["stage"] == "classifier" for r in after) and after[-1]["epoch"] == epochs
+    doc = json.loads((out / "trials" / victim / "metrics.json").read_text())
+    assert [h["stage"] for h in doc["history"]] == ["features"] * 2 + ["classifier"] * 6
+    assert [(s["name"], s["epochs"], s["train"]) for s in doc["stages"]] == \
+        [("features", [1, 2], "all"), ("classifier", [3, 8], "classifier")]
 
 
 def test_lost_node_keeps_finished_trials_and_a_rerun_completes(cluster, drivers, tmp_path):
@@ -95,62 +182,3 @@ def test_lost_node_keeps_finished_trials_and_a_rerun_completes(cluster, drivers,
     assert epochs == sorted(epochs) and sorted(set(epochs)) == list(range(1, EPOCHS + 1)), epochs
     repeated = [e for e in set(epochs) if epochs.count(e) > 1]
     assert repeated in ([], [lost_at], [lost_at + 1]), (epochs, lost_at)
-
-
-STAGED_GRID = """\
-name: staged
-dataset: {{kind: synthetic, root: {root}, n: 200, size: 64, image_size: 32}}
-splits: {{folds: 2, val_fraction: 0.25, seed: 0}}
-backbones: [test_resnet]
-strategies:
-  - name: crt_long
-    preset: crt
-    stages:
-      - {{name: features, until: 0.25}}
-      - {{name: classifier, sampler: class_aware, train: classifier, reinit: true}}
-train: {{epochs: {epochs}, batch_size: 32, lr: 0.003}}
-seeds: [0]
-resources: {{cpu: 1, max_failures: 1}}
-localisation: {{enabled: false}}
-report: {{bootstrap: 0}}
-"""
-
-
-def test_staged_trial_killed_in_its_second_stage_resumes_in_it(cluster, drivers, tmp_path):
-    """A cRT trial (2 epochs of features, then 6 of classifier re-training) whose worker is killed (SIGKILL)
-    once a second-stage epoch's checkpoint is on storage continues in the second stage, from that checkpoint:
-    it never trains the first stage again, and its outputs record both stages."""
-    epochs, out = 8, tmp_path / "run"
-    grid = tmp_path / "staged.yaml"
-    grid.write_text(STAGED_GRID.format(root=drivers.root, epochs=epochs))
-    driver = drivers.start(grid, out)
-    trials = [f"test_resnet-crt_long-f{f}-s0" for f in (0, 1)]
-
-    def in_second_stage():
-        """A trial whose last stored row is a second-stage epoch, not its last, whose checkpoint is on storage."""
-        for tid in trials:
-            rows = results(out / "tune", tid)
-            if rows and rows[-1].get("stage") == "classifier" and not rows[-1].get("done") and \
-                    rows[-1]["epoch"] < epochs and (out / "tune" / tid / f"checkpoint_{len(rows) - 1:06d}").is_dir():
-                return tid, rows[-1]["epoch"], rows[-1]["pid"]
-        return None
-
-    victim, killed_at, pid = wait_for("a trial's checkpoint in its second stage", in_second_stage, driver)
-    os.kill(pid, signal.SIGKILL)
-    rc = driver.wait(timeout=240)
-    if rc != 0:  # its retry was spent elsewhere: re-running the command resumes it
-        assert rc == 3, driver.output()[-3000:]
-        rc = drivers.run(grid, out).proc.returncode
-    assert rc == 0, driver.output()[-3000:]
-    assert collected(out) == trials
-    rows = results(out / "tune", victim)
-    pids = [r["pid"] for r in rows]
-    after = rows[len(pids) - pids[::-1].index(pid):]  # the rows after the killed worker's last one
-    # The retry starts at the epoch after the killed checkpoint (or repeats that one if Tune had not registered
-    # its checkpoint yet): inside the second stage, never back at epoch 1.
-    assert after and after[0]["epoch"] in (killed_at, killed_at + 1), [(r["epoch"], r["pid"]) for r in rows]
-    assert all(r["stage"] == "classifier" for r in after) and after[-1]["epoch"] == epochs
-    doc = json.loads((out / "trials" / victim / "metrics.json").read_text())
-    assert [h["stage"] for h in doc["history"]] == ["features"] * 2 + ["classifier"] * 6
-    assert [(s["name"], s["epochs"], s["train"]) for s in doc["stages"]] == \
-        [("features", [1, 2], "all"), ("classifier", [3, 8], "classifier")]
