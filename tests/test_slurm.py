@@ -26,8 +26,6 @@ import pandas as pd
 import pytest
 from _cluster import BIN, kill_tree
 
-from bench.cli import main
-
 REPO = Path(__file__).resolve().parents[1]
 SBATCH = REPO / "slurm" / "bench.sbatch"
 SHIM = Path(__file__).resolve().parent / "slurm_shim"
@@ -118,12 +116,14 @@ def job_dir():
 
 @pytest.mark.cluster
 @pytest.mark.slow
-def test_a_grid_runs_across_two_nodes_and_resumes_when_resubmitted(job_dir, synth_root, ray_session, capsys):
+def test_a_grid_runs_across_two_nodes_and_resumes_when_resubmitted(job_dir, synth_root):
     grid = job_dir / "grid.yaml"
     grid.write_text(GRID.format(root=synth_root))
 
-    # The reference: a plain local `bench run` (on the session's local Ray, as tests/test_run.py runs one).
-    assert main(["-q", "run", "--grid", str(grid), "--out", str(job_dir / "plain")]) == 0, capsys.readouterr().err
+    plain = subprocess.run([str(BIN / "bench"), "run", "--grid", str(grid), "--out", str(job_dir / "plain")],
+                           cwd=job_dir, capture_output=True, text=True, timeout=420,
+                           env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"})
+    assert plain.returncode == 0, plain.stdout[-3000:] + plain.stderr[-3000:]
 
     env = job_env(job_dir)
     args = ["--grid", str(grid), "--out", str(job_dir / "runs" / "slurm")]
