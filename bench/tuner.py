@@ -263,7 +263,6 @@ def build_tuner(trainable_data, trials: list[TrialSpec], *, cfg, storage_path: s
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
-    _no_callback_usage_tag()
     res = cfg.resources
     resources = {"cpu": float(res.cpu), "gpu": float(res.gpu)}
     trainable = tune.with_resources(tune.with_parameters(trainable or _trainable, data=trainable_data,
@@ -298,24 +297,6 @@ def build_tuner(trainable_data, trials: list[TrialSpec], *, cfg, storage_path: s
     # Ray Tune's param_space holds plain values: each spec as its dict (the trainable reads it back, spec_of)
     return tune.Tuner(trainable, param_space={"trial": tune.grid_search([t.to_dict() for t in trials])},
                       tune_config=tune_config, run_config=run_config)
-
-
-def _no_callback_usage_tag() -> None:
-    """With Ray's usage statistics off (:func:`ray_env`'s default), skip the tag Tune records of the callbacks it
-    runs with: finding out which of Ray's integrations they are imports every integration Ray has, the MLflow and
-    W&B clients among them when installed (seconds of CPU in every driver, for a statistic that is not sent).
-    With statistics on, or where this Ray has no such tag, Tune does as it always does."""
-    try:
-        from ray._common.usage.usage_lib import usage_stats_enabled
-        from ray.air._internal import usage
-    except ImportError:  # another layout of Ray's internals: leave it be
-        return
-    if not usage_stats_enabled() and callable(getattr(usage, "tag_callbacks", None)):
-        usage.tag_callbacks = _no_tag
-
-
-def _no_tag(callbacks) -> bool:
-    return False
 
 
 def _use_callbacks(tuner, callbacks: list) -> None:

@@ -1,0 +1,51 @@
+"""What a process imports at start-up (CPU the suite and every `bench run` pay): checking a grid builds its
+strategies without torch (except AUC-M's, whose optimiser subclasses torch's), and a model-building process
+imports timm without W&B's client, which stays importable for the tracking callbacks.
+
+Each check runs in a fresh interpreter, since this one has imported everything already.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _fresh(code: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
+                         check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_building_every_strategy_but_aucm_imports_no_torch():
+    got = _fresh("""
+import json, sys
+from strategies import create_strategy, list_strategies
+names = [e.name for e in list_strategies()]
+uses_torch = []
+for n in names:
+    before = 'torch' in sys.modules
+    create_strategy(n)
+    if not before and 'torch' in sys.modules:
+        uses_torch.append(n)
+print(json.dumps({"names": names, "uses_torch": uses_torch}))
+""")
+    assert len(got["names"]) >= 29
+    assert got["uses_torch"] in ([], ["aucm"], ["aucm_2stage"])  # whichever AUC-M preset is built first, only
+
+
+def test_timm_loads_without_wandb_and_wandb_still_imports():
+    got = _fresh("""
+import json, sys
+from backbones.zoo import import_timm
+timm = import_timm()
+loaded = 'wandb' in sys.modules
+import wandb
+print(json.dumps({"timm": timm.__name__, "wandb_during_timm": loaded, "wandb": wandb.__name__,
+                  "real": hasattr(wandb, "init")}))
+""")
+    assert got == {"timm": "timm", "wandb_during_timm": False, "wandb": "wandb", "real": True}
