@@ -65,7 +65,7 @@ def leaderboard_table(report) -> str:
             "ECE and Brier (↓: lower is better) measure calibration, whether a probability can be read as one "
             "(see “Calibration”). The best value of each column is highlighted. Click a header to sort (again to "
             "reverse); type or pick to filter.")
-    few = few_positives(report.run_dir)
+    few = few_positives(report.docs)
     return section("leaderboard", "Leaderboard",
                    controls("board", placeholder="filter rows, e.g. resnet focal", selects=selects)
                    + table("board", head, rows) + (f'<p class="note few-positives">{few}</p>' if few else ""),
@@ -78,10 +78,9 @@ def leaderboard_table(report) -> str:
 FEW_POSITIVES = 10
 
 
-def few_positives(run_dir) -> str:
-    """A warning when some label has fewer than :data:`FEW_POSITIVES` positives in some held-out fold, naming the
-    fewest ('' otherwise, and for trials that record no positives)."""
-    docs = [t.as_record() for t in RF.RunFolder(run_dir).results()]
+def few_positives(docs: list[dict]) -> str:
+    """A warning when some label has fewer than :data:`FEW_POSITIVES` positives in some held-out fold of the trials'
+    ``metrics.json`` ``docs``, naming the fewest ('' otherwise, and for trials that record no positives)."""
     counts = [(int(r["positives"]), str(r["label"]), int(d["fold"])) for d in docs for r in d.get("per_label") or []
               if isinstance(r.get("positives"), (int, float))]
     low = sorted(c for c in counts if c[0] < FEW_POSITIVES)

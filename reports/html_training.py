@@ -16,7 +16,6 @@ from reports import training as TR
 from reports.html_common import esc, figure, ptext, section
 from reports.html_figures import PALETTE, axis_order
 from reports.html_tables import int_cell, num_cell, table, text_cell, th
-from reports.runfolder import RunFolder
 
 COLUMNS = 4
 PANEL_HEIGHT = 210
@@ -24,7 +23,7 @@ TRAINS = {"all": "all parameters", "classifier": "classifier only (the rest froz
 
 
 def training(report) -> str:
-    docs = [r.as_record() for r in RunFolder(report.run_dir).results()]
+    docs = report.docs
     history = TR.history_frame(docs)
     variants, posthoc, warned = TR.stage_variants(docs), TR.posthoc_summary(docs), TR.step_warnings(docs)
     drawn = {m: TR.curves(history, m) for m in TR.CURVE_METRICS}

@@ -7,11 +7,10 @@ Outputs: ``leaderboard.csv`` (one row per backbone x strategy), ``per_label.csv`
 ``friedman.json``, ``reliability.csv`` (the reliability diagrams' bins), ``localisation.csv``,
 ``localisation_significance.csv`` (paired tests of the maps against the baseline's) and ``leaderboard.html``.
 
-A leaderboard value is the mean over folds of the mean over each fold's seeds (seeds share the fold's
-test images, so the fold is the unit); standard deviations are over the trials (folds x seeds).
-Confidence intervals are 95% patient-bootstrap intervals of those same values, from the
-replicates each trial computed about itself (``reports.replicates``); tests are ``reports.compare``'s.
-"""
+A leaderboard value is the mean over folds of the mean over each fold's seeds (seeds share the fold's test images, so
+the fold is the unit); standard deviations are over the trials (folds x seeds). Confidence intervals (95%) of those
+same values come from the patient-bootstrap replicates and jackknife values each trial computed about itself, by
+``reports.replicates.INTERVAL``'s method; tests are ``reports.compare``'s."""
 
 from __future__ import annotations
 
@@ -57,6 +56,7 @@ class Report:
     localisation_significance: pd.DataFrame = field(default_factory=pd.DataFrame)
     reliability: pd.DataFrame = field(default_factory=pd.DataFrame)
     protocol: protocols.ProtocolReport = field(default_factory=protocols.ProtocolReport)  # official / external
+    docs: list[dict] = field(default_factory=list, repr=False)  # the trials' metrics.json (load_trials), read once
 
 
 def load_trials(run_dir: Path) -> list[dict]:
@@ -355,7 +355,7 @@ def build_report(run_dir: str | Path, *, n_boot: int | None = None, html: bool =
     friedman = _friedman(trials, compare.overlap_ratio(docs))
     loc_raw, loc = _localisation(docs, n_boot)
     report = Report(run_dir, trials, board, per_label, groups, significance, friedman, loc, label_names, grid,
-                    dataset, split, run)
+                    dataset, split, run, docs=docs)
     report.reliability = _reliability(docs, label_names)
     if not loc_raw.empty:
         from reports.localisation import paired_against
