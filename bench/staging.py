@@ -57,7 +57,7 @@ def describe(strategy, epochs: int, history: list[dict]) -> dict:
     1-based and inclusive) and ``posthoc`` for a staged strategy; for every strategy ``stage_steps``, the optimiser
     steps each stage took (from ``history``'s ``train_steps``; None for epochs recorded without them), and
     ``warnings``, one per stage whose loss declares a :attr:`~strategies.base.Loss.min_steps` it did not reach
-    (each also logged)."""
+    (``too_few_steps``) or cannot be shown to have reached (``steps_unknown``), each also logged."""
     spans = strategy.stage_bounds(epochs)
     doc: dict = {}
     if strategy.staged:
@@ -70,8 +70,15 @@ def describe(strategy, epochs: int, history: list[dict]) -> dict:
         n = int(sum(counts)) if counts and None not in counts else None
         steps.append(n)
         floor = st.loss.min_steps
-        if n is not None and floor is not None and n < floor:
-            where = f"stage {k + 1} ({st.name!r}) " if len(strategy.stages) > 1 else ""
+        where = f"stage {k + 1} ({st.name!r}) " if len(strategy.stages) > 1 else ""
+        if counts and n is None and floor is not None:  # resumed from a checkpoint written before steps were counted
+            warnings.append({
+                "kind": "steps_unknown", "stage": st.name, "loss": st.loss.name, "min_steps": int(floor),
+                "message": f"{where}trained the {st.loss.name} loss for an unknown number of optimiser steps (epochs "
+                           f"from a checkpoint that did not count them); it needs {floor} to learn (README, "
+                           "Strategies)"})
+            log.warning("%s: %s", strategy.name, warnings[-1]["message"])
+        elif n is not None and floor is not None and n < floor:
             warnings.append({
                 "kind": "too_few_steps", "stage": st.name, "loss": st.loss.name, "steps": n, "min_steps": int(floor),
                 "message": f"{where}trained the {st.loss.name} loss for {n} optimiser steps, "

@@ -64,12 +64,19 @@ def training(report) -> str:
 
 
 def _step_notes(warned: list[dict]) -> list[str]:
-    """One sentence per backbone x strategy x stage whose loss trained for fewer optimiser steps than it needs."""
+    """One sentence per backbone x strategy x stage whose loss trained for fewer optimiser steps than it needs, or
+    for a number its trials could not count."""
     out = []
     for w in warned:
+        stage = f", stage {esc(w['stage'])}," if w["stage"] != "train" else ""
+        if w["steps"] is None:
+            out.append(f"{esc(w['backbone'])} / {esc(w['strategy'])}{stage} trained the {esc(w['loss'])} loss for an "
+                       f"unknown number of optimiser steps in {w['warned']} of its {w['trials']} trials (resumed from "
+                       f"checkpoints that did not count them); it needs {w['min_steps']:,} to learn (README, "
+                       "Strategies).")
+            continue
         lo, hi = w["steps"]
         steps = f"{lo}" if lo == hi else f"{lo}–{hi}"
-        stage = f", stage {esc(w['stage'])}," if w["stage"] != "train" else ""
         out.append(f"{esc(w['backbone'])} / {esc(w['strategy'])}{stage} trained the {esc(w['loss'])} loss for {steps} "
                    f"optimiser steps in {w['warned']} of its {w['trials']} trials, fewer than the {w['min_steps']:,} "
                    "it needs to learn (README, Strategies): its results are an under-trained model's, not the "

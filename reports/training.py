@@ -131,10 +131,11 @@ def posthoc_summary(docs: list[dict]) -> list[dict]:
 
 
 def step_warnings(docs: list[dict]) -> list[dict]:
-    """Per backbone x strategy x stage whose trials record a ``too_few_steps`` warning (a loss trained for fewer
-    optimiser steps than its ``min_steps``; ``bench.staging.describe``), in the trials' order: ``stage``, ``loss``,
-    ``min_steps``, ``steps`` (the fewest and the most over the warned trials), ``warned`` and ``trials`` (how many
-    of the backbone x strategy's trials).
+    """Per backbone x strategy x stage x kind whose trials record a ``too_few_steps`` warning (a loss trained for
+    fewer optimiser steps than its ``min_steps``) or ``steps_unknown`` (resumed from checkpoints that did not count
+    them; ``bench.staging.describe``), in the trials' order: ``kind``, ``stage``, ``loss``, ``min_steps``, ``steps``
+    (the fewest and the most over the warned trials; None when unknown), ``warned`` and ``trials`` (how many of the
+    backbone x strategy's trials).
 
     >>> w = {"kind": "too_few_steps", "stage": "train", "loss": "aucm", "steps": 60, "min_steps": 600}
     >>> docs = [{"backbone": "r", "strategy": "aucm", "warnings": [{**w, "steps": n}]} for n in (58, 62)]
@@ -142,17 +143,17 @@ def step_warnings(docs: list[dict]) -> list[dict]:
     (58, 62)
     """
     trials: dict[tuple[str, str], int] = {}
-    groups: dict[tuple, list[int]] = {}
+    groups: dict[tuple, list[int | None]] = {}
     for d in docs:
         pair = (str(d["backbone"]), str(d["strategy"]))
         trials[pair] = trials.get(pair, 0) + 1
         for w in d.get("warnings") or []:
-            if isinstance(w, dict) and w.get("kind") == "too_few_steps":
-                key = (*pair, str(w.get("stage")), str(w.get("loss")), int(w.get("min_steps", 0)))
-                groups.setdefault(key, []).append(int(w.get("steps", 0)))
-    return [{"backbone": b, "strategy": s, "stage": st, "loss": loss, "min_steps": floor,
-             "steps": (min(n), max(n)), "warned": len(n), "trials": trials[(b, s)]}
-            for (b, s, st, loss, floor), n in groups.items()]
+            if isinstance(w, dict) and w.get("kind") in ("too_few_steps", "steps_unknown"):
+                key = (*pair, str(w["kind"]), str(w.get("stage")), str(w.get("loss")), int(w.get("min_steps", 0)))
+                groups.setdefault(key, []).append(int(w["steps"]) if w.get("steps") is not None else None)
+    return [{"backbone": b, "strategy": s, "kind": kind, "stage": st, "loss": loss, "min_steps": floor,
+             "steps": (min(n), max(n)) if None not in n else None, "warned": len(n), "trials": trials[(b, s)]}
+            for (b, s, kind, st, loss, floor), n in groups.items()]
 
 
 def spell(v) -> str:

@@ -191,11 +191,12 @@ def test_single_stage_runs_get_curves_only_and_old_runs_no_section(tmp_path):
 def test_too_few_optimiser_steps_are_warned_per_backbone_strategy_and_stage(tmp_path, staged):
     root = tmp_path / "warned"
     _build(root, backbones=("resnet18",), strategies=("bce", "crt"), seeds=(0,))
-    for f, steps in ((0, 58), (1, 62)):  # two of crt's three trials: its second stage had too few steps
+    for f, steps in ((0, 58), (1, 62), (2, None)):  # crt's second stage: too few steps twice, once uncounted
         path = root / "trials" / f"resnet18-crt-f{f}-s0" / "metrics.json"
         doc = json.loads(path.read_text())
-        doc["warnings"] = [{"kind": "too_few_steps", "stage": "classifier", "loss": "aucm", "steps": steps,
-                            "min_steps": 600, "message": "..."}]
+        kind = "too_few_steps" if steps is not None else "steps_unknown"
+        doc["warnings"] = [{"kind": kind, "stage": "classifier", "loss": "aucm", "min_steps": 600, "message": "...",
+                            **({"steps": steps} if steps is not None else {})}]
         path.write_text(json.dumps(doc))
     page = _rebuild(root)
     section = page.split('<section id="training">', 1)[1].split("</section>", 1)[0]
@@ -203,5 +204,8 @@ def test_too_few_optimiser_steps_are_warned_per_backbone_strategy_and_stage(tmp_
     assert notes == ["<strong>Warning</strong>: resnet18 / crt, stage classifier, trained the aucm loss for 58–62 "
                      "optimiser steps in 2 of its 3 trials, fewer than the 600 it needs to learn (README, "
                      "Strategies): its results are an under-trained model's, not the method's. More epochs or images "
-                     "give it more steps."]
+                     "give it more steps.",
+                     "<strong>Warning</strong>: resnet18 / crt, stage classifier, trained the aucm loss for an unknown "
+                     "number of optimiser steps in 1 of its 3 trials (resumed from checkpoints that did not count "
+                     "them); it needs 600 to learn (README, Strategies)."]
     assert "too-few-steps" not in staged[1]  # trials without warnings: no note

@@ -353,11 +353,18 @@ def test_stage_steps_and_the_too_few_steps_warning(name, per_epoch, steps, warne
     json.dumps(doc)  # metrics.json takes it as it is
 
 
-def test_stage_steps_unknown_for_epochs_recorded_without_them():
+def test_stage_steps_unknown_for_epochs_recorded_without_them(caplog):
     from bench import staging
 
-    doc = staging.describe(create_strategy("aucm").fit(Y), 2, [{"epoch": 1, "train_steps": 3}, {"epoch": 2}])
-    assert doc == {"stage_steps": [None], "warnings": []}  # unknown, not a guess: no warning either
+    with caplog.at_level("WARNING", logger="bench.trial"):
+        doc = staging.describe(create_strategy("aucm").fit(Y), 2, [{"epoch": 1, "train_steps": 3}, {"epoch": 2}])
+    assert doc["stage_steps"] == [None]  # unknown, not a guess, and said so
+    (w,) = doc["warnings"]
+    assert w["kind"] == "steps_unknown" and w["min_steps"] == 600
+    assert "an unknown number of optimiser steps" in w["message"]
+    assert any("an unknown number of optimiser steps" in r.getMessage() for r in caplog.records)
+    bce = staging.describe(create_strategy("bce").fit(Y), 2, [{"epoch": 1}, {"epoch": 2}])
+    assert bce == {"stage_steps": [None], "warnings": []}  # a loss without a floor has nothing to warn of
 
 
 # ---- a staged trial resumed inside its second stage (no Ray) --------------------------------------------------
