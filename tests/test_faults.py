@@ -156,7 +156,9 @@ def test_lost_node_keeps_finished_trials_and_a_rerun_completes(cluster, drivers,
     done = finished()
     assert victim not in done and 0 < len(done) < len(TRIALS)
     before = {tid: snapshot(out / "trials" / tid) for tid in done}
-    lines = {tid: len(results(out / "tune", tid)) for tid in done}
+    # the storage copy is replaced whole, so it can be missing for a moment: read it once it shows rows again
+    lines = {tid: len(wait_for(f"{tid}'s result log on storage", lambda tid=tid: results(out / "tune", tid),
+                               first)) for tid in done}
 
     rc = first.wait(timeout=240)
     # Either outcome is documented: Tune retried the lost trial on the node that is left, from its last
