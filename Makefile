@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-stamp
 # medmnist, webdataset) serve parts of LibAUC the test never imports.
 LIBAUC := $(shell sed -n 's/^ *"\(libauc==[^"]*\)",*$$/\1/p' pyproject.toml)
 
-.PHONY: demo test perf clean-runs image image-name
+.PHONY: demo test test-fast perf clean-runs image image-name
 
 $(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,12 @@ demo: $(STAMP)
 ## make test: the whole test suite (CI runs exactly this through .ci/run)
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+## make test-fast: the suite without its end-to-end tiers (markers `slow` and `cluster`): the loop while editing,
+## about 5 minutes on 2 cores; `make test` (what CI runs) before a commit
+FAST_TESTS := not slow and not cluster
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m '$(FAST_TESTS)'
 
 ## make perf: every measurement of BENCHMARKS.md, regenerated
 perf: $(STAMP)
