@@ -8,9 +8,15 @@ copy of a finished trial's outputs into ``RUN_DIR/trials/<id>/``.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
+import re
 import shutil
+import socket
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
 
@@ -20,7 +26,50 @@ from reports.runfolder import (  # noqa: F401  (the layout, re-exported for the 
     LOCALISATION_CSV, METRICS_JSON, PREDICTIONS_NPZ, RUN_JSON, SPLIT_JSON, TRIALS, TUNE, RunFolder, TrialFolder,
     TrialResult, read_json, write_atomic)
 
+log = logging.getLogger(__name__)
+
 # ---- a trial's checkpoint folder ----
+CKPT_PREFIX = "bench-ckpt-"  # + host + "-" + pid + "-" + tempfile's random part (no "-" in it)
+_CKPT_NAME = re.compile(rf"{re.escape(CKPT_PREFIX)}(?P<host>.+)-(?P<pid>\d+)-[^-]+")
+
+
+@contextlib.contextmanager
+def checkpoint_staging() -> Iterator[Path]:
+    """The temporary folder an epoch's checkpoint is written to, for Ray Tune to copy to storage; removed after.
+
+    A trial worker killed with SIGKILL (a lost node, Ray stopping its actors on Ctrl-C) cannot remove its own, a
+    model's weights and optimizer state left in the node's temp folder; the folder's name carries the host and the
+    worker's pid, and every later staging on that host first removes those whose process is gone
+    (:func:`remove_orphaned_checkpoints`).
+    """
+    remove_orphaned_checkpoints()
+    with tempfile.TemporaryDirectory(prefix=f"{CKPT_PREFIX}{socket.gethostname()}-{os.getpid()}-") as folder:
+        yield Path(folder)
+
+
+def remove_orphaned_checkpoints(root: str | Path | None = None) -> list[Path]:
+    """Remove the staging folders in ``root`` (the temp folder) left by dead workers of this host; return them.
+    A folder of another host (a temp folder shared between machines or containers) or of a live pid stays."""
+    root, host, removed = Path(root or tempfile.gettempdir()), socket.gethostname(), []
+    for folder in root.glob(f"{CKPT_PREFIX}*"):
+        name = _CKPT_NAME.fullmatch(folder.name)
+        if name and name["host"] == host and not _alive(int(name["pid"])) and folder.is_dir():
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    if removed:
+        log.info("removed %d checkpoint folder(s) left in %s by killed trial workers", len(removed), root)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
 STATE_FILE = "state.pt"    # model, optimizer, epoch, history (every epoch but a last one without keep_weights)
 OUTPUTS = "outputs"        # the finished trial's outputs (a TrialFolder), in its last checkpoint
 

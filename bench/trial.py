@@ -17,7 +17,6 @@ import functools
 import json
 import logging
 import platform
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from bench.data.labels import Records
-from bench.runfolder import STATE_FILE, TrialFolder, checkpoint_outputs, write_atomic
+from bench.runfolder import STATE_FILE, TrialFolder, checkpoint_outputs, checkpoint_staging, write_atomic
 from bench.trial_spec import TrialSpec, trial_id  # noqa: F401  (trial_id: re-exported, where it always was)
 
 if TYPE_CHECKING:
@@ -186,7 +185,7 @@ def _run(spec: TrialSpec, data: TrialData, *, report, checkpoint_dir) -> dict:
             metrics = {**entry, "done": last}
             report(metrics, None)
             continue
-        with tempfile.TemporaryDirectory(prefix="bench-ckpt-") as ckpt:
+        with checkpoint_staging() as ckpt:
             if not last or tr.keep_weights:
                 torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
                             "history": json.dumps(history), "scaler": scaler.state_dict(), "stage": k,
@@ -197,7 +196,7 @@ def _run(spec: TrialSpec, data: TrialData, *, report, checkpoint_dir) -> dict:
                                    history=history, dev=dev, out=checkpoint_outputs(ckpt).path, val_prob=val_prob,
                                    cache_source=cache_source)
                 metrics = {**entry, **summary, "done": True}
-            report(metrics, ckpt)
+            report(metrics, str(ckpt))
     return metrics
 
 
