@@ -45,6 +45,13 @@ import loopback_guard  # noqa: E402
 loopback_guard.install()
 NETGUARD_LOG = Path(os.environ["BENCH_TEST_NETGUARD_LOG"])
 
+# Two pytest-xdist workers share two cores: a BLAS pool of two threads in each spins in its barriers while the other
+# process holds a core (the coverage simulations of test_stats_calibration.py took 82 CPU-seconds with the default
+# pool, 56 with one thread, in less wall time). Set before numpy loads here and inherited by every process started
+# from here (subprocesses, Ray nodes and workers); torch's own threads are set per test and per trial.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 # With usage stats disabled, the dashboard of a `ray start` cluster still posts a "disabled" report to
 # usage-stats.ray.io (ray/dashboard/modules/usage_stats/usage_stats_head.py); point it at a closed loopback port.
@@ -200,11 +207,16 @@ def _cache_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def ray_session():
-    """One local Ray instance for the whole session (2 CPUs, no dashboard)."""
+    """One local Ray instance for the whole session (no dashboard) with one CPU: a grid's trials (``cpu: 1``) run
+    one after another in one reused trial worker, which imports torch and timm once. The tests' trials are tiny, so
+    a second worker at once saves no time and costs that import again (about 9 CPU-seconds a run, measured with
+    `bench run --address` against a standing instance: 26 CPU-seconds for a 4-trial grid two at a time, 17 one at a
+    time, in the same 16 s). Each pytest-xdist worker has its own instance, so the two keep both cores busy. A test
+    about concurrency asks for fractional CPUs (``cpu: 0.5``: two trials at once)."""
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", _node_ip_address="127.0.0.1",
+        ray.init(num_cpus=1, include_dashboard=False, logging_level="WARNING", _node_ip_address="127.0.0.1",
                  log_to_driver=False)
     yield ray
     ray.shutdown()

@@ -7,7 +7,7 @@ One cluster serves the module: a head node (1 CPU, 1 fake GPU) and a worker node
 separate ``ray start --block`` process with its own temp dir and ports. ``bench run --address``
 runs against it as a subprocess, the way a user runs it. Every trial of these grids is
 deterministic (every random draw derives from seed, fold and epoch), so an interrupted run must
-finish with exactly the numbers of the uninterrupted baseline.
+finish with exactly the numbers of the uninterrupted baseline (the run submitted with ``ray job submit``).
 
 The nodes are started with ``--node-ip-address 127.0.0.1``; Ray 2.60 advertises this host's own
 interface address in its place for multi-node clusters (see ``cluster``). Nothing here talks to
@@ -47,6 +47,10 @@ localisation: {{enabled: false}}
 report: {{bootstrap: 0}}
 """
 TRIALS = sorted(f"test_resnet-{s}-f{f}-s0" for s in ("bce", "focal") for f in (0, 1))
+# Where a test is not about where or how many trials run at once, they run one at a time: one trial worker for the
+# run, reused by every trial, imports torch and timm once (a second worker at once costs that import again, about 7
+# CPU-seconds a run here, and saves no time with trials this small). Resources never change a trial's numbers.
+ONE_AT_A_TIME = "{cpu: 1, max_concurrent: 1}"
 
 
 @pytest.fixture(scope="module")
@@ -120,13 +124,18 @@ def drivers(cluster, synth_root, tmp_path):
 
 @pytest.fixture(scope="module")
 def baseline(cluster, synth_root, tmp_path_factory):
-    """The grid run once, uninterrupted, on the two-node cluster: the reference numbers."""
-    d = Drivers(cluster, synth_root, tmp_path_factory.mktemp("baseline"))
-    try:
-        driver = d.run(d.grid("grid"), d.folder / "run")
-        return {"out": d.folder / "run", "rc": driver.proc.returncode, "output": driver.output()}
-    finally:
-        d.close()
+    """The grid run once, uninterrupted, on the two-node cluster: the reference numbers. Submitted as a job,
+    ``ray job submit --address http://HEAD:8265 -- bench run ...``, so that this one run also covers that path
+    (test_ray_job_submit_runs_the_grid_on_the_head); every other test drives the cluster with ``bench run
+    --address`` from here."""
+    folder = tmp_path_factory.mktemp("baseline")
+    grid, out = folder / "grid.yaml", folder / "run"
+    grid.write_text(GRID.format(root=synth_root, epochs=EPOCHS, resources="{cpu: 1}"))
+    cmd = [str(BIN / "ray"), "job", "submit", "--address", cluster.dashboard, "--",
+           str(BIN / "bench"), "run", "--grid", str(grid), "--out", str(out)]
+    proc = subprocess.run(cmd, env=cluster.env, cwd=folder, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=300)
+    return {"out": out, "rc": proc.returncode, "output": proc.stdout + proc.stderr}
 
 
 # ---- reading a run -------------------------------------------------------------------------------
@@ -268,7 +277,7 @@ def test_killed_worker_resumes_from_its_checkpoint(drivers, baseline, tmp_path):
     """A trial whose worker dies continues from its last epoch checkpoint; once its retries
     (resources.max_failures) are spent it errors, the run exits 3 naming it, and re-running the
     command restores the experiment and resumes the errored trial from its checkpoint."""
-    out, grid = tmp_path / "run", drivers.grid("grid", "{cpu: 1, max_failures: 1}")
+    out, grid = tmp_path / "run", drivers.grid("grid", "{cpu: 1, max_failures: 1, max_concurrent: 1}")
     driver = drivers.start(grid, out)
 
     def first_epoch_reported():
@@ -319,7 +328,7 @@ def test_killed_worker_resumes_from_its_checkpoint(drivers, baseline, tmp_path):
 def test_killed_driver_restores_and_runs_only_what_is_missing(drivers, baseline, tmp_path):
     """SIGKILL the driver after some trials finished; the same command restores the experiment and
     runs only the rest, even a trial whose recorded checkpoint Tune had already deleted."""
-    out, grid = tmp_path / "run", drivers.grid("grid")
+    out, grid = tmp_path / "run", drivers.grid("grid", ONE_AT_A_TIME)
     first = drivers.start(grid, out)
 
     def ready():  # some trials finished, and an unfinished one has a recorded checkpoint to resume from
@@ -360,7 +369,7 @@ def test_killed_driver_restores_and_runs_only_what_is_missing(drivers, baseline,
 def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(drivers, baseline, tmp_path):
     """SIGINT (Ctrl-C) with trials in flight: exit 130 with the resume hint, the unfinished trials are not
     reported as errors, and the same command finishes the grid with the uninterrupted run's numbers."""
-    out, grid = tmp_path / "run", drivers.grid("grid")
+    out, grid = tmp_path / "run", drivers.grid("grid", ONE_AT_A_TIME)
     first = drivers.start(grid, out)
     wait_for("a finished trial", lambda: finished_some(out), first)
     os.kill(first.proc.pid, signal.SIGINT)
@@ -435,7 +444,7 @@ def test_s3_storage_run_and_a_lost_run_folder_restored_from_it(drivers, baseline
     finished and the run folder is lost with it (a lost head node); the same command restores the experiment from
     the bucket, collects the finished trials' outputs from their checkpoints there without training them again,
     runs the rest and rebuilds the folder with the uninterrupted run's numbers."""
-    out, grid, storage = tmp_path / "run", drivers.grid("grid"), "s3://bench-results/runs"
+    out, grid, storage = tmp_path / "run", drivers.grid("grid", ONE_AT_A_TIME), "s3://bench-results/runs"
     first = drivers.start(grid, out, storage=storage, env=s3["env"])
 
     def finished_in_the_bucket():  # some, not all, trials finished, and the state in the bucket records one
@@ -487,45 +496,43 @@ def test_s3_storage_run_and_a_lost_run_folder_restored_from_it(drivers, baseline
 
 def test_a_worker_without_the_dataset_gets_the_image_cache_through_storage(baseline, synth_root, s3, tmp_path):
     """A second two-node cluster whose worker sees neither the dataset folder nor the driver's cache folder
-    (each under an empty tmpfs in the worker's own mount namespace, as on another machine). With ``--storage``
-    (a shared folder, then the local S3 server) the driver publishes the cache there; the worker's trials fetch
-    it, verify its checksum and train without decoding one image; the numbers equal the uninterrupted run's.
-    Two trials of the grid (one strategy, both folds), one per node: each node has one CPU and each trial takes one."""
+    (each under an empty tmpfs in the worker's own mount namespace, as on another machine). With ``--storage`` on
+    the local S3 server (a cloud cluster's case: no shared file system) the driver publishes the cache there; the
+    worker's trial fetches it, verifies its checksum and trains without decoding one image; the numbers equal the
+    uninterrupted run's. Two trials of the grid (one strategy, both folds), one per node: each node has one CPU and
+    each trial takes one. (A shared folder as ``--storage`` publishes and fetches through the same code,
+    bench.data.shipping, whose folder and S3 paths test_shipping.py checks one by one.)"""
     trials = [tid for tid in TRIALS if "-bce-" in tid]
-    caches, logs = tmp_path / "caches", tmp_path / "logs"
+    caches, logs, out = tmp_path / "caches", tmp_path / "logs", tmp_path / "run"
     caches.mkdir()
     logs.mkdir()
     with two_node_cluster(logs, worker_hidden=(synth_root, caches)) as c:
         d = Drivers(c, synth_root, tmp_path)
         try:
-            for name, storage, env in (("folder", str(tmp_path / "storage"), None),
-                                       ("s3", "s3://bench-results/runs", s3["env"])):
-                grid = tmp_path / f"{name}.yaml"
-                grid.write_text(GRID.format(root=synth_root, epochs=EPOCHS, resources="{cpu: 1}").replace(
-                    "image_size: 32}", f"image_size: 32, cache_dir: {caches / name}}}").replace(
-                    "strategies: [bce, focal]", "strategies: [bce]"))
-                out = tmp_path / name
-                run = d.run(grid, out, storage=storage, env=env)
-                assert run.proc.returncode == 0, run.output()[-3000:]
-                # (moto's buckets live in this process: an earlier S3 test's run may have published the same cache)
-                assert "publishing image cache" in run.output() or (
-                    name == "s3" and "already in s3://bench-results/runs" in run.output()), run.output()[-2000:]
-                sources = {tid: json.loads((out / "trials" / tid / "config.json").read_text())["cache_source"]
-                           for tid in trials}
-                nodes = {tid: m["node_id"] for tid, m in metrics(out).items()}
-                assert len(set(nodes.values())) == 2, nodes  # both nodes trained
-                fetched = {tid for tid, src in sources.items() if src == "fetched from storage"}
-                assert fetched and set(sources.values()) <= {"local", "fetched from storage"}, sources
-                # the worker's trial fetched it; the head's found it 'local' (the head never fetches)
-                worker = {nodes[t] for t in fetched}
-                assert len(worker) == 1, (sources, nodes)
-                assert all(sources[t] == "local" for t in trials if nodes[t] not in worker), (sources, nodes)
-                assert_same_metrics(out, baseline["out"], trials)
-            key = json.loads((tmp_path / "s3" / "run.json").read_text())["cache_key"]
-            objects = s3["client"].list_objects_v2(Bucket=s3["bucket"], Prefix="runs/_image_cache/")["Contents"]
-            assert f"runs/_image_cache/{key}/{key}.npy" in [o["Key"] for o in objects]
+            grid = tmp_path / "grid.yaml"
+            grid.write_text(GRID.format(root=synth_root, epochs=EPOCHS, resources="{cpu: 1}").replace(
+                "image_size: 32}", f"image_size: 32, cache_dir: {caches}}}").replace(
+                "strategies: [bce, focal]", "strategies: [bce]"))
+            run = d.run(grid, out, storage="s3://bench-results/runs", env=s3["env"])
         finally:
             d.close()
+    assert run.proc.returncode == 0, run.output()[-3000:]
+    # (moto's buckets live in this process: an earlier S3 test's run may have published the same cache)
+    assert "publishing image cache" in run.output() or "already in s3://bench-results/runs" in run.output(), \
+        run.output()[-2000:]
+    sources = {tid: json.loads((out / "trials" / tid / "config.json").read_text())["cache_source"] for tid in trials}
+    nodes = {tid: m["node_id"] for tid, m in metrics(out).items()}
+    assert len(set(nodes.values())) == 2, nodes  # both nodes trained
+    fetched = {tid for tid, src in sources.items() if src == "fetched from storage"}
+    assert fetched and set(sources.values()) <= {"local", "fetched from storage"}, sources
+    # the worker's trial fetched it; the head's found it 'local' (the head never fetches)
+    worker = {nodes[t] for t in fetched}
+    assert len(worker) == 1, (sources, nodes)
+    assert all(sources[t] == "local" for t in trials if nodes[t] not in worker), (sources, nodes)
+    assert_same_metrics(out, baseline["out"], trials)
+    key = json.loads((out / "run.json").read_text())["cache_key"]
+    objects = s3["client"].list_objects_v2(Bucket=s3["bucket"], Prefix="runs/_image_cache/")["Contents"]
+    assert f"runs/_image_cache/{key}/{key}.npy" in [o["Key"] for o in objects]
 
 
 def test_ray_client_drives_the_grid_from_outside_the_cluster(drivers, baseline, tmp_path):
@@ -534,7 +541,8 @@ def test_ray_client_drives_the_grid_from_outside_the_cluster(drivers, baseline, 
     from bench.tuner import CLIENT_TAG
 
     out, store = tmp_path / "run", tmp_path / "store"
-    driver = drivers.run(drivers.grid("grid"), out, address=drivers.cluster.client_address, storage=str(store))
+    driver = drivers.run(drivers.grid("grid", ONE_AT_A_TIME), out, address=drivers.cluster.client_address,
+                         storage=str(store))
     output = driver.output()
     assert driver.proc.returncode == 0, output[-3000:]
     for tid in TRIALS:
@@ -548,20 +556,13 @@ def test_ray_client_drives_the_grid_from_outside_the_cluster(drivers, baseline, 
     assert_same_leaderboard(out, baseline["out"])
 
 
-def test_ray_job_submit_runs_the_grid_on_the_head(drivers, baseline, tmp_path):
-    """``ray job submit --address http://HEAD:8265 -- bench run ...``: the driver runs on the head node
-    (Ray sets RAY_ADDRESS for it), the CLI streams its output and exits 0 when the job succeeds."""
-    out, grid = tmp_path / "run", drivers.grid("grid")
-    cmd = [str(BIN / "ray"), "job", "submit", "--address", drivers.cluster.dashboard, "--",
-           str(BIN / "bench"), "run", "--grid", str(grid), "--out", str(out)]
-    proc = subprocess.run(cmd, env=drivers.cluster.env, cwd=tmp_path, stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, timeout=300)
-    output = proc.stdout + proc.stderr
-    assert proc.returncode == 0, output[-3000:]
+def test_ray_job_submit_runs_the_grid_on_the_head(baseline):
+    """``ray job submit --address http://HEAD:8265 -- bench run ...`` (the baseline run): the driver runs on the head
+    node (Ray sets RAY_ADDRESS for it), the CLI streams its output and exits 0 when the job succeeds."""
+    output, out = baseline["output"], baseline["out"]
+    assert baseline["rc"] == 0, output[-3000:]
     assert "succeeded" in output and f"finished {len(TRIALS)} trial(s)" in output, output[-3000:]
     for tid in TRIALS:
         assert f"{tid} done: macro AUC" in output, tid
     run = json.loads((out / "run.json").read_text())
     assert run["status"] == "complete" and run["storage"] == str(out)
-    assert_same_metrics(out, baseline["out"])
-    assert_same_leaderboard(out, baseline["out"])

@@ -76,7 +76,7 @@ strategies:
       - {{name: classifier, sampler: class_aware, train: classifier, reinit: true}}
 train: {{epochs: {epochs}, batch_size: 32, lr: 0.003}}
 seeds: [0]
-resources: {{cpu: 1, max_failures: 1}}
+resources: {{cpu: 1, max_failures: 1, max_concurrent: 1}}  # one worker (test_distributed.ONE_AT_A_TIME)
 localisation: {{enabled: false}}
 report: {{bootstrap: 0}}
 """

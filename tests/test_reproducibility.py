@@ -1,8 +1,9 @@
 """Results reproduce, say where they came from, and cannot leak.
 
 * The same grid and seeds give the same numbers on CPU (to 1e-6) in two runs on this machine with the same
-  torch thread count (``resources.cpu``), one running two trials at once and one running them one at a time
-  (``resources`` are not part of the grid's digest).
+  torch thread count (one: ``resources.cpu`` 0.5 and 1 both give one), one running two trials at once (half a CPU
+  each, on the tests' one-CPU Ray instance) and one running them one at a time (``resources`` are not part of the
+  grid's digest).
 * A different thread count (like another machine) changes the arithmetic, so the numbers agree only to a
   tolerance: the README's claim, tested on one trial at 1 and 2 threads.
 * Every run records its resolved config, split hash, package versions and git commit (``run.json``,
@@ -37,7 +38,7 @@ backbones: [test_resnet]
 strategies: [ml_ros]
 train: {{epochs: 2, batch_size: 32, lr: 0.003, augment: true}}
 seeds: [0]
-resources: {{cpu: 1, max_concurrent: {concurrent}}}
+resources: {{cpu: {cpu}, max_concurrent: {concurrent}}}
 localisation: {{max_images: 10, gallery: 1}}
 report: {{bootstrap: 20}}
 """
@@ -55,9 +56,9 @@ def runs(ray_session, synth_root, tmp_path_factory):
     """The grid run twice: two trials at once, then one at a time."""
     folder = tmp_path_factory.mktemp("repro")
     out = {}
-    for concurrent in (2, 1):
+    for concurrent, cpu in ((2, 0.5), (1, 1)):  # ray_session has one CPU
         grid = folder / f"grid{concurrent}.yaml"
-        grid.write_text(GRID.format(root=synth_root, concurrent=concurrent))
+        grid.write_text(GRID.format(root=synth_root, concurrent=concurrent, cpu=cpu))
         rc = main(["-q", "run", "--grid", str(grid), "--out", str(folder / f"run{concurrent}")])
         out[concurrent] = {"rc": rc, "run": folder / f"run{concurrent}", "grid": grid}
     return out

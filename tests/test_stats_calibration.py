@@ -128,6 +128,7 @@ def test_drop_interval_covers_the_population_drop_and_per_fold_external_draws_do
     res = D.coverage(D.SETTINGS["common"], 250)
     assert 0.90 <= res["coverage"] <= 0.98, res
     assert abs(res["estimator_bias"]) < 0.2 * res["estimator_sd"], res  # the population drop is the right target
-    # the old rule, each fold's models resampling the one external set independently, is far too narrow
-    old = D.coverage(D.SETTINGS["common"], 250, per_fold_draws=True)
+    # the old rule, each fold's models resampling the one external set independently, is far too narrow: half as
+    # many studies, as benchmarks/drop_coverage.py runs it (it covers about 0.65: 0.87 is 4.5 standard errors away)
+    old = D.coverage(D.SETTINGS["common"], 125, per_fold_draws=True)
     assert old["coverage"] < 0.87 and old["mean_width"] < 0.8 * res["mean_width"], old
