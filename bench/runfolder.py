@@ -34,30 +34,35 @@ _CKPT_NAME = re.compile(rf"{re.escape(CKPT_PREFIX)}(?P<host>.+)-(?P<pid>\d+)-[^-
 
 
 @contextlib.contextmanager
-def checkpoint_staging() -> Iterator[Path]:
+def checkpoint_staging(*, sweep: bool = False) -> Iterator[Path]:
     """The temporary folder an epoch's checkpoint is written to, for Ray Tune to copy to storage; removed after.
 
     A trial worker killed with SIGKILL (a lost node, Ray stopping its actors on Ctrl-C) cannot remove its own, a
     model's weights and optimizer state left in the node's temp folder; the folder's name carries the host and the
-    worker's pid, and every later staging on that host first removes those whose process is gone
-    (:func:`remove_orphaned_checkpoints`).
+    worker's pid, and with ``sweep`` (a trial's first staging: once a trial, not every epoch) the staging first
+    removes this host's folders whose process is gone (:func:`remove_orphaned_checkpoints`).
     """
-    remove_orphaned_checkpoints()
+    if sweep:
+        remove_orphaned_checkpoints()
     with tempfile.TemporaryDirectory(prefix=f"{CKPT_PREFIX}{socket.gethostname()}-{os.getpid()}-") as folder:
         yield Path(folder)
 
 
 def remove_orphaned_checkpoints(root: str | Path | None = None) -> list[Path]:
-    """Remove the staging folders in ``root`` (the temp folder) left by dead workers of this host; return them.
-    A folder of another host (a temp folder shared between machines or containers) or of a live pid stays."""
-    root, host, removed = Path(root or tempfile.gettempdir()), socket.gethostname(), []
+    """Remove the staging folders in ``root`` (the temp folder) left by dead workers of this host; return those
+    removed. A folder of another host (a temp folder shared between machines or containers) or of a live pid stays;
+    one that cannot be removed (permissions) stays too, with a warning naming it."""
+    root, host, removed, stuck = Path(root or tempfile.gettempdir()), socket.gethostname(), [], []
     for folder in root.glob(f"{CKPT_PREFIX}*"):
         name = _CKPT_NAME.fullmatch(folder.name)
         if name and name["host"] == host and not _alive(int(name["pid"])) and folder.is_dir():
             shutil.rmtree(folder, ignore_errors=True)
-            removed.append(folder)
+            (stuck if folder.exists() else removed).append(folder)
     if removed:
         log.info("removed %d checkpoint folder(s) left in %s by killed trial workers", len(removed), root)
+    if stuck:
+        log.warning("could not remove %d checkpoint folder(s) left by killed trial workers (delete them by hand): %s",
+                    len(stuck), ", ".join(map(str, stuck)))
     return removed
 
 

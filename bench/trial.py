@@ -185,7 +185,7 @@ def _run(spec: TrialSpec, data: TrialData, *, report, checkpoint_dir) -> dict:
             metrics = {**entry, "done": last}
             report(metrics, None)
             continue
-        with checkpoint_staging() as ckpt:
+        with checkpoint_staging(sweep=epoch == start) as ckpt:  # orphans of killed workers: once a trial
             if not last or tr.keep_weights:
                 torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
                             "history": json.dumps(history), "scaler": scaler.state_dict(), "stage": k,

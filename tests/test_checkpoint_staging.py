@@ -4,6 +4,7 @@ staging on that host, and nothing of a live worker or another host is touched.""
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import subprocess
@@ -45,10 +46,26 @@ def test_only_folders_of_dead_workers_of_this_host_are_removed(tmp_path):
     assert remove_orphaned_checkpoints(tmp_path) == []
 
 
-def test_staging_removes_orphans_first_and_its_own_folder_after(tmp_path, monkeypatch):
+def test_a_folder_that_cannot_be_removed_is_named_in_a_warning_and_not_counted(tmp_path, monkeypatch, caplog):
+    import shutil
+
+    orphan = staged(tmp_path, socket.gethostname(), dead_pid())
+    monkeypatch.setattr(shutil, "rmtree", lambda path, ignore_errors=False: None)  # as if permission was refused
+    with caplog.at_level(logging.INFO, logger="bench.runfolder"):
+        assert remove_orphaned_checkpoints(tmp_path) == []
+    assert orphan.is_dir()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and str(orphan) in warnings[0] and "could not remove 1 checkpoint folder" in warnings[0]
+    assert not [r for r in caplog.records if r.levelno == logging.INFO]  # nothing claimed as removed
+
+
+def test_a_trials_first_staging_removes_orphans_and_every_staging_its_own_folder(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     orphan = staged(tmp_path, socket.gethostname(), dead_pid())
-    with checkpoint_staging() as folder:
+    with checkpoint_staging() as folder:  # a later epoch's staging: no sweep (it lists the temp folder once a trial)
+        assert orphan.is_dir()
+    assert not folder.exists()
+    with checkpoint_staging(sweep=True) as folder:
         assert not orphan.exists()
         assert folder.parent == tmp_path and folder.is_dir()
         assert folder.name.startswith(f"{CKPT_PREFIX}{socket.gethostname()}-{os.getpid()}-")
