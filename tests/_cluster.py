@@ -86,6 +86,14 @@ def kill_tree(proc: subprocess.Popen, *, grace: float = 2.0) -> None:
         pass
 
 
+def one_at_a_time(**more) -> str:
+    """``resources`` of a test grid whose subject is not where or how many trials run at once: one CPU a trial and
+    one trial at a time, so one trial worker, reused by every trial, imports torch and timm once (a second worker at
+    once costs that import again, about 7 CPU-seconds a run here, and saves no time with trials this small).
+    Resources never change a trial's numbers. ``more``: other keys, e.g. ``max_failures=1``."""
+    return "{" + ", ".join(f"{k}: {v}" for k, v in {"cpu": 1, "max_concurrent": 1, **more}.items()) + "}"
+
+
 def free_ports(n: int) -> list[int]:
     """``n`` distinct ports free right now."""
     socks = []

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from _cluster import BIN, S3_ENV, Cluster, kill_tree, two_node_cluster
+from _cluster import BIN, S3_ENV, Cluster, kill_tree, one_at_a_time, two_node_cluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -47,10 +47,6 @@ localisation: {{enabled: false}}
 report: {{bootstrap: 0}}
 """
 TRIALS = sorted(f"test_resnet-{s}-f{f}-s0" for s in ("bce", "focal") for f in (0, 1))
-# Where a test is not about where or how many trials run at once, they run one at a time: one trial worker for the
-# run, reused by every trial, imports torch and timm once (a second worker at once costs that import again, about 7
-# CPU-seconds a run here, and saves no time with trials this small). Resources never change a trial's numbers.
-ONE_AT_A_TIME = "{cpu: 1, max_concurrent: 1}"
 
 
 @pytest.fixture(scope="module")
@@ -277,7 +273,7 @@ def test_killed_worker_resumes_from_its_checkpoint(drivers, baseline, tmp_path):
     """A trial whose worker dies continues from its last epoch checkpoint; once its retries
     (resources.max_failures) are spent it errors, the run exits 3 naming it, and re-running the
     command restores the experiment and resumes the errored trial from its checkpoint."""
-    out, grid = tmp_path / "run", drivers.grid("grid", "{cpu: 1, max_failures: 1, max_concurrent: 1}")
+    out, grid = tmp_path / "run", drivers.grid("grid", one_at_a_time(max_failures=1))
     driver = drivers.start(grid, out)
 
     def first_epoch_reported():
@@ -328,7 +324,7 @@ def test_killed_worker_resumes_from_its_checkpoint(drivers, baseline, tmp_path):
 def test_killed_driver_restores_and_runs_only_what_is_missing(drivers, baseline, tmp_path):
     """SIGKILL the driver after some trials finished; the same command restores the experiment and
     runs only the rest, even a trial whose recorded checkpoint Tune had already deleted."""
-    out, grid = tmp_path / "run", drivers.grid("grid", ONE_AT_A_TIME)
+    out, grid = tmp_path / "run", drivers.grid("grid", one_at_a_time())
     first = drivers.start(grid, out)
 
     def ready():  # some trials finished, and an unfinished one has a recorded checkpoint to resume from
@@ -369,7 +365,7 @@ def test_killed_driver_restores_and_runs_only_what_is_missing(drivers, baseline,
 def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(drivers, baseline, tmp_path):
     """SIGINT (Ctrl-C) with trials in flight: exit 130 with the resume hint, the unfinished trials are not
     reported as errors, and the same command finishes the grid with the uninterrupted run's numbers."""
-    out, grid = tmp_path / "run", drivers.grid("grid", ONE_AT_A_TIME)
+    out, grid = tmp_path / "run", drivers.grid("grid", one_at_a_time())
     first = drivers.start(grid, out)
     wait_for("a finished trial", lambda: finished_some(out), first)
     os.kill(first.proc.pid, signal.SIGINT)
@@ -444,7 +440,7 @@ def test_s3_storage_run_and_a_lost_run_folder_restored_from_it(drivers, baseline
     finished and the run folder is lost with it (a lost head node); the same command restores the experiment from
     the bucket, collects the finished trials' outputs from their checkpoints there without training them again,
     runs the rest and rebuilds the folder with the uninterrupted run's numbers."""
-    out, grid, storage = tmp_path / "run", drivers.grid("grid", ONE_AT_A_TIME), "s3://bench-results/runs"
+    out, grid, storage = tmp_path / "run", drivers.grid("grid", one_at_a_time()), "s3://bench-results/runs"
     first = drivers.start(grid, out, storage=storage, env=s3["env"])
 
     def finished_in_the_bucket():  # some, not all, trials finished, and the state in the bucket records one
@@ -541,7 +537,7 @@ def test_ray_client_drives_the_grid_from_outside_the_cluster(drivers, baseline, 
     from bench.tuner import CLIENT_TAG
 
     out, store = tmp_path / "run", tmp_path / "store"
-    driver = drivers.run(drivers.grid("grid", ONE_AT_A_TIME), out, address=drivers.cluster.client_address,
+    driver = drivers.run(drivers.grid("grid", one_at_a_time()), out, address=drivers.cluster.client_address,
                          storage=str(store))
     output = driver.output()
     assert driver.proc.returncode == 0, output[-3000:]

@@ -15,7 +15,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from _cluster import _descendants, kill_tree, two_node_cluster
+from _cluster import _descendants, kill_tree, one_at_a_time, two_node_cluster
 from test_distributed import EPOCHS, TRIALS, Drivers, collected, results, snapshot, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -76,7 +76,7 @@ strategies:
       - {{name: classifier, sampler: class_aware, train: classifier, reinit: true}}
 train: {{epochs: {epochs}, batch_size: 32, lr: 0.003}}
 seeds: [0]
-resources: {{cpu: 1, max_failures: 1, max_concurrent: 1}}  # one worker (test_distributed.ONE_AT_A_TIME)
+resources: {resources}
 localisation: {{enabled: false}}
 report: {{bootstrap: 0}}
 """
@@ -88,7 +88,8 @@ def test_staged_trial_killed_in_its_second_stage_resumes_in_it(cluster, drivers,
     it never trains the first stage again, and its outputs record both stages."""
     epochs, out = 8, tmp_path / "run"
     grid = tmp_path / "staged.yaml"
-    grid.write_text(STAGED_GRID.format(root=drivers.root, epochs=epochs))
+    grid.write_text(STAGED_GRID.format(root=drivers.root, epochs=epochs,
+                                       resources=one_at_a_time(max_failures=1)))
     driver = drivers.start(grid, out)
     trials = [f"test_resnet-crt_long-f{f}-s0" for f in (0, 1)]
 
