@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from bench import runfolder
+from bench import runfolder, tune_outcome
 from bench.config import GridConfig, resolve_paths
 from bench.errors import BenchError
 from bench.runfolder import RunFolder, collect_trial, finished_trials, write_atomic, write_json  # noqa: F401
@@ -302,12 +302,11 @@ def run_grid(grid_path: str | Path, *, out: str | Path | None = None, address: s
                                   callbacks=callbacks, restore=True, finished=finished)
         else:
             if existing:  # a fresh experiment over the missing trials only
-                name = f"{name}-{time.strftime('%Y%m%d%H%M%S')}"
-                write_json(run_json, {**json.loads(run_json.read_text()), "experiment": name})
+                name = _new_experiment(name, run_json)
             t = tuner.build_tuner(data, todo, cfg=cfg, storage_path=storage_path, name=name, filesystem=filesystem,
                                   callbacks=callbacks)
-        results = t.fit()
-        if restore and any(_checkpoint_gone(r.error) for r in results):
+        results = list(t.fit())
+        if restore and any(tune_outcome.checkpoint_gone(r.error) for r in results):
             # Tune deletes a trial's previous checkpoint before it saves the experiment state: a driver
             # killed in between leaves the state pointing at a checkpoint that is gone, and resuming
             # from it fails every time. Start those trials over (every draw is seeded: same numbers).
@@ -315,22 +314,16 @@ def run_grid(grid_path: str | Path, *, out: str | Path | None = None, address: s
                 "restarting the errored trials from scratch")
             t = tuner.build_tuner(data, todo, cfg=cfg, storage_path=storage_path, name=name, filesystem=filesystem,
                                   callbacks=callbacks, restore=True, restart_errored=True, finished=finished)
-            results = t.fit()
-        stopped = []
-        for result in results:
-            if not result.config:  # never started: Ray Tune was stopped (Ctrl-C) before it ran this trial
-                stopped.append("(not started)")
-                continue
-            tid = spec_of(result.config).id
-            if result.error is not None:
-                if not folder.trial(tid).is_finished():  # else: finished before
-                    outcome.errors[tid] = _error_line(result.error)
-                continue
-            if not folder.trial(tid).is_finished():
-                if runfolder.has_outputs(result.checkpoint):
-                    collect_trial(run_dir, tid, result.checkpoint)
-                else:  # neither finished nor errored: Ray Tune stopped it (Ctrl-C); its checkpoint is kept
-                    stopped.append(tid)
+            results = list(t.fit())
+        stopped = tune_outcome.settle(results, folder, outcome.errors)
+        seen = {spec_of(r.config).id for r in results if r.config}
+        unseen = [s for s in todo if s.id not in seen and not folder.trial(s.id).is_finished()]
+        if unseen and not stopped:  # a restored generator skipped them (tuner.restore_safe_grid): a new experiment
+            name = _new_experiment(name, run_json)
+            say(f"Ray Tune ended without starting {len(unseen)} trial(s): running them as a new experiment, {name}")
+            t = tuner.build_tuner(data, unseen, cfg=cfg, storage_path=storage_path, name=name, filesystem=filesystem,
+                                  callbacks=callbacks, finished=finished)
+            stopped = tune_outcome.settle(list(t.fit()), folder, outcome.errors)
         if stopped:
             write_json(run_json, {**json.loads(run_json.read_text()), "status": "interrupted",
                                   "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
@@ -351,17 +344,11 @@ def run_grid(grid_path: str | Path, *, out: str | Path | None = None, address: s
     return outcome
 
 
-def _checkpoint_gone(error: BaseException | None) -> bool:
-    return error is not None and "does not exist on storage anymore" in str(error)
-
-
-def _error_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    for line in reversed(text):
-        line = line.strip()
-        if line and not line.startswith(("File ", "^", "Traceback", "~")):
-            return line[:400]
-    return type(error).__name__
+def _new_experiment(name: str, run_json: Path) -> str:
+    """A new Tune experiment's name, recorded in run.json: the one a later ``bench run`` resumes."""
+    name = f"{name}-{time.strftime('%Y%m%d%H%M%S')}"
+    write_json(run_json, {**json.loads(run_json.read_text()), "experiment": name})
+    return name
 
 
 def _storage(run_dir: Path, storage: str | None, cfg: GridConfig) -> tuple[str, str, object]:

@@ -44,6 +44,14 @@ def checkpoint_staging(*, sweep: bool = False) -> Iterator[Path]:
     """
     if sweep:
         remove_orphaned_checkpoints()
+    with worker_folder() as folder:
+        yield folder
+
+
+@contextlib.contextmanager
+def worker_folder() -> Iterator[Path]:
+    """A temporary folder of this trial worker, named for its host and pid, removed after (or, if the worker is
+    killed first, by a later trial's sweep: :func:`remove_orphaned_checkpoints`)."""
     with tempfile.TemporaryDirectory(prefix=f"{CKPT_PREFIX}{socket.gethostname()}-{os.getpid()}-") as folder:
         yield Path(folder)
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -146,12 +145,15 @@ def _trainable(config: dict, data=None, finished=None):
         run_trial(spec, data, report=report)
         return
     with ckpt.as_directory() as folder:
-        # Copy: the folder may be a temporary download that disappears with the context.
-        with tempfile.TemporaryDirectory(prefix="bench-restore-") as local:
-            import shutil
+        # Copy: the folder may be a temporary download that disappears with the context. (A worker folder: one
+        # that a killed worker leaves is swept by a later trial on the node.)
+        import shutil
 
+        from bench.runfolder import worker_folder
+
+        with worker_folder() as local:
             shutil.copytree(folder, local, dirs_exist_ok=True)
-            run_trial(spec, data, report=report, checkpoint_dir=local)
+            run_trial(spec, data, report=report, checkpoint_dir=str(local))
 
 
 @dataclass
@@ -204,6 +206,59 @@ def make_callback(progress: Progress, say: Callable[[str], None], on_done: Calla
                 "checkpoint")
 
     return Reporter()
+
+
+def restore_safe_grid(max_concurrent: int) -> tuple:
+    """Ray Tune's grid generator, limited to ``max_concurrent`` running trials (0: no limit) in a way that
+    survives ``Tuner.restore``, and the callback that keeps its count: ``(search_alg, callback)``.
+
+    Tune's own limit (``TuneConfig(max_concurrent_trials)``) has its generator create a grid's trials lazily,
+    as running ones end, counting them in a set saved with the generator's state. Ray 2.60 uploads the
+    experiment folder to storage while the next save rewrites it, so storage can hold a generator state older
+    or newer than the trial states beside it. Restored from such a pair, the set names a trial that never ends
+    again and Tune waits for a trial slot forever (the generator may also hand out again a trial the
+    experiment already has, or skip one). Here the generator counts instead the trials Tune reports unfinished
+    at the start of each of its steps (the callback), and skips any grid point the experiment already holds;
+    a point it skipped wrongly, never created, is run by ``bench run`` as a new experiment afterwards.
+    """
+    from ray import tune
+    from ray.tune.search import BasicVariantGenerator
+
+    class RestoreSafeGrid(BasicVariantGenerator):
+        def __init__(self, limit: int):
+            super().__init__(max_concurrent=0)  # the limit is kept below, from Tune's own trial states
+            self.limit, self.unfinished, self.known = limit, set(), set()
+
+        def next_trial(self):
+            while not self.limit or len(self.unfinished) < self.limit:
+                trial = super().next_trial()
+                if trial is None:
+                    return None
+                tid = trial.config["trial"]["id"]
+                if tid not in self.known:  # else: already a trial of the (restored) experiment
+                    self.known.add(tid)
+                    self.unfinished.add(trial.trial_id)
+                    return trial
+            return None
+
+        def on_trial_complete(self, trial_id, result=None, error=False):
+            super().on_trial_complete(trial_id, result=result, error=error)
+            self.unfinished.discard(trial_id)
+
+    grid = RestoreSafeGrid(max_concurrent)
+
+    class TrialCensus(tune.Callback):
+        """Tells the generator which trials Tune has and which of them are unfinished, before it asks for more."""
+
+        def __init__(self):
+            self.grid, self.count = grid, -1
+
+        def on_step_begin(self, iteration, trials, **info):
+            self.grid.unfinished = {t.trial_id for t in trials if t.status not in ("TERMINATED", "ERROR")}
+            if len(trials) != self.count:
+                self.count, self.grid.known = len(trials), {t.config["trial"]["id"] for t in trials}
+
+    return grid, TrialCensus()
 
 
 def trial_name(trial) -> str:
@@ -269,7 +324,8 @@ def build_tuner(trainable_data, trials: list[TrialSpec], *, cfg, storage_path: s
                                                          finished=finished or {}), resources)
     path = storage_path.rstrip("/") + "/" + name
     # The same list, in the same order, for new and restored tuners (Tune restores callback state by index).
-    callbacks = [*callbacks, _keep_latest_callback(KEEP_CHECKPOINTS), JsonLoggerCallback(), CSVLoggerCallback()]
+    grid, census = restore_safe_grid(int(res.max_concurrent))
+    callbacks = [*callbacks, _keep_latest_callback(KEEP_CHECKPOINTS), JsonLoggerCallback(), CSVLoggerCallback(), census]
     if restore:
         restored = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True,
                                       resume_errored=not restart_errored, restart_errored=restart_errored,
@@ -288,7 +344,7 @@ def build_tuner(trainable_data, trials: list[TrialSpec], *, cfg, storage_path: s
         callbacks=callbacks,
     )
     tune_config = tune.TuneConfig(
-        max_concurrent_trials=int(res.max_concurrent) or None,
+        search_alg=grid,  # the grid, limited to resources.max_concurrent running trials
         trial_name_creator=trial_name,
         trial_dirname_creator=trial_name,
         # Keep worker processes between trials: torch / timm are imported once per worker.
@@ -300,7 +356,8 @@ def build_tuner(trainable_data, trials: list[TrialSpec], *, cfg, storage_path: s
 
 
 def _use_callbacks(tuner, callbacks: list) -> None:
-    """Give a restored tuner this driver's callbacks.
+    """Give a restored tuner this driver's callbacks, the last one (the trial census) excepted: the restored
+    one is kept, bound to the restored generator (:func:`restore_safe_grid`; both come back from one pickle).
 
     ``Tuner.restore`` takes no ``RunConfig``: the callbacks come back unpickled from the experiment's
     ``tuner.pkl``, bound to the first driver's progress counters and output settings, and Ray 2.60 has
@@ -314,7 +371,8 @@ def _use_callbacks(tuner, callbacks: list) -> None:
     if run_config is None or not hasattr(run_config, "callbacks"):
         log.warning("this Ray (Client) restores the first run's callbacks; progress counts may be stale")
         return
-    run_config.callbacks = list(callbacks)
+    census = [c for c in run_config.callbacks or () if type(c).__name__ == type(callbacks[-1]).__name__]
+    run_config.callbacks = [*callbacks[:-1], *census[:1]]
 
 
 def can_restore(storage_path: str, name: str, filesystem=None) -> bool:

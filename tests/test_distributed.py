@@ -72,7 +72,10 @@ class Driver:
             return self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             kill_tree(self.proc)
-            pytest.fail(f"bench run did not finish in {timeout}s:\n{self.output()[-3000:]}")
+            out = self.output()
+            last = next((line for line in reversed(out.splitlines()) if line.strip()), "")
+            # The last line first: a CI summary shows the failure's first line only.
+            pytest.fail(f"bench run did not finish in {timeout}s; its last line: {last[:300]!r}\n{out[-3000:]}")
 
 
 class Drivers:
