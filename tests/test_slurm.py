@@ -26,6 +26,8 @@ import pandas as pd
 import pytest
 from _cluster import BIN, kill_tree, one_at_a_time
 
+from bench.cli import main
+
 REPO = Path(__file__).resolve().parents[1]
 SBATCH = REPO / "slurm" / "bench.sbatch"
 SHIM = Path(__file__).resolve().parent / "slurm_shim"
@@ -116,17 +118,16 @@ def job_dir():
 
 @pytest.mark.cluster
 @pytest.mark.slow
-def test_a_grid_runs_across_two_nodes_and_resumes_when_resubmitted(job_dir, synth_root):
+def test_a_grid_runs_across_two_nodes_and_resumes_when_resubmitted(job_dir, synth_root, ray_session, capsys):
     grid = job_dir / "grid.yaml"
     grid.write_text(GRID.format(root=synth_root, resources="{cpu: 1}"))
 
-    # The reference: a plain local run of the same grid, its trials one at a time (resources change no number)
+    # The reference: a plain local run of the same grid, in this process on the tests' own Ray instance (no second
+    # instance to start), its trials one at a time (resources change no number)
     plain_grid = job_dir / "plain.yaml"
     plain_grid.write_text(GRID.format(root=synth_root, resources=one_at_a_time()))
-    plain = subprocess.run([str(BIN / "bench"), "run", "--grid", str(plain_grid), "--out", str(job_dir / "plain")],
-                           cwd=job_dir, capture_output=True, text=True, timeout=420,
-                           env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"})
-    assert plain.returncode == 0, plain.stdout[-3000:] + plain.stderr[-3000:]
+    assert main(["-q", "run", "--grid", str(plain_grid), "--out", str(job_dir / "plain")]) == 0, \
+        capsys.readouterr().err[-3000:]
 
     env = job_env(job_dir)
     args = ["--grid", str(grid), "--out", str(job_dir / "runs" / "slurm")]
