@@ -234,8 +234,8 @@ def restore_safe_grid(max_concurrent: int) -> tuple:
                 trial = super().next_trial()
                 if trial is None:
                     return None
-                tid = trial.config["trial"]["id"]
-                if tid not in self.known:  # else: already a trial of the (restored) experiment
+                tid = _grid_point(trial)
+                if tid is None or tid not in self.known:  # else: already a trial of the (restored) experiment
                     self.known.add(tid)
                     self.unfinished.add(trial.trial_id)
                     return trial
@@ -256,9 +256,19 @@ def restore_safe_grid(max_concurrent: int) -> tuple:
         def on_step_begin(self, iteration, trials, **info):
             self.grid.unfinished = {t.trial_id for t in trials if t.status not in ("TERMINATED", "ERROR")}
             if len(trials) != self.count:
-                self.count, self.grid.known = len(trials), {t.config["trial"]["id"] for t in trials}
+                self.count, self.grid.known = len(trials), {_grid_point(t) for t in trials} - {None}
 
     return grid, TrialCensus()
+
+
+def _grid_point(trial) -> str | None:
+    """The bench's id of a Tune trial: from its config or, where that is still empty (a restored trial's, until
+    Tune resolves it to start the trial), from the grid values it was created with; None if neither has it."""
+    for values in (trial.config, getattr(trial, "evaluated_params", None)):
+        point = values.get("trial") if isinstance(values, dict) else None
+        if isinstance(point, dict) and "id" in point:
+            return point["id"]
+    return None
 
 
 def trial_name(trial) -> str:

@@ -161,3 +161,19 @@ def test_trials_a_restored_experiment_never_created_run_as_a_new_experiment(synt
     assert f"Ray Tune ended without starting 2 trial(s): running them as a new experiment, {second}" in lines
     assert json.loads((tmp_path / "run" / "run.json").read_text())["experiment"] == second
     assert outcome.completed == sorted(t.id for t in trials) and not outcome.errors
+
+
+def test_the_census_counts_unfinished_trials_and_knows_restored_ones_before_tune_resolves_their_config():
+    """What the generator is told at each step: Tune's unfinished trials (its limit), and the grid points the
+    experiment holds, also a restored trial's whose config Tune has not resolved yet (empty until it starts)."""
+    grid, census = tuner.restore_safe_grid(2)
+
+    def trial(tid, status, *, resolved=True):
+        point = {"trial": {"id": tid}}
+        return SimpleNamespace(trial_id=f"t-{tid}", status=status, config=point if resolved else {},
+                               evaluated_params=point)
+
+    census.on_step_begin(0, [trial("a", "TERMINATED"), trial("b", "RUNNING"), trial("c", "PENDING", resolved=False),
+                             trial("d", "ERROR"), trial("e", "PAUSED")])
+    assert grid.unfinished == {"t-b", "t-c", "t-e"} and grid.known == {"a", "b", "c", "d", "e"}
+    assert grid.next_trial() is None  # three unfinished, the limit is two: nothing new, whatever the saved state
