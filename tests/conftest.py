@@ -141,6 +141,17 @@ def pytest_xdist_make_scheduler(config, log):
 
 
 @pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    """Stops the cluster test_distributed.py and test_faults.py share (tests/_cluster.py: SharedCluster) once the
+    next test is in neither, after this test's fixtures are torn down."""
+    yield
+    from _cluster import SHARED
+
+    if SHARED.current is not None and (nextitem is None or _module(nextitem.nodeid) not in SHARED.MODULES):
+        SHARED.close()
+
+
+@pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """Under CI, a test marked as in ``REQUIRED_UNDER_CI`` that skips fails instead, with the skip's reason."""
     outcome = yield

@@ -15,45 +15,16 @@ import signal
 from pathlib import Path
 
 import pytest
-from _cluster import _descendants, kill_tree, one_at_a_time, two_node_cluster
+from _cluster import SHARED, _descendants, kill_tree, one_at_a_time
 from test_distributed import EPOCHS, TRIALS, Drivers, collected, results, snapshot, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 
-class Clusters:
-    """One two-node cluster at a time, kept for the next test unless a node of it is gone (the lost-node test
-    takes its worker node away, so it runs last)."""
-
-    def __init__(self, folder: Path):
-        self.folder, self.started, self.current, self.context = folder, 0, None, None
-
-    def get(self):
-        if self.current is None or any(proc.poll() is not None for proc in self.current.procs):
-            self.close()
-            self.started += 1
-            logs = self.folder / f"ray-logs-{self.started}"
-            logs.mkdir()
-            self.context = two_node_cluster(logs)
-            self.current = self.context.__enter__()
-        return self.current
-
-    def close(self) -> None:
-        if self.context is not None:
-            context, self.context, self.current = self.context, None, None
-            context.__exit__(None, None, None)
-
-
-@pytest.fixture(scope="module")
-def clusters(tmp_path_factory):
-    c = Clusters(tmp_path_factory.mktemp("faults"))
-    yield c
-    c.close()
-
-
 @pytest.fixture
-def cluster(clusters):
-    return clusters.get()
+def cluster(tmp_path_factory):
+    """test_distributed.py's cluster (tests/_cluster.py: SharedCluster), started again if a node of it is gone."""
+    return SHARED.get(tmp_path_factory.mktemp("cluster"))
 
 
 @pytest.fixture

@@ -64,6 +64,7 @@ def generator_state(tmp_path: Path) -> Path:
     return max((tmp_path / "storage" / "exp").glob("basic-variant-state-*.json"))
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)  # Tune's own limit waited here (600 s a round) for a slot its generator never freed
 @pytest.mark.parametrize("when", ["first trial ended", "second trial started"])
 def test_a_generator_state_older_than_the_trial_states_neither_hangs_nor_runs_a_trial_twice(ray_session, tmp_path,
@@ -110,6 +111,7 @@ def test_a_generator_state_older_than_the_trial_states_neither_hangs_nor_runs_a_
     assert set(runs) == {t.id for t in TRIALS}
 
 
+@pytest.mark.slow
 def test_the_grid_never_runs_more_trials_at_once_than_max_concurrent(ray_session, tmp_path):
     fit(tmp_path, max_concurrent=2, cpu=0.25, sleep=0.3)  # room for four at once on the session's one CPU
     events = sorted((float(t), 1 if len(rest) == 0 else -1) for _, t, *rest in
