@@ -31,19 +31,29 @@ TRIALS = [TrialSpec(id=f"standin-{i}", backbone="standin", strategy={"name": "bc
 
 
 def standin(config: dict, data=None, finished=None) -> None:
-    """Three reports, the last ``done``, ``data['sleep']`` seconds apart (to make running trials overlap); appends
-    its id and the time to ``data['log']`` when it starts, and again, marked ``end``, before its last report."""
+    """Three reports, the last ``done``; appends its id and the time to ``data['log']`` when it starts, and again,
+    marked ``end``, before its last report. It first waits (up to 20 s) with ``data['meet']`` until that many trials
+    run at once, and with ``data['hold']``, unless it is ``data['first']``, 20 s (Tune stops it before)."""
     from ray import tune
 
     tid = config["trial"]["id"]
     with open(data["log"], "a") as f:
         f.write(f"{tid} {time.time()}\n")
+    deadline = time.monotonic() + 20
+    while data.get("meet") and len(running(Path(data["log"]))) < data["meet"] and time.monotonic() < deadline:
+        time.sleep(0.05)  # until that many trials run at once (or 20 s): overlap that does not depend on load
+    while data.get("hold") and tid != data["first"] and time.monotonic() < deadline:
+        time.sleep(0.05)  # every trial but the first: running, not finishing, when the driver is interrupted
     for epoch in range(1, 4):
-        time.sleep(data["sleep"])
         if epoch == 3:  # (Tune ends the trial at its "done" report)
             with open(data["log"], "a") as f:
                 f.write(f"{tid} {time.time()} end\n")
         tune.report({"epoch": epoch, "done": epoch == 3, "macro_auc": 0.5, "macro_f1": 0.25})
+
+
+def running(log: Path) -> set[str]:
+    lines = [line.split() for line in log.read_text().splitlines()]
+    return {w[0] for w in lines if len(w) == 2} - {w[0] for w in lines if len(w) == 3}
 
 
 def started(log: Path) -> list[str]:
@@ -51,9 +61,9 @@ def started(log: Path) -> list[str]:
 
 
 def fit(tmp_path: Path, *, max_concurrent: int, cpu: float = 1.0, restore: bool = False, callbacks=(),
-        sleep: float = 0.0):
+        meet: int = 0, hold: bool = False):
     cfg = SimpleNamespace(resources=ResourcesConfig(cpu=cpu, max_concurrent=max_concurrent))
-    data = {"log": str(tmp_path / "started.log"), "sleep": sleep}
+    data = {"log": str(tmp_path / "started.log"), "meet": meet, "hold": hold, "first": TRIALS[0].id}
     t = tuner.build_tuner(data, TRIALS, cfg=cfg, storage_path=str(tmp_path / "storage"), name="exp",
                           callbacks=list(callbacks), restore=restore, trainable=standin)
     return list(t.fit())
@@ -91,7 +101,7 @@ def test_a_generator_state_older_than_the_trial_states_neither_hangs_nor_runs_a_
                 self.interrupt()
 
     # 1. Interrupted: one trial finished, the second created; the generator state saved then is the older one.
-    first = fit(tmp_path, max_concurrent=1, callbacks=[Interrupt()], sleep=0.2)
+    first = fit(tmp_path, max_concurrent=1, callbacks=[Interrupt()], hold=True)
     assert len([r for r in first if r.metrics.get("done")]) == 1, [r.metrics for r in first]
     older = generator_state(tmp_path).read_bytes()
 
@@ -103,9 +113,7 @@ def test_a_generator_state_older_than_the_trial_states_neither_hangs_nor_runs_a_
     # 3. Storage now holds the older generator state beside the newer trial states, as an upload that overlapped
     # a save leaves it. Restoring has nothing left to run: Tune returns at once and trains nothing again.
     generator_state(tmp_path).write_bytes(older)
-    t0 = time.monotonic()
-    third = fit(tmp_path, max_concurrent=1, restore=True)
-    assert time.monotonic() - t0 < 60
+    third = fit(tmp_path, max_concurrent=1, restore=True)  # (a hang is failed by the timeout above)
     assert sorted(r.config["trial"]["id"] for r in third if r.metrics.get("done")) == [t.id for t in TRIALS]
     assert started(tmp_path / "started.log") == runs, "a finished trial was run again"
     assert set(runs) == {t.id for t in TRIALS}
@@ -113,7 +121,8 @@ def test_a_generator_state_older_than_the_trial_states_neither_hangs_nor_runs_a_
 
 @pytest.mark.slow
 def test_the_grid_never_runs_more_trials_at_once_than_max_concurrent(ray_session, tmp_path):
-    fit(tmp_path, max_concurrent=2, cpu=0.25, sleep=0.3)  # room for four at once on the session's one CPU
+    # Room for four at once on the session's one CPU; each trial waits (up to 20 s) until two run at once.
+    fit(tmp_path, max_concurrent=2, cpu=0.25, meet=2)
     events = sorted((float(t), 1 if len(rest) == 0 else -1) for _, t, *rest in
                     (line.split() for line in (tmp_path / "started.log").read_text().splitlines()))
     running, most = 0, 0
