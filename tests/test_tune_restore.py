@@ -32,16 +32,18 @@ TRIALS = [TrialSpec(id=f"standin-{i}", backbone="standin", strategy={"name": "bc
 
 def standin(config: dict, data=None, finished=None) -> None:
     """Three reports, the last ``done``; appends its id and the time to ``data['log']`` when it starts, and again,
-    marked ``end``, before its last report. It first waits (up to 20 s) with ``data['meet']`` until that many trials
-    run at once, and with ``data['hold']``, unless it is ``data['first']``, 20 s (Tune stops it before)."""
+    marked ``end``, before its last report. It first waits (up to 20 s), if it is one of ``data['meet']``, until the
+    others of them have started, and with ``data['hold']``, unless it is ``data['first']``, 20 s (Tune stops it
+    before)."""
     from ray import tune
 
     tid = config["trial"]["id"]
     with open(data["log"], "a") as f:
         f.write(f"{tid} {time.time()}\n")
     deadline = time.monotonic() + 20
-    while data.get("meet") and len(running(Path(data["log"]))) < data["meet"] and time.monotonic() < deadline:
-        time.sleep(0.05)  # until that many trials run at once (or 20 s): overlap that does not depend on load
+    meet = set(data["meet"]) if tid in data["meet"] else set()
+    while not meet <= set(started(Path(data["log"]))) and time.monotonic() < deadline:
+        time.sleep(0.05)  # until the others of data["meet"] have started too (or 20 s): they overlap, whatever the load
     while data.get("hold") and tid != data["first"] and time.monotonic() < deadline:
         time.sleep(0.05)  # every trial but the first: running, not finishing, when the driver is interrupted
     for epoch in range(1, 4):
@@ -51,19 +53,14 @@ def standin(config: dict, data=None, finished=None) -> None:
         tune.report({"epoch": epoch, "done": epoch == 3, "macro_auc": 0.5, "macro_f1": 0.25})
 
 
-def running(log: Path) -> set[str]:
-    lines = [line.split() for line in log.read_text().splitlines()]
-    return {w[0] for w in lines if len(w) == 2} - {w[0] for w in lines if len(w) == 3}
-
-
 def started(log: Path) -> list[str]:
     return [line.split()[0] for line in log.read_text().splitlines() if not line.endswith(" end")]
 
 
 def fit(tmp_path: Path, *, max_concurrent: int, cpu: float = 1.0, restore: bool = False, callbacks=(),
-        meet: int = 0, hold: bool = False):
+        meet: tuple = (), hold: bool = False):
     cfg = SimpleNamespace(resources=ResourcesConfig(cpu=cpu, max_concurrent=max_concurrent))
-    data = {"log": str(tmp_path / "started.log"), "meet": meet, "hold": hold, "first": TRIALS[0].id}
+    data = {"log": str(tmp_path / "started.log"), "meet": list(meet), "hold": hold, "first": TRIALS[0].id}
     t = tuner.build_tuner(data, TRIALS, cfg=cfg, storage_path=str(tmp_path / "storage"), name="exp",
                           callbacks=list(callbacks), restore=restore, trainable=standin)
     return list(t.fit())
@@ -121,8 +118,8 @@ def test_a_generator_state_older_than_the_trial_states_neither_hangs_nor_runs_a_
 
 @pytest.mark.slow
 def test_the_grid_never_runs_more_trials_at_once_than_max_concurrent(ray_session, tmp_path):
-    # Room for four at once on the session's one CPU; each trial waits (up to 20 s) until two run at once.
-    fit(tmp_path, max_concurrent=2, cpu=0.25, meet=2)
+    # Room for four at once on the session's one CPU; the first two trials wait (up to 20 s) for each other.
+    fit(tmp_path, max_concurrent=2, cpu=0.25, meet=(TRIALS[0].id, TRIALS[1].id))
     events = sorted((float(t), 1 if len(rest) == 0 else -1) for _, t, *rest in
                     (line.split() for line in (tmp_path / "started.log").read_text().splitlines()))
     running, most = 0, 0
