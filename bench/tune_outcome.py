@@ -7,14 +7,13 @@ and could not copy outputs here.
 
 from __future__ import annotations
 
+from bench.runfolder import collect_trial, has_outputs
 from bench.trial_spec import spec_of
 
 
 def settle(results: list, folder, errors: dict[str, str]) -> list[str]:
     """Record a Tune run's errors in ``errors`` and collect into ``folder`` (a run folder) the finished trials'
     outputs its callback did not; the trials it stopped (Ctrl-C)."""
-    from bench.runfolder import collect_trial, has_outputs
-
     stopped = []
     for result in results:
         if not result.config:  # never started: Ray Tune was stopped (Ctrl-C) before it ran this trial

@@ -236,7 +236,7 @@ def restore_safe_grid(max_concurrent: int) -> tuple:
                     return None
                 tid = _grid_point(trial)
                 if tid is None or tid not in self.known:  # else: already a trial of the (restored) experiment
-                    self.known.add(tid)
+                    self.known |= {tid} - {None}
                     self.unfinished.add(trial.trial_id)
                     return trial
             return None
