@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-from pathlib import Path
 
 import pytest
 from _cluster import SHARED, _descendants, kill_tree, one_at_a_time
