@@ -75,12 +75,14 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, num_gpu
                 ray.init(address=address, **{**kwargs, "log_to_driver": True})
                 break
             except ConnectionAbortedError as exc:
-                # Ray's proxy sometimes fails to start the per-client server, mostly on the first
-                # connection after the head starts ("SpecificServer startup failed" in its log).
+                # The head's proxy forks this client's own server; with gRPC's fork handlers on, about 1 child
+                # in 20 aborts ("SpecificServer startup failed" in its log; ray-project/ray#63202).
                 if attempt == CLIENT_ATTEMPTS:
                     raise
-                log.warning("Ray Client at %s: the head's per-client server did not start (%s); retrying (%d/%d)",
-                            address, str(exc).splitlines()[0], attempt + 1, CLIENT_ATTEMPTS)
+                log.warning("Ray Client at %s: the head's per-client server did not start (%s; a known Ray bug, "
+                            "ray-project/ray#63202, which a head started with GRPC_ENABLE_FORK_SUPPORT=0 avoids, "
+                            "as cluster.yaml's does); retrying (%d/%d)",
+                            address, str(exc).splitlines()[0].rstrip(":"), attempt + 1, CLIENT_ATTEMPTS)
                 time.sleep(2.0 * attempt)
         _client_console(debug=debug)
     elif address:
