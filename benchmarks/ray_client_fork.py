@@ -147,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--burn", action="store_true", help="keep one core busy meanwhile")
     ap.add_argument("--json", action="store_true", help="print the rows as JSON")
     args = ap.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a `kill` stops the nodes too (the finally blocks)
     if args.connections < 1:
         ap.error(f"--connections {args.connections}: must be at least 1")
     burner = None
