@@ -76,7 +76,7 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, num_gpu
                 break
             except ConnectionAbortedError as exc:
                 # The head's proxy forks this client's own server; with gRPC's fork handlers on, about 1 child
-                # in 20 aborts ("SpecificServer startup failed" in its log; ray-project/ray#63202).
+                # in 25 aborts ("SpecificServer startup failed" in its log; ray-project/ray#63202).
                 if attempt == CLIENT_ATTEMPTS:
                     raise
                 log.warning("Ray Client at %s: the head's per-client server did not start (%s; a known Ray bug, "

@@ -196,9 +196,9 @@ def two_node_cluster(logs: Path, *, extra_env: dict | None = None, services: boo
     # tests can see each epoch and kill at a known state. What is restored, and how, is the same.
     env["TUNE_GLOBAL_CHECKPOINT_S"] = "0"
     # As cluster.yaml's head: with gRPC's fork handlers on, the Ray Client proxy's fork of a client's own server
-    # aborts about 1 time in 20 ("Check failed: next_worker->state == KICKED", ray-project/ray#63202), and the
+    # aborts about 1 time in 25 ("Check failed: next_worker->state == KICKED", ray-project/ray#63202), and the
     # connection then waits out the proxy's channel timeout before bench run retries (the Ray Client test took
-    # 160 s instead of 35). Measured with one head: 4 of 70 connections failed with the handlers on, 0 of 120 off.
+    # 160 s instead of 35). Measured on this cluster: 4 of 70 connections failed with the handlers on, 0 of 120 off.
     env["GRPC_ENABLE_FORK_SUPPORT"] = "0"
     temps = [tempfile.mkdtemp(prefix="rt", dir="/tmp") for _ in range(2)]  # short: socket paths are limited
     taken: set[int] = set()
