@@ -176,13 +176,14 @@ def _node_ports(taken: set[int]) -> tuple[list[str], int]:
 
 @contextlib.contextmanager
 def two_node_cluster(logs: Path, *, extra_env: dict | None = None, services: bool = False,
-                     worker_hidden: tuple = ()):
+                     worker_hidden: tuple = (), grpc_fork_handlers: bool = False):
     """Head (1 CPU, 1 fake GPU) and worker (1 CPU) as separate `ray start` processes; stopped afterwards.
 
     ``extra_env`` reaches both nodes (e.g. Ray's ``RAY_health_check_*`` settings). With ``services`` the
     head also serves Ray Client and the dashboard's Jobs API, on 127.0.0.1, as a `ray up` head does.
     ``worker_hidden``: folders the worker node cannot see (each covered by an empty tmpfs in its own mount
-    namespace), as a machine without the dataset or the head's image cache."""
+    namespace), as a machine without the dataset or the head's image cache. ``grpc_fork_handlers``: gRPC's default
+    (on) instead of cluster.yaml's GRPC_ENABLE_FORK_SUPPORT=0 (benchmarks/ray_client_fork.py compares the two)."""
     env = {**os.environ, **S3_ENV, **(extra_env or {})}  # nodes inherit BENCH_CACHE_DIR: the image cache is reused
     env.pop("RAY_ADDRESS", None)
     env.pop("BENCH_DEBUG", None)  # drivers print what a user sees without --debug
@@ -200,6 +201,8 @@ def two_node_cluster(logs: Path, *, extra_env: dict | None = None, services: boo
     # connection then waits out the proxy's channel timeout before bench run retries (the Ray Client test took
     # 160 s instead of 35). Measured on this cluster: 4 of 70 connections failed with the handlers on, 0 of 120 off.
     env["GRPC_ENABLE_FORK_SUPPORT"] = "0"
+    if grpc_fork_handlers:
+        env.pop("GRPC_ENABLE_FORK_SUPPORT")
     temps = [tempfile.mkdtemp(prefix="rt", dir="/tmp") for _ in range(2)]  # short: socket paths are limited
     taken: set[int] = set()
     procs: list[subprocess.Popen] = []
