@@ -237,8 +237,10 @@ def restore_safe_grid(max_concurrent: int) -> tuple:
                 if trial is None:
                     return None
                 tid = _grid_point(trial)
-                if tid is None or tid not in self.known:  # else: already a trial of the (restored) experiment
-                    self.known |= {tid} - {None}
+                # Skipped: a known grid point (a trial of the restored experiment) and none (an empty config, from a
+                # state out of step); bench run runs what Tune never started as a new experiment, saying so (run.py).
+                if tid is not None and tid not in self.known:
+                    self.known.add(tid)
                     self.unfinished.add(trial.trial_id)
                     return trial
             return None
@@ -274,8 +276,10 @@ def _grid_point(trial) -> str | None:
 
 
 def trial_name(trial) -> str:
-    """A Tune trial's name and folder: the bench's trial id."""
-    return spec_of(trial.config).id
+    """A Tune trial's name and folder: the bench's trial id (``unresolved-<Tune's id>`` for a trial without one,
+    which the grid generator never hands to Tune: see ``restore_safe_grid``)."""
+    tid = _grid_point(trial)
+    return tid if tid is not None else f"unresolved-{trial.trial_id}"
 
 
 def _keep_latest_callback(keep: int):

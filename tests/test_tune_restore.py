@@ -185,3 +185,19 @@ def test_the_census_counts_unfinished_trials_and_knows_restored_ones_before_tune
                              trial("d", "ERROR"), trial("e", "PAUSED")])
     assert grid.unfinished == {"t-b", "t-c", "t-e"} and grid.known == {"a", "b", "c", "d", "e"}
     assert grid.next_trial() is None  # three unfinished, the limit is two: nothing new, whatever the saved state
+
+
+def test_the_grid_skips_trials_without_a_grid_point_and_known_ones(monkeypatch):
+    """A restored generator out of step with its experiment can create a trial with an empty config (its grid point
+    lost, seen in CI): never handed to Tune (bench run runs what Tune never started as a new experiment); nor is a
+    grid point the experiment already holds. Such a trial's name is ``unresolved-<Tune's id>``, not a KeyError."""
+    grid, _ = tuner.restore_safe_grid(0)
+    empty = SimpleNamespace(trial_id="t-0", config={}, evaluated_params={})
+    known = SimpleNamespace(trial_id="t-1", config={"trial": {"id": "a"}}, evaluated_params={})
+    new = SimpleNamespace(trial_id="t-2", config={"trial": {"id": "b"}}, evaluated_params={})
+    made = iter([empty, known, new, None])
+    monkeypatch.setattr(type(grid).__mro__[1], "next_trial", lambda self: next(made))
+    grid.known = {"a"}
+    assert grid.next_trial() is new and grid.known == {"a", "b"} and grid.unfinished == {"t-2"}
+    assert grid.next_trial() is None
+    assert tuner.trial_name(empty) == "unresolved-t-0" and tuner.trial_name(new) == "b"
