@@ -315,15 +315,14 @@ def run_grid(grid_path: str | Path, *, out: str | Path | None = None, address: s
             t = tuner.build_tuner(data, todo, cfg=cfg, storage_path=storage_path, name=name, filesystem=filesystem,
                                   callbacks=callbacks, restore=True, restart_errored=True, finished=finished)
             results = list(t.fit())
-        stopped = tune_outcome.settle(results, folder, outcome.errors)
-        seen = {spec_of(r.config).id for r in results if r.config}
-        unseen = [s for s in todo if s.id not in seen and not folder.trial(s.id).is_finished()]
-        if unseen and not stopped:  # a restored generator skipped them (tuner.restore_safe_grid): a new experiment
+        stopped = _settle(t, results, todo, folder, outcome.errors)
+        unseen = _never_started(results, todo, folder)
+        if unseen and not stopped:  # a restored generator skipped them (bench.tune_grid): a new experiment
             name = _new_experiment(name, run_json)
             say(f"Ray Tune ended without starting {len(unseen)} trial(s): running them as a new experiment, {name}")
             t = tuner.build_tuner(data, unseen, cfg=cfg, storage_path=storage_path, name=name, filesystem=filesystem,
                                   callbacks=callbacks, finished=finished)
-            stopped = tune_outcome.settle(list(t.fit()), folder, outcome.errors)
+            stopped = _settle(t, list(t.fit()), unseen, folder, outcome.errors)
         if stopped:
             write_json(run_json, {**json.loads(run_json.read_text()), "status": "interrupted",
                                   "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
@@ -342,6 +341,24 @@ def run_grid(grid_path: str | Path, *, out: str | Path | None = None, address: s
     elif folder.errors_json.exists():
         folder.errors_json.unlink()
     return outcome
+
+
+def _settle(t, results: list, todo: list[TrialSpec], folder: RunFolder, errors: dict[str, str]) -> list[str]:
+    """:func:`bench.tune_outcome.settle` for the trials ``t`` (a tuner that has run) held; the trials it stopped
+    include, when Ray Tune was stopped between two trials (Ctrl-C: no trial was left unfinished to show it), those
+    of ``todo`` it never started."""
+    from bench import tuner
+
+    stopped = tune_outcome.settle(results, folder, errors)
+    if not stopped and tuner.ended_early(t):
+        stopped = [s.id for s in _never_started(results, todo, folder)] or ["(not started)"]
+    return stopped
+
+
+def _never_started(results: list, todo: list[TrialSpec], folder: RunFolder) -> list[TrialSpec]:
+    """The trials of ``todo`` that no Tune result holds and whose outputs the run folder does not have."""
+    seen = {spec_of(r.config).id for r in results if r.config}
+    return [s for s in todo if s.id not in seen and not folder.trial(s.id).is_finished()]
 
 
 def _new_experiment(name: str, run_json: Path) -> str:

@@ -73,3 +73,18 @@ class TrialSpec:
 def spec_of(config: Mapping[str, Any]) -> TrialSpec:
     """The spec of a Ray Tune trial, from its ``config`` (the ``param_space`` entry ``"trial"``)."""
     return TrialSpec.from_dict(config["trial"])
+
+
+def grid_point(trial) -> str | None:
+    """The bench's id of a Ray Tune trial: from its ``config`` or, where that is still empty (a restored trial's,
+    until Tune resolves it to start the trial), from the grid values it was created with; None if neither has it.
+
+    >>> from types import SimpleNamespace as T
+    >>> grid_point(T(config={}, evaluated_params={"trial": {"id": "a"}})), grid_point(T(config={}))
+    ('a', None)
+    """
+    for values in (trial.config, getattr(trial, "evaluated_params", None)):
+        point = values.get("trial") if isinstance(values, dict) else None
+        if isinstance(point, dict) and "id" in point:
+            return point["id"]
+    return None

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from bench.trial_spec import TrialSpec, spec_of
+from bench.trial_spec import TrialSpec, grid_point, spec_of
 
 log = logging.getLogger(__name__)
 EXPERIMENT = "tune"
@@ -210,75 +210,10 @@ def make_callback(progress: Progress, say: Callable[[str], None], on_done: Calla
     return Reporter()
 
 
-def restore_safe_grid(max_concurrent: int) -> tuple:
-    """Ray Tune's grid generator, limited to ``max_concurrent`` running trials (0: no limit) in a way that
-    survives ``Tuner.restore``, and the callback that keeps its count: ``(search_alg, callback)``.
-
-    Tune's own limit (``TuneConfig(max_concurrent_trials)``) has its generator create a grid's trials lazily,
-    as running ones end, counting them in a set saved with the generator's state. Ray 2.60 uploads the
-    experiment folder to storage while the next save rewrites it, so storage can hold a generator state older
-    or newer than the trial states beside it. Restored from such a pair, the set names a trial that never ends
-    again and Tune waits for a trial slot forever (the generator may also hand out again a trial the
-    experiment already has, or skip one). Here the generator counts instead the trials Tune reports unfinished
-    at the start of each of its steps (the callback), and skips any grid point the experiment already holds;
-    a point it skipped wrongly, never created, is run by ``bench run`` as a new experiment afterwards.
-    """
-    from ray import tune
-    from ray.tune.search import BasicVariantGenerator
-
-    class RestoreSafeGrid(BasicVariantGenerator):
-        def __init__(self, limit: int):
-            super().__init__(max_concurrent=0)  # the limit is kept below, from Tune's own trial states
-            self.limit, self.unfinished, self.known = limit, set(), set()
-
-        def next_trial(self):
-            while not self.limit or len(self.unfinished) < self.limit:
-                trial = super().next_trial()
-                if trial is None:
-                    return None
-                tid = _grid_point(trial)
-                # Skipped: a known grid point (a trial of the restored experiment) and none (an empty config, from a
-                # state out of step); bench run runs what Tune never started as a new experiment, saying so (run.py).
-                if tid is not None and tid not in self.known:
-                    self.known.add(tid)
-                    self.unfinished.add(trial.trial_id)
-                    return trial
-            return None
-
-        def on_trial_complete(self, trial_id, result=None, error=False):
-            super().on_trial_complete(trial_id, result=result, error=error)
-            self.unfinished.discard(trial_id)
-
-    grid = RestoreSafeGrid(max_concurrent)
-
-    class TrialCensus(tune.Callback):
-        """Tells the generator which trials Tune has and which of them are unfinished, before it asks for more."""
-
-        def __init__(self):
-            self.grid, self.count = grid, -1
-
-        def on_step_begin(self, iteration, trials, **info):
-            self.grid.unfinished = {t.trial_id for t in trials if t.status not in ("TERMINATED", "ERROR")}
-            if len(trials) != self.count:
-                self.count, self.grid.known = len(trials), {_grid_point(t) for t in trials} - {None}
-
-    return grid, TrialCensus()
-
-
-def _grid_point(trial) -> str | None:
-    """The bench's id of a Tune trial: from its config or, where that is still empty (a restored trial's, until
-    Tune resolves it to start the trial), from the grid values it was created with; None if neither has it."""
-    for values in (trial.config, getattr(trial, "evaluated_params", None)):
-        point = values.get("trial") if isinstance(values, dict) else None
-        if isinstance(point, dict) and "id" in point:
-            return point["id"]
-    return None
-
-
 def trial_name(trial) -> str:
     """A Tune trial's name and folder: the bench's trial id (``unresolved-<Tune's id>`` for a trial without one,
-    which the grid generator never hands to Tune: see ``restore_safe_grid``)."""
-    tid = _grid_point(trial)
+    which the grid generator never hands to Tune: see :mod:`bench.tune_grid`)."""
+    tid = grid_point(trial)
     return tid if tid is not None else f"unresolved-{trial.trial_id}"
 
 
@@ -334,6 +269,8 @@ def build_tuner(trainable_data, trials: list[TrialSpec], *, cfg, storage_path: s
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
+    from bench.tune_grid import restore_safe_grid
+
     res = cfg.resources
     resources = {"cpu": float(res.cpu), "gpu": float(res.gpu)}
     trainable = tune.with_resources(tune.with_parameters(trainable or _trainable, data=trainable_data,
@@ -373,7 +310,7 @@ def build_tuner(trainable_data, trials: list[TrialSpec], *, cfg, storage_path: s
 
 def _use_callbacks(tuner, callbacks: list) -> None:
     """Give a restored tuner this driver's callbacks, the last one (the trial census) excepted: the restored
-    one is kept, bound to the restored generator (:func:`restore_safe_grid`; both come back from one pickle).
+    one is kept, bound to the restored generator (:mod:`bench.tune_grid`; both come back from one pickle).
 
     ``Tuner.restore`` takes no ``RunConfig``: the callbacks come back unpickled from the experiment's
     ``tuner.pkl``, bound to the first driver's progress counters and output settings, and Ray 2.60 has
@@ -382,13 +319,35 @@ def _use_callbacks(tuner, callbacks: list) -> None:
     Where it is missing (under Ray Client the tuner is a remote actor), the unpickled callbacks run
     as they are: they still copy each finished trial's outputs, only their progress counts are stale.
     """
-    local = getattr(tuner, "_local_tuner", None)
-    run_config = local.get_run_config() if hasattr(local, "get_run_config") else None
-    if run_config is None or not hasattr(run_config, "callbacks"):
+    run_config = _local_run_config(tuner)
+    if run_config is None:
         log.warning("this Ray (Client) restores the first run's callbacks; progress counts may be stale")
         return
-    census = [c for c in run_config.callbacks or () if type(c).__name__ == type(callbacks[-1]).__name__]
+    census = _census(run_config)
     run_config.callbacks = [*callbacks[:-1], *census[:1]]
+
+
+def ended_early(tuner) -> bool:
+    """Whether ``tuner.fit()`` returned before the grid generator had handed out every grid point, i.e. Ray Tune
+    was stopped (Ctrl-C: SIGINT, which Tune catches, ending its loop and returning). Its loop ends otherwise only
+    once the generator is finished and every trial has ended. This tells a stop between two trials, when no trial
+    is left unfinished to show it, from a restored generator that skipped grid points it should not have.
+    False under Ray Client (Tune's loop runs on the head node; Ctrl-C here interrupts ``fit()`` itself)."""
+    run_config = _local_run_config(tuner)
+    census = _census(run_config) if run_config is not None else []
+    return bool(census) and not census[0].grid.is_finished()
+
+
+def _local_run_config(tuner):
+    local = getattr(tuner, "_local_tuner", None)
+    run_config = local.get_run_config() if hasattr(local, "get_run_config") else None
+    return run_config if hasattr(run_config, "callbacks") else None
+
+
+def _census(run_config) -> list:
+    """The run config's trial census (by class name: an experiment saved before it moved to bench.tune_grid holds
+    a copy of the class)."""
+    return [c for c in run_config.callbacks or () if type(c).__name__ == "TrialCensus"]
 
 
 def can_restore(storage_path: str, name: str, filesystem=None) -> bool:

@@ -3,7 +3,7 @@ saved trial states (Ray 2.60 uploads the experiment folder while the next save r
 
 With Tune's own ``max_concurrent_trials`` such a restore waited for a trial slot forever: its generator counted as
 running a trial that had ended (seen on the test cluster: ``bench run`` hung after restoring from S3). The bench's
-generator (``bench.tuner.restore_safe_grid``) counts the trials Tune reports unfinished instead and skips grid points
+generator (``bench.tune_grid``) counts the trials Tune reports unfinished instead and skips grid points
 the experiment already holds; trials it never creates run as a new experiment (``bench.run``). The trainable here is
 a stand-in that trains nothing, so each test costs Tune's driver and one light worker, not torch's import.
 """
@@ -22,7 +22,7 @@ from types import SimpleNamespace
 import pytest
 from ray import cloudpickle
 
-from bench import tuner
+from bench import tune_grid, tuner
 from bench.config import ResourcesConfig
 from bench.trial_spec import TrialSpec
 
@@ -57,13 +57,17 @@ def started(log: Path) -> list[str]:
     return [line.split()[0] for line in log.read_text().splitlines() if not line.endswith(" end")]
 
 
-def fit(tmp_path: Path, *, max_concurrent: int, cpu: float = 1.0, restore: bool = False, callbacks=(),
-        meet: tuple = (), hold: bool = False):
+def build(tmp_path: Path, *, max_concurrent: int, cpu: float = 1.0, restore: bool = False, callbacks=(),
+          meet: tuple = (), hold: bool = False):
+    """The bench's tuner over :data:`TRIALS` with the stand-in trainable."""
     cfg = SimpleNamespace(resources=ResourcesConfig(cpu=cpu, max_concurrent=max_concurrent))
     data = {"log": str(tmp_path / "started.log"), "meet": list(meet), "hold": hold, "first": TRIALS[0].id}
-    t = tuner.build_tuner(data, TRIALS, cfg=cfg, storage_path=str(tmp_path / "storage"), name="exp",
-                          callbacks=list(callbacks), restore=restore, trainable=standin)
-    return list(t.fit())
+    return tuner.build_tuner(data, TRIALS, cfg=cfg, storage_path=str(tmp_path / "storage"), name="exp",
+                             callbacks=list(callbacks), restore=restore, trainable=standin)
+
+
+def fit(tmp_path: Path, **kw) -> list:
+    return list(build(tmp_path, **kw).fit())
 
 
 def generator_state(tmp_path: Path) -> Path:
@@ -119,7 +123,8 @@ def test_a_generator_state_older_than_the_trial_states_neither_hangs_nor_runs_a_
 @pytest.mark.slow
 def test_the_grid_never_runs_more_trials_at_once_than_max_concurrent(ray_session, tmp_path):
     # Room for four at once on the session's one CPU; the first two trials wait (up to 20 s) for each other.
-    fit(tmp_path, max_concurrent=2, cpu=0.25, meet=(TRIALS[0].id, TRIALS[1].id))
+    t = build(tmp_path, max_concurrent=2, cpu=0.25, meet=(TRIALS[0].id, TRIALS[1].id))
+    assert len(list(t.fit())) == len(TRIALS) and not tuner.ended_early(t)
     events = sorted((float(t), 1 if len(rest) == 0 else -1) for _, t, *rest in
                     (line.split() for line in (tmp_path / "started.log").read_text().splitlines()))
     running, most = 0, 0
@@ -129,10 +134,11 @@ def test_the_grid_never_runs_more_trials_at_once_than_max_concurrent(ray_session
     assert len(events) == 2 * len(TRIALS) and most == 2, events
 
 
-def test_trials_a_restored_experiment_never_created_run_as_a_new_experiment(synth_root, tmp_path, monkeypatch):
-    """A generator state newer than the trial states has handed out grid points the restored experiment does not
-    hold: Tune ends without them. ``bench run`` then runs exactly those as a new experiment, which run.json names
-    (the one a later resume restores). Driver logic only: Tune is a stand-in here."""
+def stand_in_run(synth_root: Path, tmp_path: Path, monkeypatch, *, held: int, stopped: bool):
+    """``bench run``'s driver over a 4-trial grid (no restore: lost run folder, experiment kept in storage), with
+    Tune a stand-in whose restored experiment holds the first ``held`` trials (finished) and whose generator
+    was (``stopped``) or was not stopped before the end; every new experiment runs all it is given.
+    Returns ``(trials, build_tuner calls, printed lines, outcome or the KeyboardInterrupt)``."""
     from bench.config import parse_grid, resolve_paths
     from bench.run import expand, run_grid
 
@@ -154,15 +160,26 @@ def test_trials_a_restored_experiment_never_created_run_as_a_new_experiment(synt
 
     def build_tuner(data, todo, **kw):
         calls.append((kw.get("restore", False), kw["name"], [t.id for t in todo]))
-        ran = trials[:2] if kw.get("restore") else todo  # the restored experiment holds the first two only
-        return SimpleNamespace(fit=lambda: [finished(t) for t in ran])
+        ran = trials[:held] if kw.get("restore") else todo
+        return SimpleNamespace(fit=lambda: [finished(t) for t in ran], stopped=stopped and kw.get("restore"))
 
     monkeypatch.setattr(tuner, "init_ray", lambda *a, **kw: None)
-    monkeypatch.setattr(tuner, "can_restore", lambda *a, **kw: True)  # e.g. a lost run folder, the experiment kept
+    monkeypatch.setattr(tuner, "can_restore", lambda *a, **kw: True)
     monkeypatch.setattr(tuner, "build_tuner", build_tuner)
+    monkeypatch.setattr(tuner, "ended_early", lambda t: t.stopped)
     lines = []
-    outcome = run_grid(None, cfg=cfg, out=tmp_path / "run", say=lines.append)
+    try:
+        outcome = run_grid(None, cfg=cfg, out=tmp_path / "run", say=lines.append)
+    except KeyboardInterrupt as exc:
+        outcome = exc
+    return trials, calls, lines, outcome
 
+
+def test_trials_a_restored_experiment_never_created_run_as_a_new_experiment(synth_root, tmp_path, monkeypatch):
+    """A generator state newer than the trial states has handed out grid points the restored experiment does not
+    hold: Tune ends without them, its generator finished. ``bench run`` then runs exactly those as a new
+    experiment, which run.json names (the one a later resume restores). Driver logic only: Tune is a stand-in."""
+    trials, calls, lines, outcome = stand_in_run(synth_root, tmp_path, monkeypatch, held=2, stopped=False)
     (restore, first, todo), (again, second, rest) = calls
     assert restore and todo == [t.id for t in trials]
     assert not again and second.startswith(f"{first}-") and rest == [t.id for t in trials[2:]]
@@ -171,10 +188,59 @@ def test_trials_a_restored_experiment_never_created_run_as_a_new_experiment(synt
     assert outcome.completed == sorted(t.id for t in trials) and not outcome.errors
 
 
+def test_a_stop_between_two_trials_ends_the_run_instead_of_starting_the_rest(synth_root, tmp_path, monkeypatch):
+    """Ctrl-C after a trial has ended and before the generator created the next: Tune returns with no trial
+    unfinished and three never started, its generator not finished. ``bench run`` stops (exit 130, run.json
+    ``interrupted``) instead of running the three as a new experiment, which it did (seen in CI: the Ctrl-C test's
+    driver finished the grid and exited 0)."""
+    trials, calls, lines, outcome = stand_in_run(synth_root, tmp_path, monkeypatch, held=1, stopped=True)
+    assert len(calls) == 1 and not any("new experiment" in line for line in lines), lines
+    assert isinstance(outcome, KeyboardInterrupt) and str(outcome) == "3 trial(s) stopped before they finished"
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["status"] == "interrupted" and run["experiment"] == tuner.EXPERIMENT
+    assert (tmp_path / "run" / "trials" / trials[0].id / "metrics.json").is_file()  # the finished one is kept
+
+
+@pytest.mark.slow
+def test_ray_tune_stopped_between_two_trials_is_told_from_a_grid_run_to_its_end(ray_session, tmp_path):
+    """What ``tuner.ended_early`` reads, on a real Tune run: SIGINT (as Ctrl-C) once the first trial has ended,
+    at the end of Tune's step and so before the generator (one trial at a time) creates the second. Tune returns
+    normally with one finished trial; only the generator shows the stop. The same grid run to its end is not
+    "ended early" (``test_the_grid_never_runs_more_trials_at_once_than_max_concurrent``)."""
+    from ray import tune
+
+    class Interrupt(tune.Callback):
+        def __init__(self):
+            self.sent = False
+
+        def on_step_end(self, iteration, trials, **info):
+            if not self.sent and any(t.status == "TERMINATED" for t in trials):
+                self.sent = True
+                os.kill(os.getpid(), signal.SIGINT)
+
+    t = build(tmp_path, max_concurrent=1, callbacks=[Interrupt()])
+    results = list(t.fit())
+    assert [(r.config["trial"]["id"], r.metrics.get("done")) for r in results] == [(TRIALS[0].id, True)]
+    assert started(tmp_path / "started.log") == [TRIALS[0].id]
+    assert tuner.ended_early(t)
+
+
+def test_a_saved_experiment_refers_to_the_generator_by_name():
+    """``tuner.pkl`` holds the generator and its census by reference (module ``bench.tune_grid``), so a restored
+    experiment runs this code, not a copy of the code of the ``bench run`` that saved it (as when the classes were
+    defined inside a function, which cloudpickle stores by value)."""
+    import pickle
+
+    grid, census = tune_grid.restore_safe_grid(2)
+    back = pickle.loads(cloudpickle.dumps(census))
+    assert type(back) is tune_grid.TrialCensus and type(back.grid) is tune_grid.RestoreSafeGrid
+    assert back.grid.limit == 2
+
+
 def test_the_census_counts_unfinished_trials_and_knows_restored_ones_before_tune_resolves_their_config():
     """What the generator is told at each step: Tune's unfinished trials (its limit), and the grid points the
     experiment holds, also a restored trial's whose config Tune has not resolved yet (empty until it starts)."""
-    grid, census = tuner.restore_safe_grid(2)
+    grid, census = tune_grid.restore_safe_grid(2)
 
     def trial(tid, status, *, resolved=True):
         point = {"trial": {"id": tid}}
@@ -191,7 +257,7 @@ def test_the_grid_skips_trials_without_a_grid_point_and_known_ones(monkeypatch):
     """A restored generator out of step with its experiment can create a trial with an empty config (its grid point
     lost, seen in CI): never handed to Tune (bench run runs what Tune never started as a new experiment); nor is a
     grid point the experiment already holds. Such a trial's name is ``unresolved-<Tune's id>``, not a KeyError."""
-    grid, _ = tuner.restore_safe_grid(0)
+    grid, _ = tune_grid.restore_safe_grid(0)
     empty = SimpleNamespace(trial_id="t-0", config={}, evaluated_params={})
     known = SimpleNamespace(trial_id="t-1", config={"trial": {"id": "a"}}, evaluated_params={})
     new = SimpleNamespace(trial_id="t-2", config={"trial": {"id": "b"}}, evaluated_params={})
