@@ -182,6 +182,9 @@ def _search_fold(cfg, data, base: dict, space: dict, backbone: str, fold: int, o
             search_alg=OptunaSearch(seed=derive_seed(seed, "search", fold)),
             scheduler=ASHAScheduler(max_t=epochs, grace_period=1, reduction_factor=2),
             max_concurrent_trials=int(res.max_concurrent) or None,
+            # As bench run's: a search trial (and the next one when ASHA stops it) runs in the worker process of
+            # the one before, which has imported torch and timm already (Tune's default starts one per trial).
+            reuse_actors=True,
             trial_dirname_creator=lambda tr: f"{strategy}-f{fold}-{tr.trial_id}",
         ),
         run_config=tune.RunConfig(name=f"search-f{fold}", storage_path=str(out), verbose=0),
