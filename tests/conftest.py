@@ -123,27 +123,29 @@ def pytest_collection_modifyitems(config, items):
 # holds a ``cluster`` test.
 CLUSTER_GROUP = "cluster"
 CLUSTER_MODULES = ("tests/test_distributed.py", "tests/test_faults.py", "tests/test_slurm.py")
-# While one worker runs the cluster group (about 455 s), the other takes these first, longest first (the seconds
+# While one worker runs the cluster group (about 470 s), the other takes these first, longest first (the seconds
 # each took in one `make test` here, 2026-12-01), so that no long module is handed out last: test_stats_calibration
 # (not `slow`: no Ray) was, and the suite ended 70 s after the other worker had run out of work.
 LONGEST_MODULES = (
-    "tests/test_tune.py",                  # 92
-    "tests/test_stats_calibration.py",     # 82
-    "tests/test_browser.py",               # 51
-    "tests/test_tracking.py",              # 51
-    "tests/test_protocol.py",              # 38
-    "tests/test_reproducibility.py",       # 38
-    "tests/test_stages.py",                # 35
-    "tests/test_realdata_run.py",          # 30
-    "tests/test_bad_inputs.py",            # 29
-    "tests/test_run.py",                   # 26
-    "tests/test_backbones.py",             # 24
-    "tests/test_localisation_trained.py",  # 24
-    "tests/test_tune_restore.py",          # 23
-    "tests/test_html.py",                  # 21
+    "tests/test_stats_calibration.py",     # 97
+    "tests/test_browser.py",               # 67
+    "tests/test_tune.py",                  # 63
+    "tests/test_tracking.py",              # 58
+    "tests/test_protocol.py",              # 40
+    "tests/test_reproducibility.py",       # 33
+    "tests/test_realdata_run.py",          # 28
+    "tests/test_stages.py",                # 28
+    "tests/test_localisation_trained.py",  # 26
+    "tests/test_bad_inputs.py",            # 25
+    "tests/test_tune_restore.py",          # 24
+    "tests/test_run.py",                   # 23
+    "tests/test_html.py",                  # 22
     "tests/test_markers_under_ci.py",      # 21
-    "tests/test_driver_scale.py",          # 20
-    "tests/test_cli.py",                   # 20
+    "tests/test_driver_scale.py",          # 21
+    "tests/test_overrides.py",             # 16
+    "tests/test_backbones.py",             # 15
+    "tests/test_perf.py",                  # 15
+    "tests/test_cli.py",                   # 14
 )
 
 

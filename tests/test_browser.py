@@ -52,7 +52,8 @@ class Session:
 
     def open(self, path: Path, *, draw_all: bool = True):
         """Open the page; with ``draw_all``, scroll every figure into view (they are drawn as they come near
-        the screen), wait until all are drawn and scroll back to the top."""
+        the screen), wait until all are drawn and scroll back to the top. The tests of the tables alone leave the
+        figures undrawn (about 3 s of CPU a page here); the rendering tests draw them all."""
         self.page.goto(path.resolve().as_uri(), wait_until="load")
         figs = self.page.locator("div.fig[data-figure]")
         if draw_all:
@@ -180,7 +181,7 @@ def test_renders_offline_without_errors_and_screenshot(browser_context, pages):
 
 def test_header_click_sorts_and_reverses(browser_context, pages):
     s = Session(browser_context[0])
-    page = s.open(pages[0])
+    page = s.open(pages[0], draw_all=False)
     auc = [float(v) for v in _rows(page, col=4)]
     assert auc == sorted(auc, reverse=True), "initial order: macro AUC, best first"
     before = _rows(page)
@@ -201,7 +202,7 @@ def test_header_click_sorts_and_reverses(browser_context, pages):
 
 def test_missing_values_sort_last_both_ways(browser_context, pages):
     s = Session(browser_context[0])
-    page = s.open(pages[1])
+    page = s.open(pages[1], draw_all=False)
     for _ in range(2):
         _header(page, "mAP").click()
         vals = _rows(page, col=6)
@@ -215,7 +216,7 @@ def test_missing_values_sort_last_both_ways(browser_context, pages):
 
 def test_filter_box_and_selects_hide_rows(browser_context, pages):
     s = Session(browser_context[0])
-    page = s.open(pages[0])
+    page = s.open(pages[0], draw_all=False)
     total = len(_rows(page))
     page.fill(".controls[data-table=board] input.filter", "focal")
     shown = _rows(page)
@@ -233,7 +234,7 @@ def test_filter_box_and_selects_hide_rows(browser_context, pages):
 
 def test_trials_link_opens_details(browser_context, pages):
     s = Session(browser_context[0])
-    page = s.open(pages[0])
+    page = s.open(pages[0], draw_all=False)
     link = page.locator("#board tbody tr").first.locator("a.trials-link")
     target = link.get_attribute("href")[1:]
     assert page.evaluate(f"() => document.getElementById('{target}').open") is False
