@@ -118,6 +118,7 @@ class Cluster:
     procs: list = field(default_factory=list)  # [head, worker] `ray start --block` processes
     client_address: str | None = None  # ray://127.0.0.1:PORT (Ray Client), with services=True
     dashboard: str | None = None  # http://127.0.0.1:PORT (the Jobs API of `ray job submit`), with services=True
+    hidden: tuple = ()  # folders the worker node cannot see (two_node_cluster's worker_hidden)
 
 
 # Runs a command in a private mount namespace with an empty tmpfs over each of the first N arguments' folders:
@@ -225,7 +226,8 @@ def two_node_cluster(logs: Path, *, extra_env: dict | None = None, services: boo
         _wait_started(procs[1], logs / "worker.log")
         yield Cluster(address=f"127.0.0.1:{gcs}", env=env, logs=[logs / "head.log", logs / "worker.log"],
                       procs=procs, client_address=f"ray://127.0.0.1:{client}" if services else None,
-                      dashboard=f"http://127.0.0.1:{dash}" if services else None)
+                      dashboard=f"http://127.0.0.1:{dash}" if services else None,
+                      hidden=tuple(Path(h) for h in worker_hidden))
     finally:
         for proc in reversed(procs):
             kill_tree(proc)
@@ -238,7 +240,8 @@ class SharedCluster:
     other on one pytest-xdist worker: started by the first test that asks for it, started again when a node of it is
     gone (test_faults' lost-node test takes its worker node away), stopped by ``tests/conftest.py`` as soon as the
     next test is in neither module. One start and stop fewer than a cluster per module (about 10 CPU-seconds), and
-    no idle nodes left behind."""
+    no idle nodes left behind. Its worker node cannot see one folder, ``hidden`` (empty when the cluster starts):
+    what a test puts there is on the head's machine only (test_distributed's worker without the dataset)."""
 
     MODULES = ("tests/test_distributed.py", "tests/test_faults.py")
 
@@ -252,9 +255,10 @@ class SharedCluster:
         if self.current is None or any(proc.poll() is not None for proc in self.current.procs):
             self.close()
             self.started += 1
-            logs = Path(folder) / f"ray-logs-{self.started}"
+            logs, hidden = Path(folder) / f"ray-logs-{self.started}", Path(folder) / f"hidden-{self.started}"
             logs.mkdir(parents=True, exist_ok=True)
-            self.context = two_node_cluster(logs, services=True)
+            hidden.mkdir(parents=True, exist_ok=True)
+            self.context = two_node_cluster(logs, services=True, worker_hidden=(hidden,))
             self.current = self.context.__enter__()
         return self.current
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from _cluster import BIN, S3_ENV, SHARED, Cluster, kill_tree, one_at_a_time, two_node_cluster
+from _cluster import BIN, S3_ENV, SHARED, Cluster, kill_tree, one_at_a_time
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -499,28 +499,31 @@ def test_s3_storage_run_and_a_lost_run_folder_restored_from_it(drivers, baseline
     assert_same_leaderboard(out, baseline["out"])
 
 
-def test_a_worker_without_the_dataset_gets_the_image_cache_through_storage(baseline, synth_root, s3, tmp_path):
-    """A second two-node cluster whose worker sees neither the dataset folder nor the driver's cache folder
-    (each under an empty tmpfs in the worker's own mount namespace, as on another machine). With ``--storage`` on
-    the local S3 server (a cloud cluster's case: no shared file system) the driver publishes the cache there; the
-    worker's trial fetches it, verifies its checksum and trains without decoding one image; the numbers equal the
-    uninterrupted run's. Two trials of the grid (one strategy, both folds), one per node: each node has one CPU and
-    each trial takes one. (A shared folder as ``--storage`` publishes and fetches through the same code,
+def test_a_worker_without_the_dataset_gets_the_image_cache_through_storage(cluster, baseline, s3, tmp_path):
+    """The shared cluster's worker node sees neither this test's dataset folder nor the driver's cache folder (both
+    in the cluster's ``hidden`` folder, under an empty tmpfs in the worker's own mount namespace, as on another
+    machine). With ``--storage`` on the local S3 server (a cloud cluster's case: no shared file system) the driver
+    publishes the cache there; the worker's trial fetches it, verifies its checksum and trains without decoding one
+    image; the numbers equal the uninterrupted run's (the dataset is the session's synthetic one, written again
+    there). Two trials of the grid (one strategy, both folds), one per node: each node has one CPU and each trial
+    takes one. (A shared folder as ``--storage`` publishes and fetches through the same code,
     bench.data.shipping, whose folder and S3 paths test_shipping.py checks one by one.)"""
+    from bench.data.synthetic import write_synthetic
+
     trials = [tid for tid in TRIALS if "-bce-" in tid]
-    caches, logs, out = tmp_path / "caches", tmp_path / "logs", tmp_path / "run"
+    (hidden,) = cluster.hidden
+    root, caches, out = hidden / f"data-{tmp_path.name}", hidden / f"caches-{tmp_path.name}", tmp_path / "run"
+    write_synthetic(root, n=200, size=64, seed=0)  # as conftest's synth_root, which the worker can see
     caches.mkdir()
-    logs.mkdir()
-    with two_node_cluster(logs, worker_hidden=(synth_root, caches)) as c:
-        d = Drivers(c, synth_root, tmp_path)
-        try:
-            grid = tmp_path / "grid.yaml"
-            grid.write_text(GRID.format(root=synth_root, epochs=EPOCHS, resources="{cpu: 1}").replace(
-                "image_size: 32}", f"image_size: 32, cache_dir: {caches}}}").replace(
-                "strategies: [bce, focal]", "strategies: [bce]"))
-            run = d.run(grid, out, storage="s3://bench-results/runs", env={**s3["env"], **UNWATCHED})
-        finally:
-            d.close()
+    d = Drivers(cluster, root, tmp_path)
+    try:
+        grid = tmp_path / "grid.yaml"
+        grid.write_text(GRID.format(root=root, epochs=EPOCHS, resources="{cpu: 1}").replace(
+            "image_size: 32}", f"image_size: 32, cache_dir: {caches}}}").replace(
+            "strategies: [bce, focal]", "strategies: [bce]"))
+        run = d.run(grid, out, storage="s3://bench-results/runs", env={**s3["env"], **UNWATCHED})
+    finally:
+        d.close()
     assert run.proc.returncode == 0, run.output()[-3000:]
     # (moto's buckets live in this process: an earlier S3 test's run may have published the same cache)
     assert "publishing image cache" in run.output() or "already in s3://bench-results/runs" in run.output(), \
