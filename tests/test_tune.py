@@ -46,12 +46,24 @@ def test_tune_per_fold_preset_is_applied_fold_by_fold_and_never_saw_a_held_out_i
 
     from bench.tuned_presets import decode_images
 
+    from ray import tune
+
+    fits, real_fit = [], tune.Tuner.fit
+
+    def fit(self):  # the worker process (pid) of each trial of each search
+        results = real_fit(self)
+        fits.append([r.metrics.get("pid") for r in results])
+        return results
+
+    monkeypatch.setattr(tune.Tuner, "fit", fit)
     monkeypatch.chdir(tmp_path)
     grid = tmp_path / "g.yaml"
     grid.write_text(GRID.format(root=synth_root, seed=0, strategies="bce", epochs=2))
     assert main(["tune", "--grid", str(grid), "--strategy", "focal", "--trials", "2",
                  "--out", str(tmp_path / "search")]) == 0
     out = capsys.readouterr().out
+    # each fold's search trials ran one after another in one worker process, which imported torch and timm once
+    assert len(fits) == 2 and all(len(pids) == 2 and len(set(pids)) == 1 and None not in pids for pids in fits), fits
     assert "fold 0: best val_macro_auc" in out and "fold 1: best val_macro_auc" in out
     preset = tmp_path / "presets" / "focal_tuned.yaml"
     doc = yaml.safe_load(preset.read_text())
