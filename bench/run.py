@@ -315,14 +315,13 @@ def run_grid(grid_path: str | Path, *, out: str | Path | None = None, address: s
             t = tuner.build_tuner(data, todo, cfg=cfg, storage_path=storage_path, name=name, filesystem=filesystem,
                                   callbacks=callbacks, restore=True, restart_errored=True, finished=finished)
             results = list(t.fit())
-        stopped = _settle(t, results, todo, folder, outcome.errors)
-        unseen = _never_started(results, todo, folder)
+        stopped, unseen = _settle(t, results, todo, folder, outcome.errors)
         if unseen and not stopped:  # a restored generator skipped them (bench.tune_grid): a new experiment
             name = _new_experiment(name, run_json)
             say(f"Ray Tune ended without starting {len(unseen)} trial(s): running them as a new experiment, {name}")
             t = tuner.build_tuner(data, unseen, cfg=cfg, storage_path=storage_path, name=name, filesystem=filesystem,
                                   callbacks=callbacks, finished=finished)
-            stopped = _settle(t, list(t.fit()), unseen, folder, outcome.errors)
+            stopped, _ = _settle(t, list(t.fit()), unseen, folder, outcome.errors)
         if stopped:
             write_json(run_json, {**json.loads(run_json.read_text()), "status": "interrupted",
                                   "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
@@ -343,22 +342,20 @@ def run_grid(grid_path: str | Path, *, out: str | Path | None = None, address: s
     return outcome
 
 
-def _settle(t, results: list, todo: list[TrialSpec], folder: RunFolder, errors: dict[str, str]) -> list[str]:
-    """:func:`bench.tune_outcome.settle` for the trials ``t`` (a tuner that has run) held; the trials it stopped
-    include, when Ray Tune was stopped between two trials (Ctrl-C: no trial was left unfinished to show it), those
-    of ``todo`` it never started."""
+def _settle(t, results: list, todo: list[TrialSpec], folder: RunFolder,
+            errors: dict[str, str]) -> tuple[list[str], list[TrialSpec]]:
+    """:func:`bench.tune_outcome.settle` for the results of ``t`` (a tuner that has run), and the trials of ``todo``
+    that Ray Tune never started (no result holds them and the run folder has no outputs of theirs):
+    ``(stopped, never started)``. When Tune was stopped between two trials (Ctrl-C, :func:`bench.tuner.ended_early`),
+    no trial is left unfinished to show it: the ones it never started count as stopped."""
     from bench import tuner
 
     stopped = tune_outcome.settle(results, folder, errors)
-    if not stopped and tuner.ended_early(t):
-        stopped = [s.id for s in _never_started(results, todo, folder)] or ["(not started)"]
-    return stopped
-
-
-def _never_started(results: list, todo: list[TrialSpec], folder: RunFolder) -> list[TrialSpec]:
-    """The trials of ``todo`` that no Tune result holds and whose outputs the run folder does not have."""
     seen = {spec_of(r.config).id for r in results if r.config}
-    return [s for s in todo if s.id not in seen and not folder.trial(s.id).is_finished()]
+    unseen = [s for s in todo if s.id not in seen and not folder.trial(s.id).is_finished()]
+    if unseen and not stopped and tuner.ended_early(t):
+        stopped = [s.id for s in unseen]
+    return stopped, unseen
 
 
 def _new_experiment(name: str, run_json: Path) -> str:

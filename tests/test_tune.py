@@ -43,10 +43,9 @@ def test_tune_per_fold_preset_is_applied_fold_by_fold_and_never_saw_a_held_out_i
     (checked on the image ids the run's trials actually held out). The same preset on another split, whose
     held-out folds the searches did see, is refused with one line naming the file, the fold and the count."""
     import numpy as np
+    from ray import tune
 
     from bench.tuned_presets import decode_images
-
-    from ray import tune
 
     fits, real_fit = [], tune.Tuner.fit
 

@@ -135,8 +135,9 @@ def test_the_grid_never_runs_more_trials_at_once_than_max_concurrent(ray_session
 
 
 def stand_in_run(synth_root: Path, tmp_path: Path, monkeypatch, *, held: int, stopped: bool):
-    """``bench run``'s driver over a 4-trial grid (no restore: lost run folder, experiment kept in storage), with
-    Tune a stand-in whose restored experiment holds the first ``held`` trials (finished) and whose generator
+    """``bench run``'s driver over a 4-trial grid that restores its experiment (as after a lost run folder, the
+    experiment kept in storage), with Tune a stand-in whose restored experiment holds the first ``held`` trials
+    (finished) and whose generator
     was (``stopped``) or was not stopped before the end; every new experiment runs all it is given.
     Returns ``(trials, build_tuner calls, printed lines, outcome or the KeyboardInterrupt)``."""
     from bench.config import parse_grid, resolve_paths
