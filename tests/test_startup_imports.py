@@ -49,3 +49,33 @@ print(json.dumps({"timm": timm.__name__, "wandb_during_timm": loaded, "wandb": w
                   "real": hasattr(wandb, "init")}))
 """)
     assert got == {"timm": "timm", "wandb_during_timm": False, "wandb": "wandb", "real": True}
+
+
+# Ray Tune's count of the callbacks it is given, as `tune.run` calls it at the start of every fit() (through the
+# module attribute, which is what bench.tuner.skip_callback_usage_tag replaces).
+_TAG = """
+import json, os, sys
+os.environ["RAY_USAGE_STATS_ENABLED"] = {enabled!r}
+from types import SimpleNamespace
+from ray import tune
+from ray.air._internal import usage
+from bench import tuner
+from bench.config import ResourcesConfig
+if {build}:  # the bench's tuner, built as bench run builds it (Ray is not started: building needs no cluster)
+    cfg = SimpleNamespace(resources=ResourcesConfig(cpu=1, max_concurrent=1))
+    tuner.build_tuner({{}}, [], cfg=cfg, storage_path={storage!r}, name="exp", trainable=lambda config, data, finished: None)
+usage.tag_callbacks([tune.Callback()])
+print(json.dumps({{"imported": sorted(m for m in ("mlflow", "wandb") if m in sys.modules)}}))
+"""
+
+
+def test_a_bench_run_driver_imports_neither_mlflow_nor_wandb_for_ray_tunes_usage_statistics(tmp_path):
+    """With usage statistics off (bench's default), building the bench's tuner keeps Tune's callback count from
+    importing mlflow and wandb (1.6 CPU-seconds a driver); with them on, and without the bench's tuner, Ray's own
+    count runs and imports both: the cost is real on this Ray (when an upgrade removes it, this says so)."""
+    def imported(enabled: str, build: bool) -> list:
+        return _fresh(_TAG.format(enabled=enabled, build=build, storage=str(tmp_path / f"s{enabled}{build}")))["imported"]
+
+    assert imported("0", build=True) == []
+    assert imported("0", build=False) == ["mlflow", "wandb"]
+    assert imported("1", build=True) == ["mlflow", "wandb"]
