@@ -45,8 +45,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("interrupted; re-run the same command to resume", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        print(f"interrupted; {getattr(exc, 'next_step', None) or 're-run the same command to resume'}", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence
         if args.debug:

@@ -19,6 +19,15 @@ class GridIncomplete(BenchError):
     exit_code = 3
 
 
+class Interrupted(KeyboardInterrupt):
+    """A Ctrl-C, with what the user can do next: the CLI prints ``interrupted; <next_step>`` and exits 130 (a plain
+    KeyboardInterrupt: ``interrupted; re-run the same command to resume``)."""
+
+    def __init__(self, next_step: str):
+        super().__init__(next_step)
+        self.next_step = next_step
+
+
 def choices_text(choices: Iterable[str], *, limit: int = 12) -> str:
     """Render a short list of valid choices: ``'a', 'b', ... (40 in all)``."""
     choices = sorted(str(c) for c in choices)

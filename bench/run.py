@@ -7,6 +7,7 @@ Ray Tune restores the experiment and only unfinished or errored trials run again
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -184,7 +185,7 @@ def run_grid(grid_path: str | Path, *, out: str | Path | None = None, address: s
     """Run (or resume) a grid; returns the outcome, errored trials in ``outcome.errors`` (``bench run``
     turns them into GridIncomplete, exit 3). ``overrides`` (``KEY=VALUE``, ``bench run --set``) change the
     grid file's values: the run folder records the grid they make, and a resume must make the same one."""
-    from bench import tuner
+    from bench import tune_fit, tuner
     from bench.config import load_grid
 
     t0 = time.time()
@@ -259,73 +260,74 @@ def run_grid(grid_path: str | Path, *, out: str | Path | None = None, address: s
     say(f"{len(trials)} trials ({len(cfg.backbones)} backbones x {len(cfg.strategies)} strategies x {folds} x "
         f"{len(cfg.seeds)} seeds); {len(done_ids & {t.id for t in trials})} already done")
     outcome = RunOutcome(run_dir)
-    if todo:
-        from bench.devices import fake_gpus_for_tests
+    with _marks_interruption(run_json):
+        if todo:
+            from bench.devices import fake_gpus_for_tests
 
-        tuner.init_ray(address)
-        cache_ref = None
-        if storage:  # nodes without the cache (or the dataset) fetch it from there instead of decoding images
-            from bench.data.shipping import publish
+            tuner.init_ray(address)
+            cache_ref = None
+            if storage:  # nodes without the cache (or the dataset) fetch it from there instead of decoding images
+                from bench.data.shipping import publish
 
-            cache_ref = publish(cache, storage, say=say).to_dict()
-            if test_sets:
-                from bench.protocols import publish_test_sets
+                cache_ref = publish(cache, storage, say=say).to_dict()
+                if test_sets:
+                    from bench.protocols import publish_test_sets
 
-                publish_test_sets(test_sets, storage, cfg.dataset.image_size, say=say)
-        data = TrialData(records=rec, manifest=manifest, cache_key=cache.key, cache_dir=str(cache.path),
-                         image_size=cfg.dataset.image_size, grid=cfg.to_dict(),
-                         run_meta={"versions": meta["versions"], "git": meta["git"],
-                                   "fake_gpus": fake_gpus_for_tests()}, cache_ref=cache_ref, test_sets=test_sets)
-        progress = tuner.Progress(total=len(trials), done=set(done_ids))
+                    publish_test_sets(test_sets, storage, cfg.dataset.image_size, say=say)
+            data = TrialData(records=rec, manifest=manifest, cache_key=cache.key, cache_dir=str(cache.path),
+                             image_size=cfg.dataset.image_size, grid=cfg.to_dict(),
+                             run_meta={"versions": meta["versions"], "git": meta["git"],
+                                       "fake_gpus": fake_gpus_for_tests()}, cache_ref=cache_ref, test_sets=test_sets)
+            progress = tuner.Progress(total=len(trials), done=set(done_ids))
 
-        client = tuner.is_client(address)
+            client = tuner.is_client(address)
 
-        def on_done(tid: str, checkpoint) -> None:
-            # Under Ray Client this runs on the head node: outputs are collected below, on this machine.
-            # Never overwrite outputs collected earlier (a restored experiment may hand a trial back again).
-            if not client and not folder.trial(tid).is_finished():
-                collect_trial(run_dir, tid, checkpoint)
+            def on_done(tid: str, checkpoint) -> None:
+                # Under Ray Client this runs on the head node: outputs are collected below, on this machine.
+                # Never overwrite outputs collected earlier (a restored experiment may hand a trial back again).
+                if not client and not folder.trial(tid).is_finished():
+                    collect_trial(run_dir, tid, checkpoint)
 
-        # Under Ray Client the callback prints on the head node; tagged lines are shown here.
-        callback = tuner.make_callback(progress, tuner.remote_say if client else say, on_done,
-                                       epochs=cfg.train.epochs)
-        from bench import tracking
+            # Under Ray Client the callback prints on the head node; tagged lines are shown here.
+            callback = tuner.make_callback(progress, tuner.remote_say if client else say, on_done,
+                                           epochs=cfg.train.epochs)
+            from bench import tracking
 
-        # After the bench's own: a finished trial's outputs are in the run folder when a tracker sees it end.
-        callbacks = [callback, *tracking.callbacks(cfg, run_dir, say=say)]
-        finished = finished_trials(run_dir, cfg.train.epochs)
-        # Shared storage may hold the experiment even when the run folder is gone (a lost head node).
-        restore = tuner.can_restore(storage_path, name, filesystem)
-        if restore:
-            say("restoring the Ray Tune experiment (finished trials are kept, unfinished and errored ones resume)")
-            t = tuner.build_tuner(data, todo, cfg=cfg, storage_path=storage_path, name=name, filesystem=filesystem,
-                                  callbacks=callbacks, restore=True, finished=finished)
-        else:
-            if existing:  # a fresh experiment over the missing trials only
+            # After the bench's own: a finished trial's outputs are in the run folder when a tracker sees it end.
+            callbacks = [callback, *tracking.callbacks(cfg, run_dir, say=say)]
+            finished = finished_trials(run_dir, cfg.train.epochs)
+            # Shared storage may hold the experiment even when the run folder is gone (a lost head node).
+            restore = tuner.can_restore(storage_path, name, filesystem)
+            if restore:
+                say("restoring the Ray Tune experiment (finished trials are kept, unfinished and errored ones resume)")
+                t = tuner.build_tuner(data, todo, cfg=cfg, storage_path=storage_path, name=name, filesystem=filesystem,
+                                      callbacks=callbacks, restore=True, finished=finished)
+            else:
+                if existing:  # a fresh experiment over the missing trials only
+                    name = _new_experiment(name, run_json)
+                t = tuner.build_tuner(data, todo, cfg=cfg, storage_path=storage_path, name=name, filesystem=filesystem,
+                                      callbacks=callbacks)
+            results, interrupted = tune_fit.fit(t)
+            if restore and not interrupted and any(tune_outcome.checkpoint_gone(r.error) for r in results):
+                # Tune deletes a trial's previous checkpoint before it saves the experiment state: a driver
+                # killed in between leaves the state pointing at a checkpoint that is gone, and resuming
+                # from it fails every time. Start those trials over (every draw is seeded: same numbers).
+                say("some trials' last recorded checkpoint is gone (the driver stopped while Ray Tune saved it); "
+                    "restarting the errored trials from scratch")
+                t = tuner.build_tuner(data, todo, cfg=cfg, storage_path=storage_path, name=name, filesystem=filesystem,
+                                      callbacks=callbacks, restore=True, restart_errored=True, finished=finished)
+                results, interrupted = tune_fit.fit(t)
+            stopped, unseen = _settle(t, results, todo, folder, outcome.errors)
+            if unseen and not stopped and not interrupted:  # a restored generator skipped them (bench.tune_grid)
                 name = _new_experiment(name, run_json)
-            t = tuner.build_tuner(data, todo, cfg=cfg, storage_path=storage_path, name=name, filesystem=filesystem,
-                                  callbacks=callbacks)
-        results = list(t.fit())
-        if restore and any(tune_outcome.checkpoint_gone(r.error) for r in results):
-            # Tune deletes a trial's previous checkpoint before it saves the experiment state: a driver
-            # killed in between leaves the state pointing at a checkpoint that is gone, and resuming
-            # from it fails every time. Start those trials over (every draw is seeded: same numbers).
-            say("some trials' last recorded checkpoint is gone (the driver stopped while Ray Tune saved it); "
-                "restarting the errored trials from scratch")
-            t = tuner.build_tuner(data, todo, cfg=cfg, storage_path=storage_path, name=name, filesystem=filesystem,
-                                  callbacks=callbacks, restore=True, restart_errored=True, finished=finished)
-            results = list(t.fit())
-        stopped, unseen = _settle(t, results, todo, folder, outcome.errors)
-        if unseen and not stopped:  # a restored generator skipped them (bench.tune_grid): a new experiment
-            name = _new_experiment(name, run_json)
-            say(f"Ray Tune ended without starting {len(unseen)} trial(s): running them as a new experiment, {name}")
-            t = tuner.build_tuner(data, unseen, cfg=cfg, storage_path=storage_path, name=name, filesystem=filesystem,
-                                  callbacks=callbacks, finished=finished)
-            stopped, _ = _settle(t, list(t.fit()), unseen, folder, outcome.errors)
-        if stopped:
-            write_json(run_json, {**json.loads(run_json.read_text()), "status": "interrupted",
-                                  "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
-            raise KeyboardInterrupt(f"{len(stopped)} trial(s) stopped before they finished")
+                say(f"Ray Tune ended without starting {len(unseen)} trial(s): running them as a new experiment, {name}")
+                t = tuner.build_tuner(data, unseen, cfg=cfg, storage_path=storage_path, name=name,
+                                      filesystem=filesystem, callbacks=callbacks, finished=finished)
+                results, interrupted = tune_fit.fit(t)
+                stopped, _ = _settle(t, results, unseen, folder, outcome.errors)
+            if stopped or interrupted:  # Ctrl-C (also one after the last trial ended): the same command resumes
+                raise KeyboardInterrupt(f"{len(stopped)} trial(s) stopped before they finished" if stopped else
+                                        "Ctrl-C after Ray Tune's last trial ended")
     outcome.completed = [t.id for t in folder.finished()]
     missing = [t.id for t in trials if t.id not in outcome.completed and t.id not in outcome.errors]
     for tid in missing:
@@ -340,6 +342,17 @@ def run_grid(grid_path: str | Path, *, out: str | Path | None = None, address: s
     elif folder.errors_json.exists():
         folder.errors_json.unlink()
     return outcome
+
+
+@contextlib.contextmanager
+def _marks_interruption(run_json: Path):
+    """run.json says ``interrupted`` when a Ctrl-C (KeyboardInterrupt) ends the block, wherever it came."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        write_json(run_json, {**json.loads(run_json.read_text()), "status": "interrupted",
+                              "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        raise
 
 
 def _settle(t, results: list, todo: list[TrialSpec], folder: RunFolder,

@@ -31,7 +31,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from bench.errors import BenchError
+from bench.errors import BenchError, Interrupted
 from bench.trial_spec import TrialSpec, spec_of
 from bench.tuned_presets import tuning_record
 
@@ -130,7 +130,11 @@ def run_search(grid: str | os.PathLike, *, strategy: str, trials: int = 16, back
     t0 = time.time()
     rows, best = [], {}
     for fold in range(manifest.n_folds):
-        fold_rows = _search_fold(cfg, data, base, space, backbone, fold, out, strategy=strategy, trials=trials)
+        try:
+            fold_rows = _search_fold(cfg, data, base, space, backbone, fold, out, strategy=strategy, trials=trials)
+        except KeyboardInterrupt:  # Ctrl-C: the searches cannot resume; a preset from some of them would mislead
+            raise Interrupted(f"no preset was written; the search so far is in {out}: remove it (or give another "
+                              "--out) to search again") from None
         full = [r for r in fold_rows if r["epochs"] == cfg.train.epochs] or fold_rows
         best[fold] = max(full, key=lambda r: float("-inf") if r[METRIC] is None else r[METRIC])
         rows += fold_rows
@@ -166,6 +170,7 @@ def _search_fold(cfg, data, base: dict, space: dict, backbone: str, fold: int, o
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
+    from bench import tune_fit
     from bench.seeding import derive_seed
 
     seed = cfg.seeds[0]
@@ -189,7 +194,9 @@ def _search_fold(cfg, data, base: dict, space: dict, backbone: str, fold: int, o
         ),
         run_config=tune.RunConfig(name=f"search-f{fold}", storage_path=str(out), verbose=0),
     )
-    results = t.fit()
+    results, interrupted = tune_fit.fit(t)
+    if interrupted:  # Tune caught the Ctrl-C and returned the trials so far
+        raise KeyboardInterrupt
     rows = []
     for r in results:
         if r.error is not None or not r.metrics:

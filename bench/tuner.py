@@ -269,6 +269,7 @@ def build_tuner(trainable_data, trials: list[TrialSpec], *, cfg, storage_path: s
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
+    from bench.tune_fit import skip_callback_usage_tag
     from bench.tune_grid import restore_safe_grid
 
     skip_callback_usage_tag()
@@ -307,28 +308,6 @@ def build_tuner(trainable_data, trials: list[TrialSpec], *, cfg, storage_path: s
     # Ray Tune's param_space holds plain values: each spec as its dict (the trainable reads it back, spec_of)
     return tune.Tuner(trainable, param_space={"trial": tune.grid_search([t.to_dict() for t in trials])},
                       tune_config=tune_config, run_config=run_config)
-
-
-def skip_callback_usage_tag() -> None:
-    """Keep Ray Tune from importing mlflow and wandb at every ``fit()`` when usage statistics are off.
-
-    Ray 2.60's Tune counts the classes of the callbacks it is given for its usage statistics
-    (``ray.air._internal.usage.tag_callbacks``), and to do so imports its MLflow, W&B and Comet integrations,
-    and with them mlflow and wandb: 1.6 CPU-seconds in every ``bench run`` driver, also when the grid tracks
-    nothing. Nothing of it leaves the machine when the statistics are off (``ray_env`` turns them off unless
-    ``RAY_USAGE_STATS_ENABLED`` says otherwise); then the count is skipped. With them on, or on a Ray without
-    this function, nothing changes (tests/test_startup_imports.py shows both the cost and its removal)."""
-    try:
-        from ray._common.usage import usage_lib
-        from ray.air._internal import usage as air_usage
-    except ImportError:
-        return
-    if hasattr(air_usage, "tag_callbacks") and not usage_lib.usage_stats_enabled():
-        air_usage.tag_callbacks = _no_callback_usage_tag
-
-
-def _no_callback_usage_tag(callbacks) -> bool:
-    return False  # as Ray's own function when it records nothing
 
 
 def _use_callbacks(tuner, callbacks: list) -> None:

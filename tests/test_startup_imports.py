@@ -52,7 +52,7 @@ print(json.dumps({"timm": timm.__name__, "wandb_during_timm": loaded, "wandb": w
 
 
 # Ray Tune's count of the callbacks it is given, as `tune.run` calls it at the start of every fit() (through the
-# module attribute, which is what bench.tuner.skip_callback_usage_tag replaces).
+# module attribute, which is what bench.tune_fit.skip_callback_usage_tag replaces).
 _TAG = """
 import json, os, sys
 os.environ["RAY_USAGE_STATS_ENABLED"] = {enabled!r}
@@ -63,7 +63,8 @@ from bench import tuner
 from bench.config import ResourcesConfig
 if {build}:  # the bench's tuner, built as bench run builds it (Ray is not started: building needs no cluster)
     cfg = SimpleNamespace(resources=ResourcesConfig(cpu=1, max_concurrent=1))
-    tuner.build_tuner({{}}, [], cfg=cfg, storage_path={storage!r}, name="exp", trainable=lambda config, data, finished: None)
+    tuner.build_tuner({{}}, [], cfg=cfg, storage_path={storage!r}, name="exp",
+                      trainable=lambda config, data, finished: None)
 usage.tag_callbacks([tune.Callback()])
 print(json.dumps({{"imported": sorted(m for m in ("mlflow", "wandb") if m in sys.modules)}}))
 """
@@ -74,7 +75,8 @@ def test_a_bench_run_driver_imports_neither_mlflow_nor_wandb_for_ray_tunes_usage
     importing mlflow and wandb (1.6 CPU-seconds a driver); with them on, and without the bench's tuner, Ray's own
     count runs and imports both: the cost is real on this Ray (when an upgrade removes it, this says so)."""
     def imported(enabled: str, build: bool) -> list:
-        return _fresh(_TAG.format(enabled=enabled, build=build, storage=str(tmp_path / f"s{enabled}{build}")))["imported"]
+        code = _TAG.format(enabled=enabled, build=build, storage=str(tmp_path / f"s{enabled}{build}"))
+        return _fresh(code)["imported"]
 
     assert imported("0", build=True) == []
     assert imported("0", build=False) == ["mlflow", "wandb"]

@@ -274,3 +274,30 @@ def test_ray_client_connection_is_retried_when_the_head_fails_to_start_its_serve
     with pytest.raises(ConnectionAbortedError):
         tuner.init_ray("ray://127.0.0.1:10001")
     assert len(calls) == tuner.CLIENT_ATTEMPTS
+
+
+def test_ctrl_c_during_a_folds_search_stops_bench_tune_without_a_preset(ray_session, synth_root, tmp_path, monkeypatch,
+                                                                        capsys):
+    """A Ctrl-C that Ray Tune catches ends that fold's search early (bench.tune_fit.fit tells it: the search raises
+    KeyboardInterrupt). ``bench tune`` then stops, exit 130, instead of going on to the next fold and writing a preset
+    from a cut-short search; the next step it names is true (the same command would refuse the non-empty --out)."""
+    from bench import tune_search
+
+    folds = []
+
+    def search_fold(cfg, data, base, space, backbone, fold, out, **kw):
+        folds.append(fold)
+        if fold == 1:
+            raise KeyboardInterrupt
+        return [{"fold": fold, "loss.gamma": 2.0, "val_macro_auc": 0.6, "epochs": cfg.train.epochs}]
+
+    monkeypatch.setattr(tune_search, "_search_fold", search_fold)
+    monkeypatch.chdir(tmp_path)
+    grid = tmp_path / "g.yaml"
+    grid.write_text(GRID.format(root=synth_root, seed=0, strategies="bce", epochs=1))
+    search = tmp_path / "search"
+    assert main(["tune", "--grid", str(grid), "--strategy", "focal", "--trials", "2", "--out", str(search)]) == 130
+    assert folds == [0, 1] and not (tmp_path / "presets").exists()
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"interrupted; no preset was written; the search so far is in {search}: remove it (or give another --out) "
+        "to search again")

@@ -22,7 +22,7 @@ from types import SimpleNamespace
 import pytest
 from ray import cloudpickle
 
-from bench import tune_grid, tuner
+from bench import tune_fit, tune_grid, tuner
 from bench.config import ResourcesConfig
 from bench.trial_spec import TrialSpec
 
@@ -107,7 +107,12 @@ def test_a_generator_state_older_than_the_trial_states_neither_hangs_nor_runs_a_
     older = generator_state(tmp_path).read_bytes()
 
     # 2. Restored and run to the end: four trials finished, the generator state says so.
+    before = signal.getsignal(signal.SIGINT)
     second = fit(tmp_path, max_concurrent=1, restore=True)
+    # Ray Tune's own fit() leaves its SIGINT handler installed after a run that ended on its own, bound to that run: a
+    # later Ctrl-C would be swallowed (bench's tune_fit.fit puts the previous handler back; tests below)
+    assert getattr(signal.getsignal(signal.SIGINT), "__name__", None) == "signal_interrupt_tune_run"
+    signal.signal(signal.SIGINT, before)
     assert sorted(r.config["trial"]["id"] for r in second if r.metrics.get("done")) == [t.id for t in TRIALS]
     runs = started(tmp_path / "started.log")
 
@@ -124,7 +129,10 @@ def test_a_generator_state_older_than_the_trial_states_neither_hangs_nor_runs_a_
 def test_the_grid_never_runs_more_trials_at_once_than_max_concurrent(ray_session, tmp_path):
     # Room for four at once on the session's one CPU; the first two trials wait (up to 20 s) for each other.
     t = build(tmp_path, max_concurrent=2, cpu=0.25, meet=(TRIALS[0].id, TRIALS[1].id))
-    assert len(list(t.fit())) == len(TRIALS) and not tuner.ended_early(t)
+    before = signal.getsignal(signal.SIGINT)
+    results, interrupted = tune_fit.fit(t)
+    assert len(results) == len(TRIALS) and not interrupted and not tuner.ended_early(t)
+    assert signal.getsignal(signal.SIGINT) is before  # Ray Tune's handler is gone: the next Ctrl-C is not swallowed
     events = sorted((float(t), 1 if len(rest) == 0 else -1) for _, t, *rest in
                     (line.split() for line in (tmp_path / "started.log").read_text().splitlines()))
     running, most = 0, 0
@@ -206,7 +214,8 @@ def test_a_stop_between_two_trials_ends_the_run_instead_of_starting_the_rest(syn
 def test_ray_tune_stopped_between_two_trials_is_told_from_a_grid_run_to_its_end(ray_session, tmp_path):
     """What ``tuner.ended_early`` reads, on a real Tune run: SIGINT (as Ctrl-C) once the first trial has ended,
     at the end of Tune's step and so before the generator (one trial at a time) creates the second. Tune returns
-    normally with one finished trial; only the generator shows the stop. The same grid run to its end is not
+    normally with one finished trial; only the generator (and ``tune_fit.fit``, which saw Tune's handler fire)
+    shows the stop. The same grid run to its end is not
     "ended early" (``test_the_grid_never_runs_more_trials_at_once_than_max_concurrent``)."""
     from ray import tune
 
@@ -220,10 +229,11 @@ def test_ray_tune_stopped_between_two_trials_is_told_from_a_grid_run_to_its_end(
                 os.kill(os.getpid(), signal.SIGINT)
 
     t = build(tmp_path, max_concurrent=1, callbacks=[Interrupt()])
-    results = list(t.fit())
+    before = signal.getsignal(signal.SIGINT)
+    results, interrupted = tune_fit.fit(t)
     assert [(r.config["trial"]["id"], r.metrics.get("done")) for r in results] == [(TRIALS[0].id, True)]
     assert started(tmp_path / "started.log") == [TRIALS[0].id]
-    assert tuner.ended_early(t)
+    assert tuner.ended_early(t) and interrupted and signal.getsignal(signal.SIGINT) is before
 
 
 def test_a_saved_experiment_refers_to_the_generator_by_name():
