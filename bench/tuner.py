@@ -52,6 +52,9 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, num_gpu
         # A private single-machine instance: Ray then binds its servers to 127.0.0.1 instead of the
         # machine's network address (Ray reads this before its first import).
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        # Ray starts one idle Python worker per CPU for the first driver, which Tune's trial actors never use (they
+        # start workers of their own): about 0.5 CPU-seconds each at start and a poll while idle, for nothing.
+        os.environ.setdefault("RAY_prestart_worker_first_driver", "0")
     import ray
 
     # Trial tracebacks are collected from their error files and summarised by the driver (also when the

@@ -61,6 +61,9 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 # Ray resolves 127.0.0.1 to the machine's address unless told that this is a single-machine setup: with
 # this, local instances and `ray start --node-ip-address 127.0.0.1` nodes listen on loopback only.
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+# As bench.tuner.init_ray's private instance: no idle workers prestarted for the first driver (the session's
+# instance would keep one polling for the whole session; Tune's trial actors start workers of their own).
+os.environ.setdefault("RAY_prestart_worker_first_driver", "0")
 
 
 @pytest.fixture

@@ -301,3 +301,23 @@ def test_ctrl_c_during_a_folds_search_stops_bench_tune_without_a_preset(ray_sess
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         f"interrupted; no preset was written; the search so far is in {search}: remove it (or give another --out) "
         "to search again")
+
+
+def test_a_private_ray_instance_prestarts_no_idle_workers_and_a_cluster_is_left_as_it_is(monkeypatch):
+    """``bench run`` without ``--address`` starts its own Ray: no idle workers for its first driver (Tune's trial actors
+    start their own), Ray's setting read by the node it starts. A cluster's nodes are started by their owner: an
+    ``--address`` run leaves the setting alone."""
+    import os
+
+    import ray
+
+    from bench import tuner
+
+    seen = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda *a, **kw: seen.append(os.environ.get("RAY_prestart_worker_first_driver")))
+    for address in ("127.0.0.1:6379", None):
+        monkeypatch.delenv("RAY_prestart_worker_first_driver", raising=False)
+        monkeypatch.delenv("RAY_ADDRESS", raising=False)
+        tuner.init_ray(address)
+    assert seen == [None, "0"]
