@@ -296,7 +296,9 @@ def test_ctrl_c_during_a_folds_search_stops_bench_tune_without_a_preset(ray_sess
     grid = tmp_path / "g.yaml"
     grid.write_text(GRID.format(root=synth_root, seed=0, strategies="bce", epochs=1))
     search = tmp_path / "search"
-    assert main(["tune", "--grid", str(grid), "--strategy", "focal", "--trials", "2", "--out", str(search)]) == 130
+    # (a name of its own: the registry has loaded the other tests' presets/focal_tuned.yaml)
+    assert main(["tune", "--grid", str(grid), "--strategy", "focal", "--trials", "2", "--out", str(search),
+                 "--preset-name", "focal_interrupted"]) == 130, capsys.readouterr().err
     assert folds == [0, 1] and not (tmp_path / "presets").exists()
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         f"interrupted; no preset was written; the search so far is in {search}: remove it (or give another --out) "
