@@ -12,6 +12,7 @@ this mechanism points it at an empty folder).
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -26,6 +27,18 @@ REQUIRED_UNDER_CI = ("realdata", "cluster", "browser", "reference")
 def under_ci() -> bool:
     """True where the environment variable ``CI`` is set to something other than ``""``, ``0`` or ``false``."""
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+# The temporary files of every process the tests start (Ray's session folders, the temp folders that W&B and
+# multiprocessing leave behind in killed workers, ...) go into one folder of this session's, removed when it ends: a
+# run leaves nothing in the temp folder but pytest's own (PYTEST_DEBUG_TEMPROOT keeps those where pytest puts them,
+# and as long: its last three runs'). A short name: Ray's socket paths under it are limited to 107 bytes.
+_OWN_TMP = not os.environ.get("BENCH_TEST_TMPDIR")  # a pytest started by a test shares its parent's folder
+if _OWN_TMP:
+    os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", tempfile.gettempdir())
+    os.environ["BENCH_TEST_TMPDIR"] = tempfile.mkdtemp(prefix="bt")
+    os.environ["TMPDIR"] = os.environ["BENCH_TEST_TMPDIR"]
+    tempfile.tempdir = None  # this process's tempfile reads TMPDIR again
+SESSION_TMP = Path(os.environ["BENCH_TEST_TMPDIR"])
 
 # Nothing leaves the machine; Ray talks to 127.0.0.1 only. The network guard (tests/_netguard) refuses and logs
 # every connection or name lookup beyond loopback in this process and, through PYTHONPATH's sitecustomize, in every
@@ -91,6 +104,8 @@ def _one_torch_thread_per_xdist_worker():
 def pytest_unconfigure(config):
     if _OWN_LOG:
         NETGUARD_LOG.unlink(missing_ok=True)
+    if _OWN_TMP:
+        shutil.rmtree(SESSION_TMP, ignore_errors=True)
 
 
 @pytest.hookimpl(tryfirst=True)
