@@ -1,6 +1,6 @@
 """tests/conftest.py gives every process a test session starts one temp folder, removed when the session ends: a
 `make test` leaves nothing in the machine's temp folder but pytest's own ``pytest-of-USER`` (Ray's session folders,
-the W&B and multiprocessing folders of killed workers went there, ~40 folders and 19 MB a run)."""
+the W&B and multiprocessing folders of killed workers went there: dozens of folders a run)."""
 
 from __future__ import annotations
 
