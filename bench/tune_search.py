@@ -129,17 +129,17 @@ def run_search(grid: str | os.PathLike, *, strategy: str, trials: int = 16, back
         f"trials of up to {cfg.train.epochs} epochs each on {backbone}, {where}")
     t0 = time.time()
     rows, best = [], {}
-    for fold in range(manifest.n_folds):
-        try:
+    try:  # a Ctrl-C anywhere in the searches (in one, or between two): they cannot resume, and a preset from some
+        for fold in range(manifest.n_folds):  # of them would mislead
             fold_rows = _search_fold(cfg, data, base, space, backbone, fold, out, strategy=strategy, trials=trials)
-        except KeyboardInterrupt:  # Ctrl-C: the searches cannot resume; a preset from some of them would mislead
-            raise Interrupted(f"no preset was written; the search so far is in {out}: remove it (or give another "
-                              "--out) to search again") from None
-        full = [r for r in fold_rows if r["epochs"] == cfg.train.epochs] or fold_rows
-        best[fold] = max(full, key=lambda r: float("-inf") if r[METRIC] is None else r[METRIC])
-        rows += fold_rows
-        say(f"fold {fold}: best {METRIC} {best[fold][METRIC]:.4f} with "
-            f"{ {k: best[fold][k] for k in space} } ({len(fold_rows)} trials)")
+            full = [r for r in fold_rows if r["epochs"] == cfg.train.epochs] or fold_rows
+            best[fold] = max(full, key=lambda r: float("-inf") if r[METRIC] is None else r[METRIC])
+            rows += fold_rows
+            say(f"fold {fold}: best {METRIC} {best[fold][METRIC]:.4f} with "
+                f"{ {k: best[fold][k] for k in space} } ({len(fold_rows)} trials)")
+    except KeyboardInterrupt:
+        raise Interrupted(f"no preset was written; the search so far is in {out}: remove it (or give another --out) "
+                          "to search again") from None
     import pandas as pd
 
     table = pd.DataFrame(rows).sort_values(["fold", METRIC], ascending=[True, False])

@@ -4,6 +4,7 @@ the W&B and multiprocessing folders of killed workers went there: dozens of fold
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import subprocess
@@ -43,13 +44,7 @@ def test_a_session_leaves_nothing_in_the_temp_folder_but_pytests_own(tmp_path):
     assert session.parent == machine_tmp and session.name.startswith("bt")  # the session's own folder, short
     assert Path(seen["here"]).parent == session and Path(seen["child"]).parent == session
     assert not session.exists()  # removed at the end, with what the processes left there
-    assert sorted(p.name for p in machine_tmp.iterdir()) in ([], [f"pytest-of-{_user()}"])
-
-
-def _user() -> str:
-    import getpass
-
-    return getpass.getuser()
+    assert sorted(p.name for p in machine_tmp.iterdir()) in ([], [f"pytest-of-{getpass.getuser()}"])
 
 
 def test_this_session_has_its_own_temp_folder():
