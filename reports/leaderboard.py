@@ -163,7 +163,7 @@ def _bootstrap_all(docs: list[dict], n_boot: int, seed: int) -> dict[str, dict]:
                     "replicates from predictions.npz here (same numbers, on this machine's cores)", len(todo),
                     n_boot, seed)
         workers = min(len(todo), os.cpu_count() or 1)
-        if workers > 1 and len(todo) >= 4:
+        if workers > 1 and n_boot * sum(_prediction_values(d) for d in todo) >= PARALLEL_WORK:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
@@ -178,6 +178,22 @@ def _bootstrap_all(docs: list[dict], n_boot: int, seed: int) -> dict[str, dict]:
             log.warning("%d trial(s) have neither bootstrap.npz nor predictions.npz (e.g. %s): their rows get no "
                         "confidence interval and no paired bootstrap", len(lost), lost[0])
     return out
+
+
+# Replicates are computed in worker processes only when there is enough work to pay for starting them: about 50 ns
+# of one core per image x label x replicate here (reports.replicates.trial_replicates, 400 to 22,424 images), and
+# about 2 s and 4 CPU-seconds to start two spawned workers that import this package. 10^8 is about 5 s of work: one
+# full-NIH test fold (22,424 images, 14 labels) at 320 replicates; the tests' and the demo's reports stay in process.
+PARALLEL_WORK = 100_000_000
+
+
+def _prediction_values(doc: dict) -> int:
+    """Image x label values in a trial's ``predictions.npz`` (0 when it has none): its replicates' work."""
+    f = TrialFolder(doc["_dir"]).predictions
+    if not f.is_file():
+        return 0
+    with np.load(f, allow_pickle=False) as z:
+        return int(z["labels"].size)
 
 
 def _bootstrap_one(args) -> dict | None:

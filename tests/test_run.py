@@ -86,12 +86,16 @@ def test_report_rebuilds_from_files_alone(run, tmp_path):
     assert (out / "leaderboard.html").is_file()
 
 
-def test_replicates_from_trials_equal_those_computed_at_report_time(run, tmp_path):
-    """Trials bring their bootstrap replicates; a report without them recomputes the same numbers."""
+def test_replicates_from_trials_equal_those_computed_at_report_time(run, tmp_path, monkeypatch):
+    """Trials bring their bootstrap replicates; a report without them recomputes the same numbers, in this process
+    when the work is small (this run's), in spawned worker processes when it is large enough to pay for them."""
+    import concurrent.futures
+    import os
     import shutil
 
     import numpy as np
 
+    from reports import leaderboard
     from reports.leaderboard import build_report
 
     out = run["out"]
@@ -102,11 +106,28 @@ def test_replicates_from_trials_equal_those_computed_at_report_time(run, tmp_pat
     shutil.copytree(out, without)
     for f in (without / "trials").glob("*/bootstrap.npz"):
         f.unlink()
-    a, b = build_report(with_files, html=False), build_report(without, html=False)
+    a = build_report(with_files, html=False)
+    pool = concurrent.futures.ProcessPoolExecutor
+
+    started = []
+
+    class Recorded(pool):
+        def __init__(self, *args, **kwargs):
+            started.append(args)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", Recorded)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    b = build_report(without, html=False)
+    assert started == []  # this run's 6 small trials: in this process
+    monkeypatch.setattr(leaderboard, "PARALLEL_WORK", 1)  # any work: worker processes compute them
+    c = build_report(without, html=False)
+    assert started == [(2,)]
     assert not list((without / "trials").glob("*/bootstrap.npz"))  # the report does not write into trials
-    pd.testing.assert_frame_equal(a.leaderboard, b.leaderboard, check_exact=False, rtol=0, atol=1e-12)
-    pd.testing.assert_frame_equal(a.significance, b.significance, check_exact=False, rtol=0, atol=1e-12)
-    assert a.friedman == b.friedman
+    for other in (b, c):
+        pd.testing.assert_frame_equal(a.leaderboard, other.leaderboard, check_exact=False, rtol=0, atol=1e-12)
+        pd.testing.assert_frame_equal(a.significance, other.significance, check_exact=False, rtol=0, atol=1e-12)
+        assert a.friedman == other.friedman
     sig = pd.read_csv(out / "significance.csv")
     assert sig["ci_low"].notna().all() and sig["p_boot"].between(0, 1).all()
     assert np.isfinite(pd.read_csv(out / "leaderboard.csv")[["macro_ap_ci_low", "macro_ap_ci_high"]]).all().all()
