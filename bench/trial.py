@@ -361,7 +361,7 @@ def _write_bootstrap(spec: TrialSpec, data: TrialData, out: Path, y_test, prob, 
     """The trial's bootstrap replicates of its own leaderboard metrics (``bootstrap.npz``; ``shared``: an external
     set's, drawn alike for all folds), computed on the worker from the predictions exactly as saved (float32), so
     ``bench report`` recomputing them from ``predictions.npz`` gives identical numbers."""
-    from reports.leaderboard import bootstrap_seed
+    from reports.trial_bootstraps import bootstrap_seed
     from reports.replicates import save, trial_replicates
 
     n_boot = int(data.cfg.report.bootstrap)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from reports import compare, protocols, replicates, stats
 from reports import runfolder as RF
 from reports.metrics import group_labels
 from reports.runfolder import RunFolder, TrialFolder, read_json, write_atomic
+from reports.trial_bootstraps import bootstrap_all, bootstrap_seed, trial_predictions
 
 log = logging.getLogger(__name__)
 
@@ -107,98 +107,7 @@ def _fold_mean(g: pd.DataFrame, col: str) -> float:
     return float(per_fold.mean()) if per_fold.notna().any() else float("nan")
 
 
-def _trial_predictions(doc: dict) -> dict | None:
-    f = TrialFolder(doc["_dir"]).predictions
-    if not f.is_file():
-        return None
-    with np.load(f, allow_pickle=False) as z:
-        y, p, thr = z["labels"], z["probs"], z["thresholds"]
-        return {"y": y, "p": p, "dec": (p >= thr[None, :]).astype(np.int8), "pat": z["patients"].astype(str)}
-
-
 CI_METRICS = replicates.METRICS
-
-
-def bootstrap_seed(grid: dict) -> int:
-    """The seed of every trial's patient draws: the split's seed, shared by all trials of a run."""
-    return int((grid.get("splits") or {}).get("seed", 0))
-
-
-def _stored(doc: dict, n_boot: int, seed: int) -> dict | None:
-    f = TrialFolder(doc["_dir"]).bootstrap
-    if not f.is_file():
-        return None
-    try:
-        rep = replicates.load(f)
-    except KeyError:  # written before a metric existed: recomputed from predictions.npz
-        return None
-    same = rep["n_boot"] == n_boot and rep["seed"] == seed  # and the draws (an external file made per fold: redone)
-    return rep if same and replicates.draws_of(doc) == {"fold": rep["fold"], "shared": rep["shared"]} else None
-
-
-def trial_bootstrap(doc: dict, *, n_boot: int, seed: int) -> dict | None:
-    """A trial's bootstrap replicates: its ``bootstrap.npz`` when made with these settings, else computed
-    from its ``predictions.npz`` with the same function (``reports.replicates.trial_replicates``), so
-    both give identical numbers. None when the trial has neither."""
-    rep = _stored(doc, n_boot, seed)
-    if rep is not None:
-        return rep
-    e = _trial_predictions(doc)
-    if e is None:
-        return None
-    return replicates.trial_replicates(e["y"], e["p"], e["dec"], e["pat"], n_boot=n_boot, seed=seed,
-                                       **replicates.draws_of(doc))
-
-
-def _bootstrap_all(docs: list[dict], n_boot: int, seed: int) -> dict[str, dict]:
-    """Every trial's replicates (trial id -> replicates). Trials normally bring them (``bootstrap.npz``,
-    computed on their worker); those that do not (another ``--bootstrap``, an older run) are computed
-    here on the head's cores."""
-    if n_boot <= 0:
-        return {}
-    out = {d["id"]: r for d in docs if (r := _stored(d, n_boot, seed)) is not None}
-    todo = [d for d in docs if d["id"] not in out]
-    if todo:
-        log.warning("%d trial(s) have no bootstrap.npz made with bootstrap=%d and seed=%d: computing their "
-                    "replicates from predictions.npz here (same numbers, on this machine's cores)", len(todo),
-                    n_boot, seed)
-        workers = min(len(todo), os.cpu_count() or 1)
-        if workers > 1 and n_boot * sum(_prediction_values(d) for d in todo) >= PARALLEL_WORK:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
-
-            # spawn, not fork: the report may run in a process that holds Ray's threads
-            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-                results = list(pool.map(_bootstrap_one, [(d, n_boot, seed) for d in todo]))
-        else:
-            results = [_bootstrap_one((d, n_boot, seed)) for d in todo]
-        out.update({d["id"]: r for d, r in zip(todo, results) if r is not None})
-        lost = [d["id"] for d, r in zip(todo, results) if r is None]
-        if lost:
-            log.warning("%d trial(s) have neither bootstrap.npz nor predictions.npz (e.g. %s): their rows get no "
-                        "confidence interval and no paired bootstrap", len(lost), lost[0])
-    return out
-
-
-# Replicates are computed in worker processes only when there is enough work to pay for starting them: about 50 ns
-# of one core per image x label x replicate here (reports.replicates.trial_replicates, 400 to 22,424 images), and
-# about 2 s and 4 CPU-seconds to start two spawned workers that import this package. 10^8 is about 5 s of work: one
-# full-NIH test fold (22,424 images, 14 labels) at 320 replicates; the tests' and the demo's reports stay in process.
-PARALLEL_WORK = 100_000_000
-
-
-def _prediction_values(doc: dict) -> int:
-    """Image x label values in a trial's ``predictions.npz`` (0 when it has none): its replicates' work."""
-    f = TrialFolder(doc["_dir"]).predictions
-    if not f.is_file():
-        return 0
-    with np.load(f, allow_pickle=False) as z:
-        return int(z["labels"].size)
-
-
-def _bootstrap_one(args) -> dict | None:
-    doc, n_boot, seed = args
-    return trial_bootstrap(doc, n_boot=n_boot, seed=seed)
 
 
 def _confidence(board: pd.DataFrame, docs: list[dict], reps: dict[str, dict]) -> pd.DataFrame:
@@ -329,7 +238,7 @@ def _reliability(docs: list[dict], label_names: list[str]) -> pd.DataFrame:
 
     filled, recomputed = [], 0
     for d in docs:
-        if not d.get("reliability") and (e := _trial_predictions(d)) is not None:
+        if not d.get("reliability") and (e := trial_predictions(d)) is not None:
             rel = reliability(e["y"], e["p"])
             d = {**d, "reliability": {"edges": CURVE_EDGES.tolist(), **{k: v.tolist() for k, v in rel.items()}}}
             recomputed += 1
@@ -358,7 +267,7 @@ def build_report(run_dir: str | Path, *, n_boot: int | None = None, html: bool =
     n_boot = int(rep_cfg.get("bootstrap", 1000) if n_boot is None else n_boot)
     trials = trial_table(docs, label_names)
     board = _mean_std_table(trials, label_names)
-    reps = _bootstrap_all(docs, n_boot, bootstrap_seed(grid))
+    reps = bootstrap_all(docs, n_boot, bootstrap_seed(grid))
     board = _confidence(board, docs, reps)
     # The documented columns first, then one AUC per label, then everything else.
     extra = [c for m in METRICS for c in (m, f"{m}_std") if c not in LEADING]
@@ -399,7 +308,7 @@ def build_report(run_dir: str | Path, *, n_boot: int | None = None, html: bool =
 
 def _board_of(docs: list[dict], label_names: list[str], n_boot: int, seed: int) -> tuple:
     """The leaderboard's steps on some trials' files (an external test set's): board, trials, replicates, CAMs."""
-    trials, reps = trial_table(docs, label_names), _bootstrap_all(docs, n_boot, seed)
+    trials, reps = trial_table(docs, label_names), bootstrap_all(docs, n_boot, seed)
     board = _confidence(_mean_std_table(trials, label_names), docs, reps).sort_values(
         "macro_auc", ascending=False, kind="stable").reset_index(drop=True)
     return board, trials, reps, _localisation(docs, n_boot)[1]

@@ -106,14 +106,14 @@ def _trial_table(run: Run) -> pd.DataFrame:
 
 
 def _replicates(run: Run, docs: list, n_boot: int, seed: int) -> list | None:
-    from reports.leaderboard import trial_bootstrap
+    from reports.trial_bootstraps import trial_bootstrap
 
     reps = [trial_bootstrap(d, n_boot=n_boot, seed=seed) for d in docs]
     return None if any(r is None for r in reps) else reps
 
 
 def _tests(ref: Run, other: Run, n_boot: int) -> list[dict]:
-    from reports.leaderboard import bootstrap_seed
+    from reports.trial_bootstraps import bootstrap_seed
 
     paired = bool(ref.split_hash) and ref.split_hash == other.split_hash
     seed_a, seed_b = bootstrap_seed(ref.grid), bootstrap_seed(other.grid)

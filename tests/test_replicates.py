@@ -100,7 +100,7 @@ def test_save_load_roundtrip(tmp_path):
 def test_an_external_sets_draws_are_shared_by_every_folds_models(tmp_path):
     """Every fold's models score the same external images: one resampling for all of them (else the report would
     average K independent resamplings of one set and shrink its interval); an older per-fold file is redone."""
-    from reports.leaderboard import trial_bootstrap
+    from reports.trial_bootstraps import trial_bootstrap
 
     y, p, d, pat = _fold()
     shared = [R.fold_weights(pat, n_boot=20, fold=f, seed=3, shared=True)[0] for f in (0, 4)]

@@ -95,7 +95,7 @@ def test_replicates_from_trials_equal_those_computed_at_report_time(run, tmp_pat
 
     import numpy as np
 
-    from reports import leaderboard
+    from reports import trial_bootstraps
     from reports.leaderboard import build_report
 
     out = run["out"]
@@ -120,7 +120,7 @@ def test_replicates_from_trials_equal_those_computed_at_report_time(run, tmp_pat
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     b = build_report(without, html=False)
     assert started == []  # this run's 6 small trials: in this process
-    monkeypatch.setattr(leaderboard, "PARALLEL_WORK", 1)  # any work: worker processes compute them
+    monkeypatch.setattr(trial_bootstraps, "PARALLEL_WORK", 1)  # any work: worker processes compute them
     c = build_report(without, html=False)
     assert started == [(2,)]
     assert not list((without / "trials").glob("*/bootstrap.npz"))  # the report does not write into trials
