@@ -129,8 +129,10 @@ def run_search(grid: str | os.PathLike, *, strategy: str, trials: int = 16, back
         f"trials of up to {cfg.train.epochs} epochs each on {backbone}, {where}")
     t0 = time.time()
     rows, best = [], {}
-    try:  # a Ctrl-C anywhere in the searches (in one, or between two): they cannot resume, and a preset from some
-        for fold in range(manifest.n_folds):  # of them would mislead
+    # A Ctrl-C anywhere in the searches (in one, or between two) stops them all: they cannot resume, and a preset
+    # from some of them would mislead.
+    try:
+        for fold in range(manifest.n_folds):
             fold_rows = _search_fold(cfg, data, base, space, backbone, fold, out, strategy=strategy, trials=trials)
             full = [r for r in fold_rows if r["epochs"] == cfg.train.epochs] or fold_rows
             best[fold] = max(full, key=lambda r: float("-inf") if r[METRIC] is None else r[METRIC])

@@ -14,6 +14,13 @@ from reports.runfolder import TrialFolder
 
 log = logging.getLogger(__name__)
 
+# Replicates are computed in worker processes only when there is enough work to pay for starting them: about 50 ns
+# of one core per image x label x replicate here (reports.replicates.trial_replicates, 400 to 22,424 images), and
+# about 2 s and 4 CPU-seconds to start two spawned workers that import this package. 10^8 is about 5 s of work: one
+# full-NIH test fold (22,424 images, 14 labels) at 320 replicates. The tests' reports stay in process, and so
+# does the demo's at its 500 replicates (30 trials x 400 images x 14 labels: 8.4 x 10^7).
+PARALLEL_WORK = 100_000_000
+
 
 def trial_predictions(doc: dict) -> dict | None:
     f = TrialFolder(doc["_dir"]).predictions
@@ -68,7 +75,7 @@ def bootstrap_all(docs: list[dict], n_boot: int, seed: int) -> dict[str, dict]:
                     "replicates from predictions.npz here (same numbers, on this machine's cores)", len(todo),
                     n_boot, seed)
         workers = min(len(todo), os.cpu_count() or 1)
-        if workers > 1 and n_boot * sum(_prediction_values(d) for d in todo) >= PARALLEL_WORK:
+        if workers > 1 and _worth_workers(todo, n_boot):
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
@@ -85,20 +92,18 @@ def bootstrap_all(docs: list[dict], n_boot: int, seed: int) -> dict[str, dict]:
     return out
 
 
-# Replicates are computed in worker processes only when there is enough work to pay for starting them: about 50 ns
-# of one core per image x label x replicate here (reports.replicates.trial_replicates, 400 to 22,424 images), and
-# about 2 s and 4 CPU-seconds to start two spawned workers that import this package. 10^8 is about 5 s of work: one
-# full-NIH test fold (22,424 images, 14 labels) at 320 replicates; the tests' and the demo's reports stay in process.
-PARALLEL_WORK = 100_000_000
-
-
-def _prediction_values(doc: dict) -> int:
-    """Image x label values in a trial's ``predictions.npz`` (0 when it has none): its replicates' work."""
-    f = TrialFolder(doc["_dir"]).predictions
-    if not f.is_file():
-        return 0
-    with np.load(f, allow_pickle=False) as z:
-        return int(z["labels"].size)
+def _worth_workers(todo: list[dict], n_boot: int) -> bool:
+    """Whether the trials' replicates are at least :data:`PARALLEL_WORK` image x label x replicates (the size of each
+    ``predictions.npz``, read until the sum gets there: one trial of a full-NIH run)."""
+    work = 0
+    for d in todo:
+        f = TrialFolder(d["_dir"]).predictions
+        if f.is_file():
+            with np.load(f, allow_pickle=False) as z:
+                work += n_boot * z["labels"].size
+            if work >= PARALLEL_WORK:
+                return True
+    return False
 
 
 def _bootstrap_one(args) -> dict | None:
