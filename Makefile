@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-stamp
 # medmnist, webdataset) serve parts of LibAUC the test never imports.
 LIBAUC := $(shell sed -n 's/^ *"\(libauc==[^"]*\)",*$$/\1/p' pyproject.toml)
 
-.PHONY: demo test test-fast perf clean-runs image image-name
+.PHONY: demo test test-fast test-slow perf clean-runs image image-name
 
 $(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,12 @@ test: $(STAMP)
 FAST_TESTS := not slow and not cluster
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m '$(FAST_TESTS)'
+
+## make test-slow: only the end-to-end tiers, the rest of `make test`; with `make test-fast` on another machine, the
+## whole suite as two CI jobs
+SLOW_TESTS := slow or cluster
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m '$(SLOW_TESTS)'
 
 ## make perf: every measurement of BENCHMARKS.md, regenerated
 perf: $(STAMP)

@@ -1,7 +1,8 @@
-"""``make test-fast`` (the loop while editing) runs exactly the tests that carry neither ``slow`` nor ``cluster``.
+"""``make test-fast`` (the loop while editing) runs exactly the tests that carry neither ``slow`` nor ``cluster``;
+``make test-slow`` runs exactly the others, so the two together are ``make test`` (two CI jobs, if one is too long).
 
-The marker expression is read from the Makefile and evaluated the way ``pytest -m`` evaluates it, over every test
-this session collected: a typo in it, or a marker missing from it, selects an end-to-end test (or drops a fast one).
+Each marker expression is read from the Makefile and evaluated the way ``pytest -m`` evaluates it, over every test
+this session collected: a typo in it, or a marker missing from it, selects a test of the other tier (or drops one).
 """
 
 from __future__ import annotations
@@ -9,29 +10,33 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 from _pytest.mark import MarkMatcher
 from _pytest.mark.expression import Expression
 
 REPO = Path(__file__).resolve().parents[1]
 END_TO_END = ("slow", "cluster")  # the tiers `make test` adds to `make test-fast`
+# Makefile variable, target, whether the target's tests are the end-to-end ones
+TIERS = [("FAST_TESTS", "test-fast", False), ("SLOW_TESTS", "test-slow", True)]
 
 
-def fast_expression() -> str:
-    found = re.search(r"^FAST_TESTS\s*:=\s*(.+)$", (REPO / "Makefile").read_text(), re.M)
-    assert found, "Makefile defines no FAST_TESTS (the marker expression of `make test-fast`)"
+def expression(variable: str) -> str:
+    found = re.search(rf"^{variable}\s*:=\s*(.+)$", (REPO / "Makefile").read_text(), re.M)
+    assert found, f"Makefile defines no {variable} (a tier's marker expression)"
     return found.group(1).strip()
 
 
-def test_make_test_fast_selects_every_test_without_an_end_to_end_marker_and_no_other(request):
-    expression = fast_expression()
+@pytest.mark.parametrize("variable,target,end_to_end", TIERS)
+def test_each_make_target_selects_exactly_its_tier(request, variable, target, end_to_end):
+    text = expression(variable)
     registered = {line.split(":", 1)[0].strip() for line in request.config.getini("markers")}
-    named = set(re.findall(r"[A-Za-z_]\w*", expression)) - {"not", "and", "or"}
-    assert named and named <= registered, f"{expression!r} names markers pyproject does not register: {named - registered}"
-    compiled = Expression.compile(expression)
+    named = set(re.findall(r"[A-Za-z_]\w*", text)) - {"not", "and", "or"}
+    assert named and named <= registered, f"{text!r} names markers pyproject does not register: {named - registered}"
+    compiled = Expression.compile(text)
     wrong = [item.nodeid for item in request.session.items
              if compiled.evaluate(MarkMatcher.from_markers(item.iter_markers()))
-             == any(item.get_closest_marker(m) for m in END_TO_END)]
-    assert not wrong, f"`make test-fast` ({expression!r}) selects or drops the wrong tests: {wrong[:5]}"
+             != (end_to_end == any(item.get_closest_marker(m) for m in END_TO_END))]
+    assert not wrong, f"`make {target}` ({text!r}) selects or drops the wrong tests: {wrong[:5]}"
     makefile = (REPO / "Makefile").read_text()
-    assert re.search(r"^test-fast: .*\n\t.*-m '\$\(FAST_TESTS\)'", makefile, re.M), "test-fast does not use FAST_TESTS"
-    assert "make test-fast" in (REPO / "README.md").read_text()
+    assert re.search(rf"^{target}: .*\n\t.*-m '\$\({variable}\)'", makefile, re.M), f"{target} does not use {variable}"
+    assert f"make {target}" in (REPO / "README.md").read_text()
