@@ -101,6 +101,32 @@ def test_bootstrap_equals_naive_loop_over_replicates():
     assert skipped > 0  # the one-patient label really was undefined in some replicates
 
 
+def test_whole_number_weights_sum_in_integers_with_the_float_results_and_fractional_ones_match_sklearn():
+    from reports.stats import MacroScorer
+
+    y, p, patients = _dataset(150, seed=4)
+    y[::7, 1] = np.nan
+    p = np.round(p, 1)  # ties within and across the classes
+    scorer = MacroScorer(y, p, (p >= 0.5).astype(float))
+    counts = patient_bootstrap_weights(patients, n_boot=30, rng=np.random.default_rng(1))
+    for prob in [*scorer.problems, scorer.pooled]:  # the integer path gives the float path's numbers, to the bit
+        exact, floating = prob.auc_ap(counts.astype(np.int64)), prob.auc_ap(counts.astype(np.float64))
+        for a, b in zip(exact, floating):
+            assert np.array_equal(a, b, equal_nan=True)
+    # fractional weights stay in floats: each row against sklearn
+    w = np.random.default_rng(2).uniform(0.1, 2.0, (3, y.shape[0]))
+    got = scorer.evaluate(w)
+    known = ~np.isnan(y)
+    for b in range(w.shape[0]):
+        ww = np.broadcast_to(w[b][:, None], y.shape)[known]
+        assert got["micro_auc"][b] == pytest.approx(roc_auc_score(y[known], p[known], sample_weight=ww), abs=1e-12)
+        assert got["micro_ap"][b] == pytest.approx(average_precision_score(y[known], p[known], sample_weight=ww),
+                                                   abs=1e-12)
+        aucs = [roc_auc_score(y[known[:, j], j], p[known[:, j], j], sample_weight=w[b][known[:, j]])
+                for j in range(y.shape[1])]
+        assert got["macro_auc"][b] == pytest.approx(np.mean(aucs), abs=1e-12)
+
+
 def test_bootstrap_estimate_matches_summary_and_ci_covers_it():
     y, p, patients = _dataset(600, seed=3)
     t = np.full(y.shape[1], 0.45)
