@@ -14,12 +14,13 @@ from reports.runfolder import TrialFolder
 
 log = logging.getLogger(__name__)
 
-# Replicates are computed in worker processes only when there is enough work to pay for starting them: about 50 ns
-# of one core per image x label x replicate here (reports.replicates.trial_replicates, 400 to 22,424 images), and
-# about 2 s and 4 CPU-seconds to start two spawned workers that import this package. 10^8 is about 5 s of work: one
-# full-NIH test fold (22,424 images, 14 labels) at 320 replicates. The tests' reports stay in process, and so
-# does the demo's at its 500 replicates (30 trials x 400 images x 14 labels: 8.4 x 10^7).
-PARALLEL_WORK = 100_000_000
+# Replicates are computed in worker processes only when there is enough work to pay for starting them: 20 to 30 ns
+# of one core per image x label x replicate here (reports.replicates.trial_replicates, 400 to 22,424 images, 2026-12-02,
+# with the integer sums), and about 2 s and 4 CPU-seconds to start two spawned workers that import this package, so
+# two workers break even at about 4 s of work. 2 x 10^8 is about 5 s: one full-NIH test fold (22,424 images, 14
+# labels) at 640 replicates. The tests' reports stay in process, and so does the demo's at its 500 replicates
+# (30 trials x 400 images x 14 labels: 8.4 x 10^7).
+PARALLEL_WORK = 200_000_000
 
 
 def trial_predictions(doc: dict) -> dict | None:
