@@ -208,14 +208,14 @@ def _adjust(strategy, logits: np.ndarray) -> np.ndarray:
 
 
 def _macro_auc(y: np.ndarray, p: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
+    from reports.curves import roc_auc
 
     aucs = []
     for j in range(y.shape[1]):
         known = ~np.isnan(y[:, j])
         yj = y[known, j]
         if 0 < yj.sum() < len(yj):
-            aucs.append(roc_auc_score(yj, p[known, j]))
+            aucs.append(roc_auc(yj, p[known, j]))
     return float(np.mean(aucs)) if aucs else float("nan")
 
 

@@ -33,9 +33,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import average_precision_score, confusion_matrix, f1_score, roc_auc_score
-
 from reports import calibration
+from reports.curves import average_precision, roc_auc
 
 __all__ = ["label_metrics", "summary_metrics", "group_labels", "group_metrics", "check_inputs", "is_probability"]
 
@@ -124,11 +123,11 @@ def label_metrics(
                    defined=defined, excluded_reason=reason,
                    ece=float(cal[0][j]) if cal else np.nan, brier=float(cal[1][j]) if cal else np.nan)
         if defined:
-            row["auc"] = float(roc_auc_score(yj, pj))
-            row["ap"] = float(average_precision_score(yj, pj))
+            row["auc"] = roc_auc(yj, pj)
+            row["ap"] = average_precision(yj, pj)
         if n > 0:
-            # One confusion matrix per threshold (sklearn), the ratios from its counts with the documented
-            # zero_division: the same values as f1_score / recall_score, at a third of their validation cost.
+            # One confusion matrix per threshold, the ratios from its counts with the documented zero_division:
+            # sklearn's f1_score / recall_score (tests/test_metrics.py), without their validation cost.
             tn, fp, fn, tp = _counts(yj, pj >= fixed)
             row["f1_fixed"] = _ratio(2 * tp, 2 * tp + fp + fn, 0.0)
             if thresholds is not None:  # else thr is fixed: the counts above
@@ -143,8 +142,17 @@ def label_metrics(
 
 
 def _counts(y: np.ndarray, decision: np.ndarray) -> tuple[int, int, int, int]:
-    """(tn, fp, fn, tp) of 0/1 labels against boolean decisions (``sklearn.metrics.confusion_matrix``)."""
-    return tuple(int(v) for v in confusion_matrix(y, decision.astype(np.int64), labels=[0, 1]).ravel())
+    """(tn, fp, fn, tp) of 0/1 labels against boolean decisions (``sklearn.metrics.confusion_matrix``'s order)."""
+    pos, decision = y.astype(bool), decision.astype(bool)
+    tp, fp = int(np.count_nonzero(pos & decision)), int(np.count_nonzero(~pos & decision))
+    fn = int(np.count_nonzero(pos)) - tp
+    return y.size - tp - fp - fn, fp, fn, tp
+
+
+def _f1(y: np.ndarray, decision: np.ndarray) -> float:
+    """Binary F1 with ``zero_division=0.0`` (``sklearn.metrics.f1_score``): 2 tp / (2 tp + fp + fn)."""
+    _, fp, fn, tp = _counts(y, decision)
+    return _ratio(2 * tp, 2 * tp + fp + fn, 0.0)
 
 
 def _ratio(num: int, den: int, zero_division: float) -> float:
@@ -196,9 +204,9 @@ def summary_metrics(
     both = yk.size > 0 and 0 < yk.sum() < yk.size
     out: dict = {
         "macro_auc": _mean_defined(df, "auc"),
-        "micro_auc": float(roc_auc_score(yk, pk)) if both else float("nan"),
+        "micro_auc": roc_auc(yk, pk) if both else float("nan"),
         "macro_ap": _mean_defined(df, "ap"),
-        "micro_ap": float(average_precision_score(yk, pk)) if both else float("nan"),
+        "micro_ap": average_precision(yk, pk) if both else float("nan"),
         "macro_f1": _mean_defined(df, "f1") if thresholds is not None else float("nan"),
         "micro_f1": float("nan"),
         "macro_f1_fixed": _mean_defined(df, "f1_fixed"),
@@ -211,10 +219,9 @@ def summary_metrics(
         "excluded": {r.label: r.excluded_reason for r in df.itertuples() if not r.defined},
     }
     if yk.size:
-        out["micro_f1_fixed"] = float(f1_score(yk, (pk >= fixed).astype(np.int64), zero_division=0.0))
+        out["micro_f1_fixed"] = _f1(yk, pk >= fixed)
         if thresholds is not None:
-            out["micro_f1"] = float(f1_score(yk, (pk >= thresholds[cols]).astype(np.int64),
-                                             zero_division=0.0))
+            out["micro_f1"] = _f1(yk, pk >= thresholds[cols])
     return out
 
 

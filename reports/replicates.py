@@ -34,7 +34,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-from scipy import stats as sps
 
 from reports.runfolder import BOOTSTRAP_NPZ
 from reports.stats import MacroScorer, _patient_codes
@@ -206,6 +205,8 @@ def bca_interval(replicates, estimate: float, jackknife, *, alpha: float = 0.05)
     >>> lo, hi = bca_interval(reps, x.mean(), jack); bool(lo < x.mean() < hi)
     True
     """
+    from scipy import stats as sps
+
     r = np.asarray(replicates, dtype=np.float64)
     r = r[np.isfinite(r)]
     if r.size == 0 or not np.isfinite(estimate):
@@ -269,6 +270,8 @@ def jackknife_interval(replicates, estimate: float, jackknife, *, alpha: float =
     >>> [round(v, 3) for v in jackknife_interval(None, x.mean(), jack)]  # = mean -+ t_3 * s / sqrt(4)
     [-0.71, 7.71]
     """
+    from scipy import stats as sps
+
     j = np.asarray(jackknife, dtype=np.float64).reshape(-1)
     j = j[np.isfinite(j)]
     if j.size < 2 or not np.isfinite(estimate):

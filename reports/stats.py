@@ -15,7 +15,6 @@ from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
 
 from reports.calibration import CalibrationScorer
 from reports.metrics import check_inputs, is_probability
@@ -296,6 +295,8 @@ def paired_test(a, b) -> dict:
     >>> r["n"], round(r["mean_diff"], 4), round(r["p_wilcoxon"], 4)
     (5, 0.0168, 0.125)
     """
+    from scipy import stats as sps
+
     a, b = np.asarray(a, dtype=np.float64).reshape(-1), np.asarray(b, dtype=np.float64).reshape(-1)
     if a.shape != b.shape:
         raise ValueError(f"a and b must be matched pairs; got {a.size} and {b.size} values")
@@ -345,6 +346,8 @@ def nemenyi_q(k: int, alpha: float = 0.05) -> float:
     >>> round(nemenyi_q(5), 3)
     2.728
     """
+    from scipy import stats as sps
+
     if k < 2:
         raise ValueError(f"the Nemenyi test needs k >= 2 methods; got {k}")
     return float(sps.studentized_range.ppf(1 - alpha, k, np.inf) / np.sqrt(2))
@@ -383,6 +386,8 @@ def friedman_nemenyi(scores: pd.DataFrame, *, alpha: float = 0.05, higher_is_bet
     >>> {m: round(v, 3) for m, v in r["average_ranks"].items()}, round(r["cd"], 3)
     ({'a': 1.333, 'b': 2.333, 'c': 2.333}, 1.914)
     """
+    from scipy import stats as sps
+
     if not isinstance(scores, pd.DataFrame):
         raise TypeError(f"scores must be a pandas DataFrame (blocks x methods); got {type(scores).__name__}")
     complete = scores.dropna(axis=0, how="any").astype(np.float64)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from reports.curves import precision_recall_curve, roc_curve
 from strategies.base import ThresholdRule
 
 
@@ -29,8 +30,6 @@ class MaxF1(ThresholdRule):
         self.default = default
 
     def fit_label(self, y, p):
-        from sklearn.metrics import precision_recall_curve
-
         if len(y) == 0 or y.sum() == 0:
             return float(self.default)
         precision, recall, thr = precision_recall_curve(y, p)
@@ -47,8 +46,9 @@ def _has_both_classes(y: np.ndarray) -> bool:
 class Youden(ThresholdRule):
     """Per label, the threshold maximising Youden's J = TPR - FPR on the validation ROC.
 
-    Uses ``sklearn.metrics.roc_curve`` (all points kept); ``default`` (0.5) when the validation part
-    lacks positives or negatives, or when no threshold beats chance (max J <= 0).
+    Uses the validation ROC with all its points (``sklearn.metrics.roc_curve``'s, from ``reports.curves``);
+    ``default`` (0.5) when the validation part lacks positives or negatives, or when no threshold beats chance
+    (max J <= 0).
     """
 
 
@@ -56,8 +56,6 @@ class Youden(ThresholdRule):
         self.default = default
 
     def fit_label(self, y, p):
-        from sklearn.metrics import roc_curve
-
         if not _has_both_classes(y):
             return float(self.default)
         fpr, tpr, thr = roc_curve(y, p, drop_intermediate=False)
@@ -71,10 +69,10 @@ class Youden(ThresholdRule):
 class PrecisionTarget(ThresholdRule):
     """Per label, the smallest threshold whose validation precision reaches ``target``.
 
-    The threshold is the smallest validation score t with precision(p >= t) >= ``target`` (via
-    ``sklearn.metrics.precision_recall_curve``), which keeps the most recall. When no threshold reaches the target,
-    ``fallback="f1"`` uses the max-F1 threshold and ``fallback="default"`` uses ``default`` (0.5);
-    a label without validation positives always gets ``default``.
+    The threshold is the smallest validation score t with precision(p >= t) >= ``target`` (on the curve of
+    ``sklearn.metrics.precision_recall_curve``, from ``reports.curves``), which keeps the most recall. When no
+    threshold reaches the target, ``fallback="f1"`` uses the max-F1 threshold and ``fallback="default"`` uses
+    ``default`` (0.5); a label without validation positives always gets ``default``.
     """
 
 
@@ -88,8 +86,6 @@ class PrecisionTarget(ThresholdRule):
         self._check_choice("fallback", ("f1", "default"))
 
     def fit_label(self, y, p):
-        from sklearn.metrics import precision_recall_curve
-
         if len(y) == 0 or y.sum() == 0:
             return float(self.default)
         precision, _, thr = precision_recall_curve(y, p)

@@ -1,6 +1,7 @@
 """What a process imports at start-up (CPU the suite and every `bench run` pay): checking a grid builds its
 strategies without torch (except AUC-M's, whose optimiser subclasses torch's), and a model-building process
-imports timm without W&B's client, which stays importable for the tracking callbacks.
+imports timm without W&B's client, which stays importable for the tracking callbacks, and scoring a trial loads
+neither scikit-learn nor scipy.stats.
 
 Each check runs in a fresh interpreter, since this one has imported everything already.
 """
@@ -50,6 +51,30 @@ print(json.dumps({"timm": timm.__name__, "wandb_during_timm": loaded, "wandb": w
 """)
     assert got == {"timm": "timm", "wandb_during_timm": False, "wandb": "wandb", "real": True}
 
+
+
+def test_scoring_a_trial_imports_neither_scikit_learn_nor_scipy_stats():
+    """What a trial worker runs after training (its test metrics, the three threshold rules, its bootstrap
+    replicates, the per-epoch validation AUC) loads neither: ``sklearn.metrics`` alone costs about 1.5
+    CPU-seconds (it loads ``scipy.stats``), in every trial worker (reports.curves)."""
+    got = _fresh("""
+import json, sys
+import numpy as np
+from bench.trial import _macro_auc
+from reports.metrics import summary_metrics
+from reports.replicates import trial_replicates
+from strategies.thresholds import MaxF1, PrecisionTarget, Youden
+rng = np.random.default_rng(0)
+y = (rng.random((300, 3)) < [0.3, 0.05, 0.01]).astype(float); y[:3] = 1; y[3:6] = 0
+p = np.clip(0.3 * y + 0.7 * rng.random(y.shape), 0, 1)
+t = np.array([rule.fit_label(y[:, j], p[:, j]) for j, rule in enumerate((MaxF1(), Youden(), PrecisionTarget()))])
+s = summary_metrics(y, p, thresholds=t, label_names=["a", "b", "c"])
+r = trial_replicates(y, p, (p >= t).astype(np.int8), np.arange(300) // 2, n_boot=20, fold=0, seed=0)
+print(json.dumps({"auc": s["macro_auc"], "epoch_auc": _macro_auc(y, p), "reps": len(r["replicates"]["macro_auc"]),
+                  "loaded": sorted(m for m in ("sklearn", "scipy.stats") if m in sys.modules)}))
+""")
+    assert got["loaded"] == [] and got["reps"] == 20
+    assert 0.5 < got["auc"] == got["epoch_auc"] < 1
 
 # Ray Tune's count of the callbacks it is given, as `tune.run` calls it at the start of every fit() (through the
 # module attribute, which is what bench.tune_fit.skip_callback_usage_tag replaces).
