@@ -65,7 +65,7 @@ def draws_of(doc: Mapping) -> dict:
 
 def fold_weights(patients, *, n_boot: int, fold: int, seed: int, groups: int = JACKKNIFE_GROUPS,
                  shared: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """(n_boot, N) bootstrap and (G, N) jackknife image weights for one held-out fold.
+    """(n_boot, N) bootstrap and (G, N) jackknife image weights (integers) for one held-out fold.
 
     Bootstrap: P patients drawn with replacement out of the fold's P (multinomial counts), from
     ``np.random.default_rng([seed, fold])`` (``[seed, SHARED_STREAM]`` when ``shared``: a test set every
@@ -75,14 +75,14 @@ def fold_weights(patients, *, n_boot: int, fold: int, seed: int, groups: int = J
 
     >>> b, j = fold_weights(["p2", "p1", "p1"], n_boot=3, fold=0, seed=0, groups=2)
     >>> b.shape, j.tolist()
-    ((3, 3), [[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]])
+    ((3, 3), [[1, 0, 0], [0, 1, 1]])
     """
     codes, n_patients = _patient_codes(patients, np.asarray(patients).size)
     rng = np.random.default_rng([int(seed), SHARED_STREAM if shared else int(fold)])
     counts = rng.multinomial(n_patients, np.full(n_patients, 1.0 / n_patients), size=int(n_boot))
-    boot = np.take(counts, codes, axis=1).astype(np.float64)
+    boot = np.take(counts, codes, axis=1)
     g = min(int(groups), n_patients)
-    jack = (codes[None, :] % g != np.arange(g)[:, None]).astype(np.float64)
+    jack = (codes[None, :] % g != np.arange(g)[:, None]).astype(np.int64)
     return boot, jack
 
 

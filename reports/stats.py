@@ -138,11 +138,11 @@ def _weight_blocks(codes: np.ndarray, n_patients: int, n_boot: int, block: int,
     probs = np.full(n_patients, 1.0 / n_patients)
     for start in range(0, n_boot, block):
         counts = rng.multinomial(n_patients, probs, size=min(block, n_boot - start))
-        yield np.take(counts, codes, axis=1).astype(np.float64)
+        yield np.take(counts, codes, axis=1)
 
 
 def patient_bootstrap_weights(patients, *, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """(n_boot, N) image weights: each replicate draws P patients with replacement out of the P present,
+    """(n_boot, N) integer image weights: each replicate draws P patients with replacement out of the P present,
     and every image of a patient gets that patient's draw count (so a patient's images move together).
 
     >>> w = patient_bootstrap_weights(["a", "a", "b"], n_boot=4, rng=np.random.default_rng(0))
@@ -212,8 +212,10 @@ class MacroScorer:
 
     def evaluate(self, w: np.ndarray) -> dict[str, np.ndarray]:
         """Every metric for each row of ``w`` (B, N): {metric: (B,)}; NaN where undefined."""
-        w, counts = np.asarray(w, dtype=np.float64), np.asarray(w).astype(np.int64)  # bootstrap, jackknife: counts
-        ranked = counts if np.array_equal(counts, w) else w
+        w = np.asarray(w)
+        # integer weights (bootstrap counts, jackknife 0 / 1) sum exactly in integers in the ranked scorers
+        ranked = w.astype(np.int64 if w.dtype.kind in "iub" else np.float64, copy=False)
+        w = w.astype(np.float64, copy=False)
         auc, ap = np.full((w.shape[0], self.n_labels), np.nan), np.full((w.shape[0], self.n_labels), np.nan)
         for j, prob in enumerate(self.problems):
             auc[:, j], ap[:, j] = prob.auc_ap(ranked)
