@@ -6,13 +6,21 @@ after a run that ended on its own, Tune's handler stays installed, bound to a ru
 is swallowed (between two runs of one ``bench run``, the restart of errored trials for example, or while it writes
 the report; and ``bench tune`` went on to the next fold's search). :func:`fit` puts the previous handlers back after
 every run, and tells the caller whether a Ctrl-C reached Tune's handler, so that the caller stops too.
+
+A restore that Ray Tune cannot read (a driver killed while Tune rewrote its saved search state leaves that file
+empty) makes Tune log "Failed to restore the run state" and run the experiment without the trials saved in it; bench
+mutes Tune's logs, so :func:`fit` repeats that as one warning of its own.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import signal
 import threading
+
+log = logging.getLogger(__name__)
 
 # Tune (tune.run's _setup_signal_catching) installs a handler for SIGUSR1 too, and never puts the old one back.
 _SIGNALS = tuple(s for s in (signal.SIGINT, getattr(signal, "SIGUSR1", None)) if s is not None)
@@ -29,13 +37,50 @@ def fit(tuner) -> tuple[list, bool]:
     before = {sig: signal.getsignal(sig) for sig in _SIGNALS} if main else {}
     tune_catches = (main and not int(os.environ.get("TUNE_DISABLE_SIGINT_HANDLER", "0") or 0)
                     and getattr(tuner, "_local_tuner", None) is not None)
-    try:
-        results = list(tuner.fit())
-    finally:
-        caught = tune_catches and signal.getsignal(signal.SIGINT) is before[signal.SIGINT]
-        for sig, handler in before.items():
-            signal.signal(sig, handler)
+    with _restore_failures() as failures:
+        try:
+            results = list(tuner.fit())
+        finally:
+            caught = tune_catches and signal.getsignal(signal.SIGINT) is before[signal.SIGINT]
+            for sig, handler in before.items():
+                signal.signal(sig, handler)
+    for exc in failures:
+        log.warning("Ray Tune could not restore the experiment from its saved state (%s: %s) and ran it without the "
+                    "trials saved there: finished trials keep their outputs, unfinished ones start over",
+                    type(exc).__name__, str(exc).strip().splitlines()[-1][:300] if str(exc).strip() else "")
     return results, caught
+
+
+# Where Ray Tune 2.60 logs a restore it could not read (TuneController.__init__), and what it says.
+_RESTORE_LOGGER, _RESTORE_FAILED = "ray.tune.execution.tune_controller", "Failed to restore the run state"
+
+
+class _RestoreFailures(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.ERROR)
+        self.errors: list[BaseException] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith(_RESTORE_FAILED):
+            self.errors.append(record.exc_info[1] if record.exc_info else RuntimeError(record.getMessage()))
+
+
+@contextlib.contextmanager
+def _restore_failures():
+    """The exceptions of the restores Tune could not read while in the block. Tune's logger is let through to
+    ERROR for it; what bench's setting (``bench.tuner``: ray.tune at CRITICAL) would have hidden stays hidden."""
+    logger, handler = logging.getLogger(_RESTORE_LOGGER), _RestoreFailures()
+    level, propagate = logger.level, logger.propagate
+    if not logger.isEnabledFor(logging.ERROR):
+        logger.setLevel(logging.ERROR)
+        logger.propagate = False
+    logger.addHandler(handler)
+    try:
+        yield handler.errors
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
 
 
 def skip_callback_usage_tag() -> None:
