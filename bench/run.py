@@ -24,7 +24,7 @@ from bench import runfolder, tune_outcome
 from bench.config import GridConfig, resolve_paths
 from bench.errors import BenchError
 from bench.runfolder import RunFolder, collect_trial, finished_trials, write_atomic, write_json  # noqa: F401
-from bench.trial_spec import TrialSpec, spec_of
+from bench.trial_spec import TrialSpec
 
 log = logging.getLogger(__name__)
 
@@ -317,14 +317,16 @@ def run_grid(grid_path: str | Path, *, out: str | Path | None = None, address: s
                 t = tuner.build_tuner(data, todo, cfg=cfg, storage_path=storage_path, name=name, filesystem=filesystem,
                                       callbacks=callbacks, restore=True, restart_errored=True, finished=finished)
                 results, interrupted = tune_fit.fit(t)
-            stopped, unseen = _settle(t, results, todo, folder, outcome.errors)
-            if unseen and not stopped and not interrupted:  # a restored generator skipped them (bench.tune_grid)
-                name = _new_experiment(name, run_json)
-                say(f"Ray Tune ended without starting {len(unseen)} trial(s): running them as a new experiment, {name}")
-                t = tuner.build_tuner(data, unseen, cfg=cfg, storage_path=storage_path, name=name,
+            stopped, unseen, ended = tune_outcome.settle_run(t, results, todo, folder, outcome.errors, interrupted)
+            # Never started (a restored generator skipped them: bench.tune_grid), or ended early without a Ctrl-C
+            if (unseen or ended) and not stopped and not interrupted:
+                name, again = _new_experiment(name, run_json), unseen + ended
+                say(tune_outcome.rerun_line(unseen, ended, name))
+                t = tuner.build_tuner(data, again, cfg=cfg, storage_path=storage_path, name=name,
                                       filesystem=filesystem, callbacks=callbacks, finished=finished)
                 results, interrupted = tune_fit.fit(t)
-                stopped, _ = _settle(t, results, unseen, folder, outcome.errors)
+                stopped, _, ended = tune_outcome.settle_run(t, results, again, folder, outcome.errors, interrupted)
+                outcome.errors.update({s.id: tune_outcome.ENDED_TWICE for s in ended})
             if stopped or interrupted:  # Ctrl-C (also one after the last trial ended): the same command resumes
                 raise KeyboardInterrupt(f"{len(stopped)} trial(s) stopped before they finished" if stopped else
                                         "Ctrl-C after Ray Tune's last trial ended")
@@ -353,22 +355,6 @@ def _marks_interruption(run_json: Path):
         write_json(run_json, {**json.loads(run_json.read_text()), "status": "interrupted",
                               "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
         raise
-
-
-def _settle(t, results: list, todo: list[TrialSpec], folder: RunFolder,
-            errors: dict[str, str]) -> tuple[list[str], list[TrialSpec]]:
-    """:func:`bench.tune_outcome.settle` for the results of ``t`` (a tuner that has run), and the trials of ``todo``
-    that Ray Tune never started (no result holds them and the run folder has no outputs of theirs):
-    ``(stopped, never started)``. When Tune was stopped between two trials (Ctrl-C, :func:`bench.tuner.ended_early`),
-    no trial is left unfinished to show it: the ones it never started count as stopped."""
-    from bench import tuner
-
-    stopped = tune_outcome.settle(results, folder, errors)
-    seen = {spec_of(r.config).id for r in results if r.config}
-    unseen = [s for s in todo if s.id not in seen and not folder.trial(s.id).is_finished()]
-    if unseen and not stopped and tuner.ended_early(t):
-        stopped = [s.id for s in unseen]
-    return stopped, unseen
 
 
 def _new_experiment(name: str, run_json: Path) -> str:

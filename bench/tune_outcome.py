@@ -32,6 +32,44 @@ def settle(results: list, folder, errors: dict[str, str]) -> list[str]:
     return stopped
 
 
+def settle_run(t, results: list, todo: list, folder, errors: dict[str, str], interrupted: bool):
+    """:func:`settle` for the results of ``t`` (a tuner that has run, ``interrupted`` when a Ctrl-C reached it) over
+    ``todo`` (trial specs): ``(stopped, never started, ended early)``.
+
+    - never started: trials of ``todo`` no result holds and without outputs in the run folder;
+    - ended early: trials Ray Tune ended before their last epoch when no Ctrl-C did (no Ctrl-C caught, the grid
+      generator finished). A stop shows one of the two; a trial ended otherwise, which the same command would find
+      ended again, never resumed, runs again instead. Seen once in CI after a resume, cause unknown: the trial
+      reported its first epoch after the restore and Tune ended it;
+    - stopped: the trials a Ctrl-C stopped. When Tune was stopped between two trials (:func:`bench.tuner.ended_early`)
+      no trial is left unfinished to show it: the ones it never started count as stopped."""
+    from bench import tuner
+
+    stopped = settle(results, folder, errors)
+    seen = {spec_of(r.config).id for r in results if r.config}
+    unseen = [s for s in todo if s.id not in seen and not folder.trial(s.id).is_finished()]
+    early = tuner.ended_early(t)
+    ended = [] if interrupted or early else [s for s in todo if s.id in stopped]
+    stopped = [tid for tid in stopped if tid not in {s.id for s in ended}]
+    if unseen and not stopped and early:
+        stopped = [s.id for s in unseen]
+    return stopped, unseen, ended
+
+
+def rerun_line(unseen: list, ended: list, name: str) -> str:
+    """What ``bench run`` says when it runs the trials :func:`settle_run` found never started or ended early as the
+    new experiment ``name``."""
+    why = [f"Ray Tune ended without starting {len(unseen)} trial(s)"] if unseen else []
+    if ended:
+        why.append(f"it ended {len(ended)} before their last epoch without a Ctrl-C ({', '.join(s.id for s in ended)}"
+                   "; they start over, with the same numbers: every draw is seeded)")
+    return f"{' and '.join(why)}: running them as a new experiment, {name}"
+
+
+ENDED_TWICE = ("Ray Tune ended the trial before its last epoch without a Ctrl-C, twice (the second time as a new "
+               "experiment); its result log is in RUN/tune")
+
+
 def checkpoint_gone(error: BaseException | None) -> bool:
     return error is not None and "does not exist on storage anymore" in str(error)
 

@@ -325,13 +325,20 @@ def test_killed_worker_resumes_from_its_checkpoint(drivers, baseline, tmp_path):
     assert again.proc.returncode == 0, again.output()[-3000:]
     assert "restoring the Ray Tune experiment" in again.output()
     epochs = [r["epoch"] for r in results(out / "tune", victim)]
-    # Always continued from its last registered checkpoint. Ray Tune logs an epoch's result before it registers
-    # the checkpoint reported with it, so a worker killed in between repeats that one epoch: at most one epoch
-    # per kill runs twice, and only one in flight at a kill (a restart from scratch repeats every epoch before).
-    assert epochs == sorted(epochs) and sorted(set(epochs)) == list(range(1, EPOCHS + 1)), epochs
-    repeated = {e for e in epochs if epochs.count(e) > 1}
-    assert max(epochs.count(e) for e in epochs) <= 2 and len(repeated) <= 2 and repeated <= in_flight, \
-        (epochs, in_flight)
+    if f"before their last epoch without a Ctrl-C ({victim};" in again.output():
+        # Ray Tune ended the resumed trial early with no Ctrl-C (seen once in CI, cause unknown; see
+        # bench.tune_outcome.settle_run): it started over, whole, in a new experiment
+        experiment = json.loads((out / "run.json").read_text())["experiment"]
+        assert experiment != "tune" and epochs == sorted(epochs) and max(epochs) < EPOCHS, epochs
+        assert [r["epoch"] for r in results(out / experiment, victim)] == list(range(1, EPOCHS + 1))
+    else:
+        # Always continued from its last registered checkpoint. Ray Tune logs an epoch's result before it registers
+        # the checkpoint reported with it, so a worker killed in between repeats that one epoch: at most one epoch
+        # per kill runs twice, and only one in flight at a kill (a restart from scratch repeats every epoch before).
+        assert epochs == sorted(epochs) and sorted(set(epochs)) == list(range(1, EPOCHS + 1)), epochs
+        repeated = {e for e in epochs if epochs.count(e) > 1}
+        assert max(epochs.count(e) for e in epochs) <= 2 and len(repeated) <= 2 and repeated <= in_flight, \
+            (epochs, in_flight)
     for tid in set(TRIALS) - {victim}:  # the others ran once, uninterrupted
         assert [r["epoch"] for r in results(out / "tune", tid)] == list(range(1, EPOCHS + 1)), tid
     assert not (out / "errors.json").exists()

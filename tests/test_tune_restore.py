@@ -22,7 +22,7 @@ from types import SimpleNamespace
 import pytest
 from ray import cloudpickle
 
-from bench import tune_fit, tune_grid, tuner
+from bench import tune_fit, tune_grid, tune_outcome, tuner
 from bench.config import ResourcesConfig
 from bench.trial_spec import TrialSpec
 
@@ -142,11 +142,13 @@ def test_the_grid_never_runs_more_trials_at_once_than_max_concurrent(ray_session
     assert len(events) == 2 * len(TRIALS) and most == 2, events
 
 
-def stand_in_run(synth_root: Path, tmp_path: Path, monkeypatch, *, held: int, stopped: bool):
+def stand_in_run(synth_root: Path, tmp_path: Path, monkeypatch, *, held: int, stopped: bool, ended: int = 0,
+                 ended_again: bool = False):
     """``bench run``'s driver over a 4-trial grid that restores its experiment (as after a lost run folder, the
     experiment kept in storage), with Tune a stand-in whose restored experiment holds the first ``held`` trials
-    (finished) and whose generator
-    was (``stopped``) or was not stopped before the end; every new experiment runs all it is given.
+    (finished) and the next ``ended`` ones ended before their last epoch (terminated, no error, a checkpoint without
+    outputs), and whose generator was (``stopped``) or was not stopped before the end; every new experiment runs all
+    it is given (ending early again the ones ended before, with ``ended_again``).
     Returns ``(trials, build_tuner calls, printed lines, outcome or the KeyboardInterrupt)``."""
     from bench.config import parse_grid, resolve_paths
     from bench.run import expand, run_grid
@@ -165,12 +167,21 @@ def stand_in_run(synth_root: Path, tmp_path: Path, monkeypatch, *, held: int, st
         return SimpleNamespace(config={"trial": spec.to_dict()}, error=None, metrics={"done": True},
                                checkpoint=SimpleNamespace(as_directory=lambda: contextlib.nullcontext(str(ckpt))))
 
-    calls = []
+    def early(spec):  # a Tune result of a trial ended after an epoch that was not its last: no outputs
+        ckpt = tmp_path / "checkpoints" / f"{spec.id}-epoch1"
+        ckpt.mkdir(parents=True, exist_ok=True)
+        return SimpleNamespace(config={"trial": spec.to_dict()}, error=None, metrics={"epoch": 1, "done": False},
+                               checkpoint=SimpleNamespace(as_directory=lambda: contextlib.nullcontext(str(ckpt))))
+
+    calls, ends = [], {t.id for t in trials[held:held + ended]}
 
     def build_tuner(data, todo, **kw):
         calls.append((kw.get("restore", False), kw["name"], [t.id for t in todo]))
-        ran = trials[:held] if kw.get("restore") else todo
-        return SimpleNamespace(fit=lambda: [finished(t) for t in ran], stopped=stopped and kw.get("restore"))
+        if kw.get("restore"):
+            out = [finished(t) for t in trials[:held]] + [early(t) for t in trials[held:held + ended]]
+        else:
+            out = [early(t) if ended_again and t.id in ends else finished(t) for t in todo]
+        return SimpleNamespace(fit=lambda: out, stopped=stopped and kw.get("restore"))
 
     monkeypatch.setattr(tuner, "init_ray", lambda *a, **kw: None)
     monkeypatch.setattr(tuner, "can_restore", lambda *a, **kw: True)
@@ -195,6 +206,28 @@ def test_trials_a_restored_experiment_never_created_run_as_a_new_experiment(synt
     assert f"Ray Tune ended without starting 2 trial(s): running them as a new experiment, {second}" in lines
     assert json.loads((tmp_path / "run" / "run.json").read_text())["experiment"] == second
     assert outcome.completed == sorted(t.id for t in trials) and not outcome.errors
+
+
+def test_trials_tune_ended_early_without_a_ctrl_c_start_over_as_a_new_experiment(synth_root, tmp_path, monkeypatch):
+    """A trial Ray Tune ended before its last epoch when no Ctrl-C did (terminated, no error, no outputs; seen once
+    in CI after a resume) is not a stop: a restore never resumes a terminated trial, so "interrupted; re-run the same
+    command" would end every re-run the same way. ``bench run`` names it and runs it again, from scratch, in the new
+    experiment of the trials never started; ended early twice, it is an error of the run (exit 3), not a Ctrl-C."""
+    trials, calls, lines, outcome = stand_in_run(synth_root, tmp_path, monkeypatch, held=1, stopped=False, ended=1)
+    (restore, first, todo), (again, second, rest) = calls
+    assert restore and not again and rest == [t.id for t in trials[2:]] + [trials[1].id]
+    assert (f"Ray Tune ended without starting 2 trial(s) and it ended 1 before their last epoch without a Ctrl-C "
+            f"({trials[1].id}; they start over, with the same numbers: every draw is seeded): running them as a new "
+            f"experiment, {second}") in lines, lines
+    assert outcome.completed == sorted(t.id for t in trials) and not outcome.errors
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "complete"
+
+    trials, calls, lines, outcome = stand_in_run(synth_root, tmp_path / "twice", monkeypatch, held=3, stopped=False,
+                                                 ended=1, ended_again=True)
+    assert len(calls) == 2 and calls[1][2] == [trials[3].id], calls
+    assert outcome.errors == {trials[3].id: tune_outcome.ENDED_TWICE}, outcome  # (not a KeyboardInterrupt)
+    assert outcome.completed == sorted(t.id for t in trials[:3])
+    assert json.loads((tmp_path / "twice" / "run" / "run.json").read_text())["status"] == "incomplete"
 
 
 def test_a_stop_between_two_trials_ends_the_run_instead_of_starting_the_rest(synth_root, tmp_path, monkeypatch):
