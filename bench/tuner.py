@@ -188,9 +188,12 @@ def make_callback(progress: Progress, say: Callable[[str], None], on_done: Calla
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             tid = trial_name(trial)
+            last = trial.last_result or {}
+            if "macro_auc" not in last:  # its trainable returned before the last epoch (bench.tune_outcome.settle_run)
+                say(f"  {tid}: ended after epoch {last.get('epoch', 0)}/{epochs} without its final results")
+                return
             progress.done.add(tid)
             progress.failed.discard(tid)  # errored once, then restarted
-            last = trial.last_result or {}
             try:
                 on_done(tid, trial.checkpoint)
             except Exception as exc:  # noqa: BLE001 - reported, collected again at the end

@@ -31,7 +31,8 @@ TRIALS = [TrialSpec(id=f"standin-{i}", backbone="standin", strategy={"name": "bc
 
 
 def standin(config: dict, data=None, finished=None) -> None:
-    """Three reports, the last ``done``; appends its id and the time to ``data['log']`` when it starts, and again,
+    """Three reports, the last ``done`` with the summary metrics (the first only for ``data['end_early']``, which then
+    returns); appends its id and the time to ``data['log']`` when it starts, and again,
     marked ``end``, before its last report. It first waits (up to 20 s), if it is one of ``data['meet']``, until the
     others of them have started, and with ``data['hold']``, unless it is ``data['first']``, 20 s (Tune stops it
     before)."""
@@ -50,7 +51,10 @@ def standin(config: dict, data=None, finished=None) -> None:
         if epoch == 3:  # (Tune ends the trial at its "done" report)
             with open(data["log"], "a") as f:
                 f.write(f"{tid} {time.time()} end\n")
-        tune.report({"epoch": epoch, "done": epoch == 3, "macro_auc": 0.5, "macro_f1": 0.25})
+        tune.report({"epoch": epoch, "done": epoch == 3, "macro_auc": 0.5, "macro_f1": 0.25} if epoch == 3 else
+                    {"epoch": epoch, "done": False})
+        if tid == data.get("end_early"):
+            return  # before its last epoch, as a trainable that stops early
 
 
 def started(log: Path) -> list[str]:
@@ -58,10 +62,11 @@ def started(log: Path) -> list[str]:
 
 
 def build(tmp_path: Path, *, max_concurrent: int, cpu: float = 1.0, restore: bool = False, callbacks=(),
-          meet: tuple = (), hold: bool = False):
+          meet: tuple = (), hold: bool = False, end_early: str | None = None):
     """The bench's tuner over :data:`TRIALS` with the stand-in trainable."""
     cfg = SimpleNamespace(resources=ResourcesConfig(cpu=cpu, max_concurrent=max_concurrent))
-    data = {"log": str(tmp_path / "started.log"), "meet": list(meet), "hold": hold, "first": TRIALS[0].id}
+    data = {"log": str(tmp_path / "started.log"), "meet": list(meet), "hold": hold, "first": TRIALS[0].id,
+            "end_early": end_early}
     return tuner.build_tuner(data, TRIALS, cfg=cfg, storage_path=str(tmp_path / "storage"), name="exp",
                              callbacks=list(callbacks), restore=restore, trainable=standin)
 
@@ -228,6 +233,28 @@ def test_trials_tune_ended_early_without_a_ctrl_c_start_over_as_a_new_experiment
     assert outcome.errors == {trials[3].id: tune_outcome.ENDED_TWICE}, outcome  # (not a KeyboardInterrupt)
     assert outcome.completed == sorted(t.id for t in trials[:3])
     assert json.loads((tmp_path / "twice" / "run" / "run.json").read_text())["status"] == "incomplete"
+
+
+@pytest.mark.slow
+def test_a_trial_whose_trainable_returns_early_is_shown_ended_not_done(ray_session, tmp_path):
+    """On a real Tune run: a trainable that returns before its last epoch ends its trial as Tune ends a finished one
+    (terminated, no error, its last result marked done), and a restore never runs it again. bench's progress line
+    says it ended without its final results; it is neither counted done nor are its outputs copied (it printed
+    "done: macro AUC nan" and warned that its checkpoint held no outputs)."""
+    lines, copied = [], []
+    progress = tuner.Progress(total=len(TRIALS))
+    reporter = tuner.make_callback(progress, lines.append, lambda tid, checkpoint: copied.append(tid), epochs=3)
+    results, interrupted = tune_fit.fit(build(tmp_path, max_concurrent=1, callbacks=[reporter],
+                                              end_early=TRIALS[1].id))
+    others = [t.id for t in TRIALS if t is not TRIALS[1]]
+    assert not interrupted and sorted(copied) == others and progress.done == set(others), lines
+    assert f"  {TRIALS[1].id}: ended after epoch 1/3 without its final results" in lines, lines
+    assert not [line for line in lines if f"{TRIALS[1].id} done" in line], lines
+    ended = next(r for r in results if r.config["trial"]["id"] == TRIALS[1].id)
+    assert ended.error is None and ended.metrics["done"] is True and "macro_auc" not in ended.metrics
+    assert started(tmp_path / "started.log").count(TRIALS[1].id) == 1
+    list(build(tmp_path, max_concurrent=1, restore=True, end_early=TRIALS[1].id).fit())
+    assert started(tmp_path / "started.log").count(TRIALS[1].id) == 1  # a restore leaves it ended
 
 
 def test_a_stop_between_two_trials_ends_the_run_instead_of_starting_the_rest(synth_root, tmp_path, monkeypatch):
