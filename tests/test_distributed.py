@@ -256,9 +256,10 @@ def collected(out: Path) -> list[str]:
 
 def finished_some(out: Path, experiment: Path | None = None):
     """Some, not all, trials finished: outputs collected and, when ``experiment`` is given, also recorded
-    as finished in the experiment state Tune saved. (Tune saves it a moment after a trial ends; a driver
-    killed in between has Tune resume the trial, and bench hands its collected numbers back without
-    training: the s3 test usually meets that case.)"""
+    as finished in the experiment state Tune saved, with all their result rows. (Tune saves it a moment after a
+    trial ends; a driver killed in between has Tune resume the trial, and bench hands its collected numbers back
+    without training: the s3 test usually meets that case. Tune copies the state and the result logs to storage
+    one file after another: a fresh clone's CI once saw the state without a finished trial's rows.)"""
     done = collected(out)
     if not 0 < len(done) < len(TRIALS):
         return None
@@ -267,7 +268,8 @@ def finished_some(out: Path, experiment: Path | None = None):
             state = tune_state(experiment)
         except (ValueError, KeyError, OSError):  # being written
             return None
-        if any(state.get(tid, {}).get("status") != "TERMINATED" for tid in done):
+        if any(state.get(tid, {}).get("status") != "TERMINATED" or len(results(experiment, tid)) != EPOCHS
+               for tid in done):
             return None
     return done
 
