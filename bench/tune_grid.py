@@ -12,6 +12,10 @@ created, is run by ``bench run`` as a new experiment afterwards (``bench.run``).
 Both classes live at module level so that the ``tuner.pkl`` of an experiment refers to them by name: a restored
 experiment runs this code, not a copy of the code of the ``bench run`` that saved it. Importing this module imports
 Ray Tune; ``bench.tuner`` imports it only when it builds a tuner.
+
+Importing it also keeps Ray Tune from restoring a decision about a trial that a driver had put off
+(:func:`forget_put_off_decisions`): it runs wherever a restored experiment runs, on the head node under Ray Client
+too, since ``tuner.pkl`` imports this module there.
 """
 
 from __future__ import annotations
@@ -65,3 +69,31 @@ def restore_safe_grid(max_concurrent: int) -> tuple[RestoreSafeGrid, TrialCensus
     The callback goes last in the run config's callbacks (``bench.tuner`` finds it there after a restore)."""
     grid = RestoreSafeGrid(max_concurrent)
     return grid, TrialCensus(grid)
+
+
+def forget_put_off_decisions() -> None:
+    """Make Ray Tune's restore drop the trial decisions the saved driver had put off.
+
+    Ray Tune 2.60 puts off a decision about a trial whose checkpoint is being saved until the save ends (a STOP when
+    its worker dies meanwhile: the trial errors), and saves those decisions with the experiment
+    (``TuneController._cached_trial_decisions`` and ``_queued_trial_decisions``, in ``runner_data``). The save never
+    ends, so a restored experiment carried the STOP, and the resumed trial was stopped, as if finished, at its first
+    checkpoint: "done" after one epoch, without its results (``tests/test_distributed.py``'s killed worker, killed
+    during a save, once in a full test run). No save is under way in a restored experiment, so every such decision is
+    stale there. A no-op on a Ray whose restore has no ``__setstate__``."""
+    from ray.tune.execution.tune_controller import TuneController
+
+    restore = getattr(TuneController, "__setstate__", None)
+    if restore is None or getattr(restore, "forgets_put_off_decisions", False):
+        return
+
+    put_off = ("_cached_trial_decisions", "_queued_trial_decisions")
+
+    def __setstate__(self, state: dict) -> None:
+        restore(self, {**state, **{k: {} for k in put_off if k in state}})
+
+    __setstate__.forgets_put_off_decisions = True
+    TuneController.__setstate__ = __setstate__
+
+
+forget_put_off_decisions()

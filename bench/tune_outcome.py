@@ -39,8 +39,9 @@ def settle_run(t, results: list, todo: list, folder, errors: dict[str, str], int
     - never started: trials of ``todo`` no result holds and without outputs in the run folder;
     - ended early: trials Ray Tune ended before their last epoch when no Ctrl-C did (no Ctrl-C caught, the grid
       generator finished). A stop shows one of the two; a trial ended otherwise, which the same command would find
-      ended again, never resumed, runs again instead. Seen once in CI after a resume, cause unknown: the trial
-      reported its first epoch after the restore and Tune ended it;
+      ended again, never resumed, runs again instead. Seen once in a full test run: a resumed trial reported its
+      first epoch after the restore and Tune ended it, on a STOP the saved driver had put off (which
+      :func:`bench.tune_grid.forget_put_off_decisions` now drops); this catches any other such end;
     - stopped: the trials a Ctrl-C stopped. When Tune was stopped between two trials (:func:`bench.tuner.ended_early`)
       no trial is left unfinished to show it: the ones it never started count as stopped."""
     from bench import tuner
@@ -61,8 +62,9 @@ def rerun_line(unseen: list, ended: list, name: str) -> str:
     new experiment ``name``."""
     why = [f"Ray Tune ended without starting {len(unseen)} trial(s)"] if unseen else []
     if ended:
-        why.append(f"it ended {len(ended)} before their last epoch without a Ctrl-C ({', '.join(s.id for s in ended)}"
-                   "; they start over, with the same numbers: every draw is seeded)")
+        who = "it ended" if unseen else "Ray Tune ended"
+        why.append(f"{who} {len(ended)} trial(s) before their last epoch without a Ctrl-C "
+                   f"({', '.join(s.id for s in ended)}; they start over, with the same numbers: every draw is seeded)")
     return f"{' and '.join(why)}: running them as a new experiment, {name}"
 
 

@@ -15,6 +15,7 @@ import json
 import os
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -51,8 +52,14 @@ def standin(config: dict, data=None, finished=None) -> None:
         if epoch == 3:  # (Tune ends the trial at its "done" report)
             with open(data["log"], "a") as f:
                 f.write(f"{tid} {time.time()} end\n")
-        tune.report({"epoch": epoch, "done": epoch == 3, "macro_auc": 0.5, "macro_f1": 0.25} if epoch == 3 else
-                    {"epoch": epoch, "done": False})
+        metrics = ({"epoch": epoch, "done": epoch == 3, "macro_auc": 0.5, "macro_f1": 0.25} if epoch == 3 else
+                   {"epoch": epoch, "done": False})
+        if data.get("checkpoint"):  # a checkpoint with every report, as bench's trials
+            with tempfile.TemporaryDirectory() as folder:
+                (Path(folder) / "epoch").write_text(str(epoch))
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+        else:
+            tune.report(metrics)
         if tid == data.get("end_early"):
             return  # before its last epoch, as a trainable that stops early
 
@@ -62,11 +69,11 @@ def started(log: Path) -> list[str]:
 
 
 def build(tmp_path: Path, *, max_concurrent: int, cpu: float = 1.0, restore: bool = False, callbacks=(),
-          meet: tuple = (), hold: bool = False, end_early: str | None = None):
+          meet: tuple = (), hold: bool = False, end_early: str | None = None, checkpoint: bool = False):
     """The bench's tuner over :data:`TRIALS` with the stand-in trainable."""
     cfg = SimpleNamespace(resources=ResourcesConfig(cpu=cpu, max_concurrent=max_concurrent))
     data = {"log": str(tmp_path / "started.log"), "meet": list(meet), "hold": hold, "first": TRIALS[0].id,
-            "end_early": end_early}
+            "end_early": end_early, "checkpoint": checkpoint}
     return tuner.build_tuner(data, TRIALS, cfg=cfg, storage_path=str(tmp_path / "storage"), name="exp",
                              callbacks=list(callbacks), restore=restore, trainable=standin)
 
@@ -215,13 +222,15 @@ def test_trials_a_restored_experiment_never_created_run_as_a_new_experiment(synt
 
 def test_trials_tune_ended_early_without_a_ctrl_c_start_over_as_a_new_experiment(synth_root, tmp_path, monkeypatch):
     """A trial Ray Tune ended before its last epoch when no Ctrl-C did (terminated, no error, no outputs; seen once
-    in CI after a resume) is not a stop: a restore never resumes a terminated trial, so "interrupted; re-run the same
-    command" would end every re-run the same way. ``bench run`` names it and runs it again, from scratch, in the new
-    experiment of the trials never started; ended early twice, it is an error of the run (exit 3), not a Ctrl-C."""
+    in a full test run, after a resume) is not a stop: a restore never resumes a terminated trial, so "interrupted;
+    re-run the same command" would end every re-run the same way. ``bench run`` names it and runs it again, from
+    scratch, in the new experiment of the trials never started; ended early twice, it is an error of the run (exit 3),
+    not a Ctrl-C."""
     trials, calls, lines, outcome = stand_in_run(synth_root, tmp_path, monkeypatch, held=1, stopped=False, ended=1)
     (restore, first, todo), (again, second, rest) = calls
     assert restore and not again and rest == [t.id for t in trials[2:]] + [trials[1].id]
-    assert (f"Ray Tune ended without starting 2 trial(s) and it ended 1 before their last epoch without a Ctrl-C "
+    assert (f"Ray Tune ended without starting 2 trial(s) and it ended 1 trial(s) before their last epoch without a "
+            f"Ctrl-C "
             f"({trials[1].id}; they start over, with the same numbers: every draw is seeded): running them as a new "
             f"experiment, {second}") in lines, lines
     assert outcome.completed == sorted(t.id for t in trials) and not outcome.errors
@@ -230,6 +239,8 @@ def test_trials_tune_ended_early_without_a_ctrl_c_start_over_as_a_new_experiment
     trials, calls, lines, outcome = stand_in_run(synth_root, tmp_path / "twice", monkeypatch, held=3, stopped=False,
                                                  ended=1, ended_again=True)
     assert len(calls) == 2 and calls[1][2] == [trials[3].id], calls
+    assert (f"Ray Tune ended 1 trial(s) before their last epoch without a Ctrl-C ({trials[3].id}; they start over, "
+            f"with the same numbers: every draw is seeded): running them as a new experiment, {calls[1][1]}") in lines
     assert outcome.errors == {trials[3].id: tune_outcome.ENDED_TWICE}, outcome  # (not a KeyboardInterrupt)
     assert outcome.completed == sorted(t.id for t in trials[:3])
     assert json.loads((tmp_path / "twice" / "run" / "run.json").read_text())["status"] == "incomplete"
@@ -255,6 +266,35 @@ def test_a_trial_whose_trainable_returns_early_is_shown_ended_not_done(ray_sessi
     assert started(tmp_path / "started.log").count(TRIALS[1].id) == 1
     list(build(tmp_path, max_concurrent=1, restore=True, end_early=TRIALS[1].id).fit())
     assert started(tmp_path / "started.log").count(TRIALS[1].id) == 1  # a restore leaves it ended
+
+
+@pytest.mark.slow
+def test_a_restore_forgets_a_stop_the_saved_driver_had_put_off(ray_session, tmp_path):
+    """Ray Tune puts off a STOP of a trial whose worker died while its checkpoint was being saved, saves it with the
+    experiment, and a restore brought it back: the resumed trial was stopped at its first checkpoint, as if finished
+    (seen once in a full test run). Here the saved experiment is given that put-off STOP by hand;
+    ``bench.tune_grid.forget_put_off_decisions`` drops it, and the trial runs to its last epoch."""
+    from ray import tune
+
+    class Interrupt(tune.Callback):  # Ctrl-C at the first result: the first trial is left unfinished
+        def __init__(self):
+            self.sent = False
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            if not self.sent:
+                self.sent = True
+                os.kill(os.getpid(), signal.SIGINT)
+
+    _, interrupted = tune_fit.fit(build(tmp_path, max_concurrent=1, callbacks=[Interrupt()], checkpoint=True))
+    saved = max((tmp_path / "storage" / "exp").glob("experiment_state-*.json"))
+    state = json.loads(saved.read_text())
+    trial_ids = {json.loads(t)["config"]["trial"]["id"]: json.loads(t)["trial_id"] for t, _ in state["trial_data"]}
+    assert interrupted and "_cached_trial_decisions" in state["runner_data"], state["runner_data"]
+    state["runner_data"]["_cached_trial_decisions"] = {trial_ids[TRIALS[0].id]: "STOP"}
+    saved.write_text(json.dumps(state))
+    results, interrupted = tune_fit.fit(build(tmp_path, max_concurrent=1, restore=True, checkpoint=True))
+    finished = sorted(r.config["trial"]["id"] for r in results if "macro_auc" in r.metrics)
+    assert not interrupted and finished == [t.id for t in TRIALS], [(r.config, r.metrics) for r in results]
 
 
 def test_a_stop_between_two_trials_ends_the_run_instead_of_starting_the_rest(synth_root, tmp_path, monkeypatch):
