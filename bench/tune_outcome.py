@@ -51,7 +51,8 @@ def settle_run(t, results: list, todo: list, folder, errors: dict[str, str], int
     unseen = [s for s in todo if s.id not in seen and not folder.trial(s.id).is_finished()]
     early = tuner.ended_early(t)
     ended = [] if interrupted or early else [s for s in todo if s.id in stopped]
-    stopped = [tid for tid in stopped if tid not in {s.id for s in ended}]
+    ended_ids = {s.id for s in ended}
+    stopped = [tid for tid in stopped if tid not in ended_ids]
     if unseen and not stopped and early:
         stopped = [s.id for s in unseen]
     return stopped, unseen, ended

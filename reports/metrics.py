@@ -128,11 +128,11 @@ def label_metrics(
         if n > 0:
             # One confusion matrix per threshold, the ratios from its counts with the documented zero_division:
             # sklearn's f1_score / recall_score (tests/test_metrics.py), without their validation cost.
-            tn, fp, fn, tp = _counts(yj, pj >= fixed)
-            row["f1_fixed"] = _ratio(2 * tp, 2 * tp + fp + fn, 0.0)
+            tn, fp, fn, tp = counts = _counts(yj, pj >= fixed)
+            row["f1_fixed"] = _f1_of(counts)
             if thresholds is not None:  # else thr is fixed: the counts above
-                tn, fp, fn, tp = _counts(yj, pj >= thr)
-                row["f1"] = _ratio(2 * tp, 2 * tp + fp + fn, 0.0)
+                tn, fp, fn, tp = counts = _counts(yj, pj >= thr)
+                row["f1"] = _f1_of(counts)
             row["sensitivity"] = _ratio(tp, tp + fn, np.nan)
             row["specificity"] = _ratio(tn, tn + fp, np.nan)
         rows.append(row)
@@ -149,9 +149,10 @@ def _counts(y: np.ndarray, decision: np.ndarray) -> tuple[int, int, int, int]:
     return y.size - tp - fp - fn, fp, fn, tp
 
 
-def _f1(y: np.ndarray, decision: np.ndarray) -> float:
-    """Binary F1 with ``zero_division=0.0`` (``sklearn.metrics.f1_score``): 2 tp / (2 tp + fp + fn)."""
-    _, fp, fn, tp = _counts(y, decision)
+def _f1_of(counts: tuple[int, int, int, int]) -> float:
+    """Binary F1 of ``(tn, fp, fn, tp)`` with ``zero_division=0.0`` (``sklearn.metrics.f1_score``):
+    2 tp / (2 tp + fp + fn)."""
+    _, fp, fn, tp = counts
     return _ratio(2 * tp, 2 * tp + fp + fn, 0.0)
 
 
@@ -219,9 +220,9 @@ def summary_metrics(
         "excluded": {r.label: r.excluded_reason for r in df.itertuples() if not r.defined},
     }
     if yk.size:
-        out["micro_f1_fixed"] = _f1(yk, pk >= fixed)
+        out["micro_f1_fixed"] = _f1_of(_counts(yk, pk >= fixed))
         if thresholds is not None:
-            out["micro_f1"] = _f1(yk, pk >= thresholds[cols])
+            out["micro_f1"] = _f1_of(_counts(yk, pk >= thresholds[cols]))
     return out
 
 
