@@ -100,7 +100,7 @@ def _train(epochs, *, resume_after=None):
     from backbones import create_model
 
     rng = np.random.default_rng(0)
-    images = rng.integers(0, 255, size=(64, 32, 32), dtype=np.uint8)
+    images = rng.integers(0, 255, size=(64, 16, 16), dtype=np.uint8)
     labels = (rng.random((64, 3)) < 0.3).astype(np.float32)
     dev = engine.Device(torch.device("cpu"), torch.float16, False)
     torch.manual_seed(0)
