@@ -28,7 +28,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 ## make test-fast: the suite without its end-to-end tiers (markers `slow` and `cluster`): the loop while editing,
-## about 5 minutes on 2 cores; `make test` (what CI runs) before a commit
+## 132 s on 2 cores here (README, "Development"); `make test` (what CI runs) before a commit
 FAST_TESTS := not slow and not cluster
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m '$(FAST_TESTS)'
