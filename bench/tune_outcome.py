@@ -50,8 +50,8 @@ def settle_run(t, results: list, todo: list, folder, errors: dict[str, str], int
     seen = {spec_of(r.config).id for r in results if r.config}
     unseen = [s for s in todo if s.id not in seen and not folder.trial(s.id).is_finished()]
     early = tuner.ended_early(t)
-    ended = [] if interrupted or early else [s for s in todo if s.id in stopped]
-    ended_ids = {s.id for s in ended}
+    ended_ids = set() if interrupted or early else set(stopped) & {s.id for s in todo}
+    ended = [s for s in todo if s.id in ended_ids]
     stopped = [tid for tid in stopped if tid not in ended_ids]
     if unseen and not stopped and early:
         stopped = [s.id for s in unseen]
